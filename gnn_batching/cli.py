@@ -1,0 +1,187 @@
+"""Command line: thin parsing that calls one library function per command."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from gnn_batching.errors import UserError
+
+
+def _dataset_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("dataset", help="dataset name (see `gnn-batching data list`) or file:PATH")
+    p.add_argument("--graph", choices=["fully-connected", "radius", "knn"], help="graph builder")
+    p.add_argument("--cutoff", type=float, default=5.0, help="radius cutoff in Angstrom (default 5)")
+    p.add_argument("--k", type=int, default=12, help="neighbours for knn (default 12)")
+    p.add_argument("--target", help="target name (default: the dataset's)")
+    p.add_argument("--limit", type=int, help="use a seeded random subset of N graphs")
+    p.add_argument("--source", help="source file/folder (QM9 tarball or CSV, AFLOW export, ...)")
+    p.add_argument("--targets-csv", help="side CSV of targets for file: datasets")
+    p.add_argument("--download", action="store_true", help="aflow: download from AFLUX first (resumable)")
+    p.add_argument("--skip-bad", action="store_true", help="skip malformed entries (reported) instead of failing")
+    p.add_argument("--no-cache", action="store_true", help="rebuild the graph store, do not read or write the cache")
+
+
+def _spec_from_args(a: argparse.Namespace):
+    from gnn_batching.data import DatasetSpec
+
+    return DatasetSpec(name=a.dataset, source=a.source, limit=a.limit, target=a.target, graph=a.graph,
+                       cutoff=a.cutoff, k=a.k, targets_csv=a.targets_csv, download=a.download,
+                       skip_bad=a.skip_bad)
+
+
+def cmd_data_list(a: argparse.Namespace) -> int:
+    from gnn_batching.data.datasets import describe, dataset_names
+
+    for name in dataset_names():
+        if name == "file:PATH":
+            print(f"{name:<18} any file ASE can read (extxyz, db, CIF, POSCAR; glob ok), targets from atoms.info")
+        else:
+            e = describe(name)
+            print(f"{name:<18} {e.description}  [default graph: {e.default_graph}]")
+    return 0
+
+
+def cmd_data_stats(a: argparse.Namespace) -> int:
+    from gnn_batching.data import load_dataset
+    from gnn_batching.data.stats import dataset_stats, format_stats
+
+    ds = load_dataset(_spec_from_args(a), use_cache=not a.no_cache, verbose=True)
+    stats = dataset_stats(ds)
+    print(json.dumps(stats) if a.json else format_stats(stats))
+    if ds.store.skipped and not a.json:
+        print(f"  skipped entries ({len(ds.store.skipped)}):", file=sys.stderr)
+        for s in ds.store.skipped[:20]:
+            print(f"    {s}", file=sys.stderr)
+    return 0
+
+
+def cmd_bench_batching(a: argparse.Namespace) -> int:
+    from gnn_batching.batching.bench import format_table, run_bench
+
+    rows = run_bench(_spec_from_args(a), a.batch_sizes, a.methods, pad_edges=a.pad_edges,
+                     use_cache=not a.no_cache, repeats=a.repeats)
+    print(json.dumps(rows) if a.json else format_table(rows))
+    return 0
+
+
+def cmd_run(a: argparse.Namespace) -> int:
+    from gnn_batching.train.config import load_config
+    from gnn_batching.train.run import run
+
+    cfg = load_config(a.config, a.set or [])
+    summary = run(cfg, out_dir=a.out)
+    print(json.dumps(summary, indent=1))
+    return 0
+
+
+def cmd_sweep(a: argparse.Namespace) -> int:
+    from gnn_batching.sweep.sweep import load_sweep, run_sweep
+
+    sw = load_sweep(a.sweep, a.set or [])
+    return run_sweep(sw, jobs=a.jobs, dry_run=a.dry_run)
+
+
+def cmd_results(a: argparse.Namespace) -> int:
+    from gnn_batching.sweep.results import collect, format_comparison
+
+    df = collect(a.sweep_dir)
+    print(format_comparison(df))
+    return 0
+
+
+def cmd_plot(a: argparse.Namespace) -> int:
+    from gnn_batching.sweep.plots import plot_all
+
+    for path in plot_all(a.sweep_dir, fmt=a.format):
+        print(path)
+    return 0
+
+
+def cmd_report(a: argparse.Namespace) -> int:
+    from gnn_batching.sweep.report import write_report
+
+    print(write_report(a.sweep_dir, fmt=a.format))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="gnn-batching",
+        description="Benchmark graph batching strategies for GNN training in JAX.",
+    )
+    sub = p.add_subparsers(dest="command", required=True)
+
+    data = sub.add_parser("data", help="list datasets, print statistics").add_subparsers(dest="data_cmd", required=True)
+    data.add_parser("list", help="name every dataset").set_defaults(fn=cmd_data_list)
+    st = data.add_parser("stats", help="counts and size/target distributions of a dataset")
+    _dataset_args(st)
+    st.add_argument("--json", action="store_true", help="print one flat JSON object")
+    st.set_defaults(fn=cmd_data_stats)
+
+    bench = sub.add_parser("bench", help="benchmarks").add_subparsers(dest="bench_cmd", required=True)
+    bb = bench.add_parser("batching", help="host assembly throughput of each batching method vs jraph")
+    _dataset_args(bb)
+    bb.add_argument("--batch-sizes", type=int, nargs="+", default=[16, 32, 64, 128])
+    bb.add_argument("--methods", nargs="+", default=None, help="default: all methods")
+    bb.add_argument("--pad-edges", choices=["hub", "spread"], default="hub")
+    bb.add_argument("--repeats", type=int, default=1, help="epochs timed per row (best is reported)")
+    bb.add_argument("--json", action="store_true", help="print a JSON list of flat objects")
+    bb.set_defaults(fn=cmd_bench_batching)
+    # `bench batching --dataset X` is accepted as well as the positional form
+    bb.set_defaults(dataset=None)
+
+    r = sub.add_parser("run", help="one training run from a YAML config")
+    r.add_argument("config", help="YAML config, e.g. configs/smoke.yaml")
+    r.add_argument("--set", action="append", metavar="KEY=VALUE", help="dotted override, repeatable")
+    r.add_argument("--out", help="run directory (default: results/runs/<name>-<time>)")
+    r.set_defaults(fn=cmd_run)
+
+    sw = sub.add_parser("sweep", help="run a grid of runs; resumes where it stopped")
+    sw.add_argument("sweep", help="sweep YAML, e.g. configs/quickstart.yaml")
+    sw.add_argument("--set", action="append", metavar="KEY=VALUE", help="override (base keys or output_dir)")
+    sw.add_argument("--jobs", type=int, default=1, help="parallel local processes")
+    sw.add_argument("--dry-run", action="store_true", help="list the cells and their state, run nothing")
+    sw.set_defaults(fn=cmd_sweep)
+
+    res = sub.add_parser("results", help="collect a sweep into one tidy table and print a comparison")
+    res.add_argument("sweep_dir")
+    res.set_defaults(fn=cmd_results)
+
+    pl = sub.add_parser("plot", help="write the study's figures for a sweep")
+    pl.add_argument("sweep_dir")
+    pl.add_argument("--format", choices=["png", "pdf"], default="png")
+    pl.set_defaults(fn=cmd_plot)
+
+    rep = sub.add_parser("report", help="write a Markdown report with tables, figures and provenance")
+    rep.add_argument("sweep_dir")
+    rep.add_argument("--format", choices=["md", "html"], default="md")
+    rep.set_defaults(fn=cmd_report)
+    return p
+
+
+def _normalise_argv(argv: list[str]) -> list[str]:
+    # allow `bench batching --dataset qm9` (the documented form) besides the positional one
+    if len(argv) >= 2 and argv[0] == "bench" and "--dataset" in argv:
+        i = argv.index("--dataset")
+        if i + 1 < len(argv):
+            return argv[:2] + [argv[i + 1]] + argv[2:i] + argv[i + 2 :]
+    return argv
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = _normalise_argv(list(sys.argv[1:] if argv is None else argv))
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.fn(args) or 0)
+    except UserError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
