@@ -2,7 +2,7 @@
 
 __version__ = "0.1.0"
 
-from gnn_batching.data.datasets import register_dataset  # noqa: E402
+from gnn_batching.data.datasets import register_dataset
 
 
 def __getattr__(name: str):

@@ -32,7 +32,7 @@ def _spec_from_args(a: argparse.Namespace):
 
 
 def cmd_data_list(a: argparse.Namespace) -> int:
-    from gnn_batching.data.datasets import describe, dataset_names
+    from gnn_batching.data.datasets import dataset_names, describe
 
     for name in dataset_names():
         if name == "file:PATH":

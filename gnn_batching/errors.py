@@ -7,7 +7,7 @@ class UserError(Exception):
     """Bad input, bad config or a failed download: the message names the file/entry/key."""
 
 
-class ConfigError(UserError):
+class ConfigError(UserError, ValueError):
     """A config file or override is invalid (unknown key, wrong type, impossible value)."""
 
 

@@ -32,7 +32,7 @@ from gnn_batching.data.structures import StructureSet, from_atoms_list
 from gnn_batching.errors import ConfigError, DataError
 from gnn_batching.progress import Progress
 
-CACHE_VERSION = "1"
+CACHE_VERSION = "2"
 
 
 @dataclass(frozen=True)

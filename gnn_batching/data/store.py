@@ -7,7 +7,8 @@ Shapes (G graphs, N nodes, E edges in total):
 * ``species``                (N,)   int32   compact class index into ``species_z`` (atomic numbers)
 * ``positions``              (N, 3) float32 Angstrom
 * ``senders``, ``receivers`` (E,)   int16/int32 LOCAL node indices within the graph
-* ``vectors``                (E, 3) float32 r_sender (+ image) - r_receiver, Angstrom
+* ``edges``                  (E, 4) float32 [dx, dy, dz, d]: r_sender (+ image) - r_receiver and its
+                                      norm, Angstrom (16-byte rows: gathered as one element each)
 * ``targets``                name -> (G,) float64, physical units in ``target_units``
 * ``ids``                    (G,)   str     entry names for messages
 
@@ -28,7 +29,7 @@ import numpy as np
 from gnn_batching.data.graphs import Edges, GraphRecipe, build_edges
 from gnn_batching.data.structures import StructureSet, ranges
 
-ARRAYS = ("n_node", "n_edge", "species", "positions", "senders", "receivers", "vectors", "ids", "species_z")
+ARRAYS = ("n_node", "n_edge", "species", "positions", "senders", "receivers", "edges", "ids", "species_z")
 
 
 @dataclass
@@ -41,7 +42,7 @@ class GraphStore:
     positions: np.ndarray
     senders: np.ndarray
     receivers: np.ndarray
-    vectors: np.ndarray
+    edges: np.ndarray
     targets: dict[str, np.ndarray]
     target_units: dict[str, str]
     ids: np.ndarray
@@ -53,6 +54,18 @@ class GraphStore:
     def __post_init__(self) -> None:
         self.node_offsets = _offsets(self.n_node)
         self.edge_offsets = _offsets(self.n_edge)
+        # fast-gather views: one 16-byte element per edge; sender/receiver int16 pairs as one int32
+        self.edges = np.ascontiguousarray(self.edges, dtype=np.float32).reshape(-1, 4)
+        self.edge_records = self.edges.view(np.complex128).reshape(-1)
+        if self.senders.dtype == np.int16 and self.receivers.dtype == np.int16:
+            self.sr_pairs = np.stack([self.senders, self.receivers], axis=1).view(np.int32).reshape(-1)
+        else:
+            self.sr_pairs = None
+
+    @property
+    def vectors(self) -> np.ndarray:
+        """(E, 3) displacement vectors (a view)."""
+        return self.edges[:, :3]
 
     def __len__(self) -> int:
         return int(self.n_node.shape[0])
@@ -69,6 +82,9 @@ class GraphStore:
         species_z = np.unique(s.numbers).astype(np.int32)
         species = np.searchsorted(species_z, s.numbers).astype(np.int32)
         local_dtype = np.int16 if (len(s) == 0 or s.n_atoms.max() < 2**15) else np.int32
+        feats = np.empty((len(edges.vectors), 4), dtype=np.float32)
+        feats[:, :3] = edges.vectors
+        feats[:, 3] = np.sqrt(np.einsum("ek,ek->e", edges.vectors, edges.vectors))
         return cls(
             name=s.name,
             recipe=recipe,
@@ -78,7 +94,7 @@ class GraphStore:
             positions=s.positions.astype(np.float32),
             senders=edges.senders.astype(local_dtype),
             receivers=edges.receivers.astype(local_dtype),
-            vectors=edges.vectors,
+            edges=feats,
             targets=dict(s.targets),
             target_units=dict(s.target_units),
             ids=s.ids,
@@ -102,7 +118,7 @@ class GraphStore:
             positions=self.positions[nidx],
             senders=self.senders[eidx],
             receivers=self.receivers[eidx],
-            vectors=self.vectors[eidx],
+            edges=self.edges[eidx],
             targets={k: v[index] for k, v in self.targets.items()},
             target_units=dict(self.target_units),
             ids=self.ids[index],

@@ -1,0 +1,124 @@
+"""Materialise planned batches from the GraphStore with vectorised NumPy gathers.
+
+Every output array is allocated once at its padded size and filled in place: real rows are
+gathered straight from the store (``np.take(..., out=...)``), padding rows are written once.
+No per-graph Python objects, no concatenate-then-pad double copy.
+
+Batch layout (jraph's, so jraph utilities and masks work on it):
+
+* ``graph.nodes``     (n_node,)   int32   species class index; padding nodes 0
+* ``graph.edges``     (n_edge, 4) float32 [dx, dy, dz, distance]; padding edges 0
+* ``graph.senders`` / ``graph.receivers`` (n_edge,) int32 global node indices
+* ``graph.n_node`` / ``graph.n_edge`` (n_graph,) int32: real graphs, then ONE padding graph
+  owning all padding nodes and edges, then empty graphs
+* ``targets``         (n_graph,)  float32 physical units; 0 for padding graphs
+* ``graph_mask``      (n_graph,)  bool    True for real graphs
+
+Padding edges (``pad_edges``): ``hub`` points every padding edge at the first padding node
+(jraph's layout); ``spread`` distributes them round-robin over all padding nodes (TF-GNN's),
+which avoids one scatter target receiving thousands of updates.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import jraph
+import numpy as np
+
+from gnn_batching.batching.methods import EpochPlan
+
+
+@dataclass
+class Batch:
+    graph: jraph.GraphsTuple
+    targets: np.ndarray
+    graph_mask: np.ndarray
+    n_real_graphs: int
+    n_real_nodes: int
+    n_real_edges: int
+    index: np.ndarray  # (n_real_graphs,) store indices of the real graphs, in batch order
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        return int(self.graph.nodes.shape[0]), int(self.graph.edges.shape[0]), int(self.graph.n_node.shape[0])
+
+    def node_mask(self) -> np.ndarray:
+        return np.arange(self.graph.nodes.shape[0]) < self.n_real_nodes
+
+    def edge_mask(self) -> np.ndarray:
+        return np.arange(self.graph.edges.shape[0]) < self.n_real_edges
+
+
+def assemble(store, idx: np.ndarray, shape: tuple[int, int, int], targets: np.ndarray,
+             pad_edges: str = "hub") -> Batch:
+    """Gather graphs ``idx`` of ``store`` into one batch padded to ``shape`` = (n_node, n_edge, n_graph)."""
+    n_node, n_edge, n_graph = (int(x) for x in shape)
+    idx = np.asarray(idx, dtype=np.int64)
+    k = len(idx)
+    nn = store.n_node[idx]
+    ne = store.n_edge[idx]
+    node_end = np.cumsum(nn)
+    edge_end = np.cumsum(ne)
+    tn = int(node_end[-1]) if k else 0
+    te = int(edge_end[-1]) if k else 0
+    if tn > n_node - 1 or te > n_edge or k > n_graph - 1:
+        raise RuntimeError(
+            f"batch of {k} graphs ({tn} nodes, {te} edges) does not fit padded shape {shape} "
+            f"(capacity {n_node - 1} nodes, {n_edge} edges, {n_graph - 1} graphs)"
+        )
+    node_start = node_end - nn  # first node of each graph within the batch
+    # source row of batch row r = r + (store offset - batch offset) of r's graph. Indices are
+    # valid by construction, so take(mode="clip") skips the bounds-check error path (~30% faster).
+    nodes = np.empty(n_node, dtype=np.int32)
+    node_src = np.repeat(store.node_offsets[idx] - node_start, nn)
+    node_src += np.arange(tn)
+    np.take(store.species, node_src, out=nodes[:tn], mode="clip")
+    nodes[tn:] = 0
+
+    edges = np.empty((n_edge, 4), dtype=np.float32)
+    edge_src = np.repeat(store.edge_offsets[idx] - (edge_end - ne), ne)
+    edge_src += np.arange(te)
+    np.take(store.edge_records, edge_src, out=edges.view(np.complex128).reshape(-1)[:te], mode="clip")
+    edges[te:] = 0.0
+    shift = np.repeat(node_start.astype(np.int32), ne)
+    senders = np.empty(n_edge, dtype=np.int32)
+    receivers = np.empty(n_edge, dtype=np.int32)
+    if store.sr_pairs is not None:
+        pairs = np.take(store.sr_pairs, edge_src, mode="clip").view(np.int16)
+        np.add(pairs[0::2], shift, out=senders[:te])
+        np.add(pairs[1::2], shift, out=receivers[:te])
+    else:
+        np.add(np.take(store.senders, edge_src), shift, out=senders[:te], casting="unsafe")
+        np.add(np.take(store.receivers, edge_src), shift, out=receivers[:te], casting="unsafe")
+    pad_e = n_edge - te
+    if pad_e:
+        if pad_edges == "spread":
+            fill = np.arange(pad_e, dtype=np.int32)
+            fill %= n_node - tn
+            fill += tn
+            senders[te:] = fill
+            receivers[te:] = fill
+        else:
+            senders[te:] = tn
+            receivers[te:] = tn
+
+    g_n = np.zeros(n_graph, dtype=np.int32)
+    g_e = np.zeros(n_graph, dtype=np.int32)
+    g_n[:k] = nn
+    g_e[:k] = ne
+    g_n[k] = n_node - tn
+    g_e[k] = pad_e
+    t = np.zeros(n_graph, dtype=np.float32)
+    t[:k] = targets[idx]
+    mask = np.zeros(n_graph, dtype=bool)
+    mask[:k] = True
+    graph = jraph.GraphsTuple(nodes=nodes, edges=edges, senders=senders, receivers=receivers,
+                              n_node=g_n, n_edge=g_e, globals=None)
+    return Batch(graph, t, mask, k, tn, te, idx)
+
+
+def iterate_plan(store, plan: EpochPlan, targets: np.ndarray, pad_edges: str = "hub"):
+    """Yield the batches of one planned epoch."""
+    for b in range(len(plan)):
+        yield assemble(store, plan.batch(b), tuple(plan.shapes[b]), targets, pad_edges)

@@ -1,0 +1,136 @@
+"""``gnn-batching bench batching``: host assembly throughput per method and batch size.
+
+For each (method, batch size) one epoch of the training split (one seeded shuffle shared by
+every row) is assembled three ways, side by side in the same process:
+
+* ours: plan + vectorised gather from the GraphStore (what training uses);
+* reference: jraph's own utilities on the same graph order and the same shapes
+  (``jraph.batch_np`` + ``jraph.pad_with_graphs`` per static batch; ``jraph.dynamically_batch``
+  for ``dynamic``), over per-graph ``GraphsTuple``s built beforehand (not timed);
+* copy: a plain memory copy of the same output bytes, batch by batch, into fresh buffers
+  (the floor any assembler can reach).
+"""
+
+from __future__ import annotations
+
+import platform
+import time
+
+import jraph
+import numpy as np
+
+from gnn_batching.batching.assemble import assemble
+from gnn_batching.batching.methods import METHOD_NAMES, BatchingConfig, EpochPlan, make_method
+from gnn_batching.data import DatasetSpec, load_dataset
+from gnn_batching.progress import Progress
+
+
+def per_graph_tuples(store, index: np.ndarray) -> dict[int, jraph.GraphsTuple]:
+    out = {}
+    for i in index.tolist():
+        a, b = store.node_offsets[i], store.node_offsets[i + 1]
+        c, d = store.edge_offsets[i], store.edge_offsets[i + 1]
+        out[i] = jraph.GraphsTuple(
+            nodes=store.species[a:b].copy(), edges=store.edges[c:d].copy(),
+            senders=store.senders[c:d].astype(np.int32), receivers=store.receivers[c:d].astype(np.int32),
+            n_node=np.array([b - a], np.int32), n_edge=np.array([d - c], np.int32), globals=None)
+    return out
+
+
+def _time_ours(store, method, order, targets, pad_edges) -> tuple[float, EpochPlan]:
+    t0 = time.perf_counter()
+    plan = method.plan(order)
+    for b in range(len(plan)):
+        assemble(store, plan.batch(b), tuple(plan.shapes[b]), targets, pad_edges)
+    return time.perf_counter() - t0, plan
+
+
+def _time_reference(graphs, method, plan: EpochPlan) -> float:
+    t0 = time.perf_counter()
+    if method.name == "dynamic":
+        n, e, g = method.fixed_shape()
+        for _ in jraph.dynamically_batch(iter([graphs[i] for i in plan.order.tolist()]), n, e, g):
+            pass
+    else:
+        for b in range(len(plan)):
+            batch = jraph.batch_np([graphs[i] for i in plan.batch(b).tolist()])
+            n, e, g = (int(x) for x in plan.shapes[b])
+            jraph.pad_with_graphs(batch, n, e, g)
+    return time.perf_counter() - t0
+
+
+def batch_bytes(shape) -> int:
+    n, e, g = (int(x) for x in shape)
+    return n * 4 + e * (16 + 4 + 4) + g * (4 + 4 + 4 + 1)
+
+
+def _time_copy(store, plan: EpochPlan) -> float:
+    """Copy each batch's padded byte count out of the store's own edge array into a fresh
+    buffer, walking through the store (cold, like a gather's source; no index arithmetic)."""
+    src = store.edge_records.view(np.uint8)
+    sizes = [batch_bytes(s) for s in plan.shapes]
+    pos = 0
+    t0 = time.perf_counter()
+    for nb in sizes:
+        if pos + nb > src.size:
+            pos = 0
+        dst = np.empty(nb, dtype=np.uint8)
+        np.copyto(dst, src[pos : pos + nb])
+        pos += nb
+    return time.perf_counter() - t0
+
+
+def run_bench(spec: DatasetSpec, batch_sizes: list[int], methods: list[str] | None = None,
+              pad_edges: str = "hub", use_cache: bool = True, repeats: int = 1) -> list[dict]:
+    ds = load_dataset(spec, use_cache=use_cache)
+    store, targets = ds.store, ds.targets()
+    methods = methods or list(METHOD_NAMES)
+    order = np.random.default_rng([0, 0]).permutation(ds.splits.train)
+    prog = Progress("bench", total=len(methods) * len(batch_sizes))
+    prog.note(f"building {len(order)} per-graph GraphsTuples for the jraph reference (not timed)")
+    graphs = per_graph_tuples(store, order)
+    rows, done = [], 0
+    for bs in batch_sizes:
+        for m in methods:
+            method = make_method(BatchingConfig(method=m, batch_size=bs, pad_edges=pad_edges), store, ds.splits.train)
+            ours = min(_time_ours(store, method, order, targets, pad_edges)[0] for _ in range(repeats))
+            plan = method.plan(order)
+            ref = min(_time_reference(graphs, method, plan) for _ in range(repeats))
+            cp = min(_time_copy(store, plan) for _ in range(repeats))
+            st = plan.stats(store.n_node, store.n_edge)
+            g = st["graphs"]
+            rows.append({
+                "dataset": spec.name, "method": m, "batch_size": bs,
+                "graphs_per_s": round(g / ours, 1),
+                "reference_graphs_per_s": round(g / ref, 1),
+                "speedup": round(ref / ours, 2),
+                "copy_graphs_per_s": round(g / cp, 1),
+                "vs_copy": round(ours / cp, 2),
+                "node_fill": round(st["node_fill"], 4), "edge_fill": round(st["edge_fill"], 4),
+                "graph_fill": round(st["graph_fill"], 4),
+                "distinct_shapes": st["distinct_shapes"], "batches": st["batches"],
+                "graphs_per_epoch": g, "split_size": len(order),
+                "pad_edges": pad_edges, "synthetic": ds.synthetic,
+                "machine": f"{platform.processor() or platform.machine()}",
+            })
+            done += 1
+            prog.update(done, postfix=f"{m} bs={bs}: {rows[-1]['speedup']}x jraph")
+    prog.close()
+    return rows
+
+
+def format_table(rows: list[dict]) -> str:
+    cols = [("method", "{:<13}"), ("batch_size", "{:>4}"), ("graphs_per_s", "{:>12,.0f}"),
+            ("reference_graphs_per_s", "{:>10,.0f}"), ("speedup", "{:>8.1f}x"), ("copy_graphs_per_s", "{:>12,.0f}"),
+            ("vs_copy", "{:>7.2f}x"), ("node_fill", "{:>6.3f}"), ("edge_fill", "{:>6.3f}"),
+            ("graph_fill", "{:>6.3f}"), ("distinct_shapes", "{:>6}"), ("graphs_per_epoch", "{:>8}"),
+            ("split_size", "{:>8}")]
+    head = ["method", "bs", "graphs/s", "jraph g/s", "speedup", "memcpy g/s", "vs copy", "nfill", "efill",
+            "gfill", "shapes", "graphs", "split"]
+    widths = [13, 4, 12, 10, 9, 12, 8, 6, 6, 6, 6, 8, 8]
+    lines = [" ".join(h.rjust(w) if i else h.ljust(w) for i, (h, w) in enumerate(zip(head, widths)))]
+    for r in rows:
+        lines.append(" ".join(fmt.format(r[c]) for c, fmt in cols))
+    if rows and rows[0].get("synthetic"):
+        lines.append("(dataset is SYNTHETIC)")
+    return "\n".join(lines)

@@ -1,0 +1,60 @@
+"""Loaders: a method + a split -> batches, epoch after epoch, seeded per epoch.
+
+Training shuffles with ``np.random.default_rng([seed, epoch])``; evaluation is one ordered
+pass over the split, final partial batch included. Each graph appears exactly once per epoch
+(unless a documented skip policy removed it: then it is counted in ``epoch_stats``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import numpy as np
+
+from gnn_batching.batching.assemble import Batch, iterate_plan
+from gnn_batching.batching.methods import BatchingConfig, BatchingMethod, EpochPlan, make_method
+from gnn_batching.batching.prefetch import Prefetcher
+
+
+class Loader:
+    def __init__(self, store, targets: np.ndarray, index: np.ndarray, method: BatchingMethod,
+                 shuffle: bool, seed: int = 0, pad_edges: str = "hub"):
+        self.store = store
+        self.targets = np.asarray(targets)
+        self.index = np.asarray(index, dtype=np.int64)
+        self.method = method
+        self.shuffle = shuffle
+        self.seed = seed
+        self.pad_edges = pad_edges
+        self.epoch_stats: list[dict] = []
+
+    def plan(self, epoch: int) -> EpochPlan:
+        order = np.random.default_rng([self.seed, epoch]).permutation(self.index) if self.shuffle else self.index
+        return self.method.plan(order)
+
+    def epoch(self, epoch: int = 0) -> Iterator[Batch]:
+        plan = self.plan(epoch)
+        stats = plan.stats(self.store.n_node, self.store.n_edge)
+        stats.update({"epoch": epoch, "split_size": len(self.index)})
+        self.epoch_stats.append(stats)
+        return iterate_plan(self.store, plan, self.targets, self.pad_edges)
+
+    def forever(self) -> Iterator[Batch]:
+        """Training stream: epoch 0, 1, 2, ... (each a fresh seeded shuffle)."""
+        e = 0
+        while True:
+            yield from self.epoch(e)
+            e += 1
+
+    def stream(self, prefetch: int = 0) -> Iterator[Batch]:
+        it = self.forever()
+        return Prefetcher(it, prefetch) if prefetch > 0 else it
+
+
+def make_loaders(cfg: BatchingConfig, store, targets: np.ndarray, splits, seed: int = 0):
+    """(method, train loader, {"val": loader, "test": loader}); one method so all share shapes."""
+    method = make_method(cfg, store, splits.train, seed=seed)
+    train = Loader(store, targets, splits.train, method, shuffle=True, seed=seed, pad_edges=cfg.pad_edges)
+    evals = {name: Loader(store, targets, splits.get(name), method, shuffle=False, pad_edges=cfg.pad_edges)
+             for name in ("val", "test")}
+    return method, train, evals

@@ -1,0 +1,293 @@
+"""Batching methods as pluggable strategies that PLAN an epoch from size arrays alone.
+
+A plan says which graphs go in which batch and each batch's padded shape; the assembler
+(``assemble.py``) then gathers the arrays. Planning is vectorised NumPy over per-graph
+sizes, so a whole epoch's plan (and hence every shape that will be compiled, the fill, the
+graphs per batch) is known before any batch is built.
+
+Methods (``batch_size`` counts the padding graph, as in the study: a static batch holds
+``batch_size - 1`` real graphs):
+
+* ``static-pow2``  fixed count; nodes -> next power of two >= sum + 1, edges -> >= sum
+* ``static-64``    fixed count; nodes -> next multiple of 64 >= sum + 1, edges -> >= sum
+* ``static-max``   fixed count; padded to the dataset's tight worst case (one shape)
+* ``static-exact`` fixed count; no rounding (a new shape almost every batch)
+* ``dynamic``      greedy order-preserving next-fit into a budget (jraph ``dynamically_batch``
+                   semantics), every batch padded to the budget (one shape)
+
+Every graph of the order is used exactly once per epoch, except graphs removed by an
+explicit ``skip`` policy, which are returned in ``EpochPlan.skipped`` and counted.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import ClassVar
+
+import numpy as np
+
+from gnn_batching.batching.budgets import BUDGET_RULES, Budget, budget_from_rule, ceil_multiple, next_pow2
+from gnn_batching.errors import ConfigError, OversizeGraphError
+
+METHOD_NAMES = ("static-pow2", "static-64", "static-max", "static-exact", "dynamic")
+
+
+@dataclass(frozen=True)
+class BatchingConfig:
+    """The ``batching`` config section."""
+
+    method: str = "dynamic"
+    batch_size: int = 32
+    budget: str = "full"  # dynamic only: full | paper | fit-or-skip | percentile
+    success_ratio: float = 0.99  # fit-or-skip
+    percentile: float = 90.0  # percentile
+    oversize: str = "error"  # error | skip: a graph larger than a fixed budget
+    skip_overflow: bool = False  # fit-or-skip: drop (and count) groups that do not fit, TF-GNN style
+    pad_edges: str = "hub"  # hub (jraph: all padding edges on one node) | spread (over padding nodes)
+    prefetch: int = 0  # batches assembled ahead in a background thread (0 = off)
+
+    def __post_init__(self) -> None:
+        if self.method not in METHOD_NAMES:
+            raise ConfigError(
+                f"batching.method: unknown method {self.method!r}; choose one of {', '.join(METHOD_NAMES)}"
+            )
+        if int(self.batch_size) < 2:
+            raise ConfigError(f"batching.batch_size must be >= 2 (it counts the padding graph), got {self.batch_size}")
+        if self.budget not in BUDGET_RULES:
+            raise ConfigError(f"batching.budget: unknown rule {self.budget!r}; choose one of {', '.join(BUDGET_RULES)}")
+        if self.oversize not in ("error", "skip"):
+            raise ConfigError(f"batching.oversize must be 'error' or 'skip', got {self.oversize!r}")
+        if self.pad_edges not in ("hub", "spread"):
+            raise ConfigError(f"batching.pad_edges must be 'hub' or 'spread', got {self.pad_edges!r}")
+        if self.prefetch < 0:
+            raise ConfigError(f"batching.prefetch must be >= 0, got {self.prefetch}")
+
+
+@dataclass
+class EpochPlan:
+    """``order[bounds[b]:bounds[b+1]]`` are the store indices of batch ``b``, padded to ``shapes[b]``."""
+
+    order: np.ndarray
+    bounds: np.ndarray
+    shapes: np.ndarray  # (B, 3): n_node, n_edge, n_graph
+    skipped: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+
+    def __len__(self) -> int:
+        return int(self.shapes.shape[0])
+
+    def batch(self, b: int) -> np.ndarray:
+        return self.order[self.bounds[b] : self.bounds[b + 1]]
+
+    def stats(self, n_node: np.ndarray, n_edge: np.ndarray) -> dict:
+        """Per-epoch statistics: batches, graphs, distinct shapes, fill (real / padded)."""
+        if len(self) == 0:
+            return {"batches": 0, "graphs": 0, "skipped": len(self.skipped), "distinct_shapes": 0}
+        real_g = np.diff(self.bounds)
+        starts = self.bounds[:-1]
+        cn = np.concatenate([[0], np.cumsum(n_node[self.order])])
+        ce = np.concatenate([[0], np.cumsum(n_edge[self.order])])
+        real_n = cn[self.bounds[1:]] - cn[starts]
+        real_e = ce[self.bounds[1:]] - ce[starts]
+        pn, pe, pg = self.shapes[:, 0], self.shapes[:, 1], self.shapes[:, 2]
+        node_fill = real_n / pn
+        edge_fill = np.where(pe > 0, real_e / np.maximum(pe, 1), 1.0)
+        graph_fill = real_g / pg
+        return {
+            "batches": len(self),
+            "graphs": int(real_g.sum()),
+            "skipped": len(self.skipped),
+            "distinct_shapes": len({tuple(s) for s in self.shapes.tolist()}),
+            "real_graphs_per_batch_mean": float(real_g.mean()),
+            "node_fill": float(real_n.sum() / pn.sum()),
+            "edge_fill": float(real_e.sum() / max(pe.sum(), 1)),
+            "graph_fill": float(real_g.sum() / pg.sum()),
+            "node_fill_min": float(node_fill.min()),
+            "edge_fill_min": float(edge_fill.min()),
+            "graph_fill_min": float(graph_fill.min()),
+        }
+
+
+class BatchingMethod:
+    """Base strategy. Subclasses implement :meth:`plan`."""
+
+    name: ClassVar[str] = ""
+
+    def __init__(self, cfg: BatchingConfig, n_node: np.ndarray, n_edge: np.ndarray, train_index: np.ndarray,
+                 ids: np.ndarray | None = None):
+        self.cfg = cfg
+        self.bs = int(cfg.batch_size)
+        self.n_node = np.asarray(n_node, dtype=np.int64)
+        self.n_edge = np.asarray(n_edge, dtype=np.int64)
+        self.train_index = np.asarray(train_index, dtype=np.int64)
+        self.ids = ids
+
+    def plan(self, order: np.ndarray) -> EpochPlan:
+        raise NotImplementedError
+
+    def describe(self) -> dict:
+        return {"method": self.name, **{k: v for k, v in asdict(self.cfg).items() if k != "method"}}
+
+    def fixed_shape(self) -> tuple[int, int, int] | None:
+        """The single padded shape, for methods that have one."""
+        return None
+
+
+class StaticMethod(BatchingMethod):
+    """A fixed number (``batch_size - 1``) of real graphs per batch; the last batch may hold fewer."""
+
+    def shapes_for(self, sum_n: np.ndarray, sum_e: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        raise NotImplementedError
+
+    def plan(self, order: np.ndarray) -> EpochPlan:
+        order = np.asarray(order, dtype=np.int64)
+        per = self.bs - 1
+        bounds = np.append(np.arange(0, len(order), per), len(order)).astype(np.int64)
+        if len(order) == 0:
+            return EpochPlan(order, np.zeros(1, np.int64), np.zeros((0, 3), np.int64))
+        starts = bounds[:-1]
+        sum_n = np.add.reduceat(self.n_node[order], starts)
+        sum_e = np.add.reduceat(self.n_edge[order], starts)
+        nn, ne = self.shapes_for(sum_n, sum_e)
+        shapes = np.stack([nn, ne, np.full_like(nn, self.bs)], axis=1).astype(np.int64)
+        return EpochPlan(order, bounds, shapes)
+
+
+class StaticPow2(StaticMethod):
+    name = "static-pow2"
+
+    def shapes_for(self, sum_n, sum_e):
+        return next_pow2(sum_n + 1), next_pow2(sum_e)
+
+
+class Static64(StaticMethod):
+    name = "static-64"
+
+    def shapes_for(self, sum_n, sum_e):
+        return ceil_multiple(sum_n + 1, 64), ceil_multiple(sum_e, 64)
+
+
+class StaticExact(StaticMethod):
+    name = "static-exact"
+
+    def shapes_for(self, sum_n, sum_e):
+        return sum_n + 1, sum_e
+
+
+class StaticMax(StaticMethod):
+    """Tight worst case over the WHOLE dataset: the ``bs - 1`` largest node counts (+1) and
+    the ``bs - 1`` largest edge counts, so any batch of any split fits one shape."""
+
+    name = "static-max"
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        k = min(self.bs - 1, len(self.n_node))
+        self._nn = int(np.sort(self.n_node)[::-1][:k].sum()) + 1
+        self._ne = int(np.sort(self.n_edge)[::-1][:k].sum())
+
+    def shapes_for(self, sum_n, sum_e):
+        return np.full_like(sum_n, self._nn), np.full_like(sum_e, self._ne)
+
+    def fixed_shape(self):
+        return self._nn, self._ne, self.bs
+
+
+class Dynamic(BatchingMethod):
+    """Greedy next-fit packing in stream order into one budget (jraph ``dynamically_batch``)."""
+
+    name = "dynamic"
+
+    def __init__(self, *args, budget: Budget | None = None, seed: int = 0, **kwargs):
+        super().__init__(*args, **kwargs)
+        tn, te = self.n_node[self.train_index], self.n_edge[self.train_index]
+        self.budget = budget or budget_from_rule(
+            self.cfg.budget, self.bs, tn, te, self.n_node, self.n_edge,
+            success_ratio=self.cfg.success_ratio, percentile=self.cfg.percentile, seed=seed,
+        )
+        too_big = ~self.budget.fits(self.n_node, self.n_edge)
+        self.oversize = np.flatnonzero(too_big)
+        if len(self.oversize) and self.cfg.oversize == "error":
+            i = int(self.oversize[0])
+            name = self.ids[i] if self.ids is not None else f"index {i}"
+            cap = self.budget.capacity
+            raise OversizeGraphError(
+                f"graph {name} ({self.n_node[i]} nodes, {self.n_edge[i]} edges) does not fit the "
+                f"{self.cfg.budget!r} budget (capacity {cap[0]} nodes, {cap[1]} edges); "
+                f"{len(self.oversize)} graph(s) too big. Use budget 'full' or oversize 'skip' (counted)."
+            )
+
+    def fixed_shape(self):
+        return self.budget.n_node, self.budget.n_edge, self.budget.n_graph
+
+    def describe(self) -> dict:
+        d = super().describe()
+        d.update({"budget_n_node": self.budget.n_node, "budget_n_edge": self.budget.n_edge,
+                  "budget_n_graph": self.budget.n_graph, "oversize_graphs": len(self.oversize)})
+        return d
+
+    def plan(self, order: np.ndarray) -> EpochPlan:
+        order = np.asarray(order, dtype=np.int64)
+        skipped = np.zeros(0, np.int64)
+        if len(self.oversize):
+            bad = np.isin(order, self.oversize)
+            skipped, order = order[bad], order[~bad]
+        cap_n, cap_e, cap_g = self.budget.capacity
+        if self.cfg.budget == "fit-or-skip" and self.cfg.skip_overflow:
+            order, dropped = self._fixed_groups_or_skip(order)
+            skipped = np.concatenate([skipped, dropped])
+            bounds = np.append(np.arange(0, len(order), cap_g), len(order)).astype(np.int64)
+        else:
+            bounds = greedy_bounds(self.n_node[order], self.n_edge[order], cap_n, cap_e, cap_g)
+        b = len(bounds) - 1
+        shapes = np.tile(np.array(self.fixed_shape(), dtype=np.int64), (b, 1))
+        return EpochPlan(order, bounds, shapes, skipped)
+
+    def _fixed_groups_or_skip(self, order):
+        cap_n, cap_e, cap_g = self.budget.capacity
+        starts = np.arange(0, len(order), cap_g)
+        if len(order) == 0:
+            return order, np.zeros(0, np.int64)
+        sn = np.add.reduceat(self.n_node[order], starts)
+        se = np.add.reduceat(self.n_edge[order], starts)
+        ok = (sn <= cap_n) & (se <= cap_e)
+        group = np.repeat(np.arange(len(starts)), np.diff(np.append(starts, len(order))))
+        keep = ok[group]
+        return order[keep], order[~keep]
+
+
+def greedy_bounds(nodes: np.ndarray, edges: np.ndarray, cap_n: int, cap_e: int, cap_g: int) -> np.ndarray:
+    """Cut points of greedy next-fit packing (each element must fit on its own).
+
+    Batch ``b`` holds elements ``[bounds[b], bounds[b+1])``: from its start, as many elements as
+    keep the node sum <= cap_n, the edge sum <= cap_e and the count <= cap_g. Found with two
+    binary searches per batch over the cumulative sums (no per-graph Python loop).
+    """
+    n = len(nodes)
+    cn = np.concatenate([[0], np.cumsum(nodes, dtype=np.int64)])
+    ce = np.concatenate([[0], np.cumsum(edges, dtype=np.int64)])
+    bounds = [0]
+    s = 0
+    ss = np.searchsorted
+    while s < n:
+        end = min(s + cap_g, n,
+                  int(ss(cn, cn[s] + cap_n, side="right")) - 1,
+                  int(ss(ce, ce[s] + cap_e, side="right")) - 1)
+        if end <= s:  # pragma: no cover - oversize graphs are removed before planning
+            raise OversizeGraphError(f"element {s} of the stream does not fit the budget")
+        bounds.append(end)
+        s = end
+    return np.asarray(bounds, dtype=np.int64)
+
+
+METHODS: dict[str, type[BatchingMethod]] = {
+    m.name: m for m in (StaticPow2, Static64, StaticMax, StaticExact, Dynamic)
+}
+
+
+def make_method(cfg: BatchingConfig, store, train_index: np.ndarray, seed: int = 0) -> BatchingMethod:
+    """Instantiate ``cfg.method`` for a GraphStore (budgets validated here, before any work)."""
+    cls = METHODS.get(cfg.method)
+    if cls is None:
+        raise ConfigError(f"batching.method: unknown method {cfg.method!r}; choose one of {', '.join(METHODS)}")
+    kwargs = {"seed": seed} if cls is Dynamic else {}
+    return cls(cfg, store.n_node, store.n_edge, train_index, ids=store.ids, **kwargs)
