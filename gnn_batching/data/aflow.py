@@ -218,7 +218,8 @@ def entry_to_structure(entry: dict):
         raise DataError(f"AFLOW entry {auid}: NaN or infinite geometry or positions")
     symbols = [s for s, c in zip(species, comp) for _ in range(c)]
     try:
-        atoms = Atoms(symbols=symbols, cell=geom, pbc=True)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            atoms = Atoms(symbols=symbols, cell=geom, pbc=True)
     except (ValueError, AssertionError) as exc:
         raise DataError(f"AFLOW entry {auid}: impossible cell {geom} ({exc})") from None
     if abs(atoms.cell.volume) < 1e-6 or not np.isfinite(atoms.cell.volume):

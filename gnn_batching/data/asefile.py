@@ -1,6 +1,7 @@
 """``file:PATH``: any file ASE can read (extxyz, ASE db, CIF, POSCAR, ...), one file or a glob.
 
-Targets come from ``atoms.info[KEY]`` (every numeric info key is offered), or from a side
+Targets come from ``atoms.info[KEY]`` or scalar calculator results (every numeric one is
+offered), or from a side
 CSV (``targets_csv``) whose rows follow the structures in order, or are matched by an
 ``index`` column (0-based, over all files in sorted order). Periodicity comes from ``pbc``.
 """
@@ -14,6 +15,19 @@ import numpy as np
 
 from gnn_batching.data.structures import StructureSet, from_atoms_list
 from gnn_batching.errors import DataError
+
+
+def scalar_properties(atoms) -> dict[str, float]:
+    """Numeric ``atoms.info`` entries plus scalar calculator results (ASE's extxyz reader
+    moves ``energy``/``free_energy`` from the comment line into a calculator)."""
+    out = {k: float(v) for k, v in atoms.info.items()
+           if isinstance(v, (int, float, np.number)) and not isinstance(v, bool)}
+    calc = getattr(atoms, "calc", None)
+    if calc is not None:
+        for k, v in getattr(calc, "results", {}).items():
+            if np.ndim(v) == 0 and isinstance(v, (int, float, np.number)):
+                out.setdefault(k, float(v))
+    return out
 
 
 def read_files(pattern: str) -> tuple[list, list[str]]:
@@ -68,12 +82,9 @@ def load_file(
                 arr[idx] = df[col].to_numpy(np.float64)
                 targets[col] = arr
     else:
-        keys = sorted(
-            {k for a in atoms_list for k, v in a.info.items() if isinstance(v, (int, float, np.number))}
-            - {"pbc"}
-        )
-        for k in keys:
-            targets[k] = np.array([float(a.info.get(k, np.nan)) for a in atoms_list])
+        scalars = [scalar_properties(a) for a in atoms_list]
+        for k in sorted({k for sc in scalars for k in sc}):
+            targets[k] = np.array([sc.get(k, np.nan) for sc in scalars])
     if not targets:
         raise DataError(f"{pattern}: no numeric targets in atoms.info; give a targets CSV (dataset.targets_csv)")
     chosen = target or (next(iter(targets)) if len(targets) == 1 else None)

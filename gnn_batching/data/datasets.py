@@ -217,8 +217,11 @@ def load_structures(spec: DatasetSpec, progress: Progress | None = None) -> Stru
     atoms_list = list(out)
     if not atoms_list:
         raise DataError(f"dataset {spec.name!r} returned no structures")
-    keys = sorted({k for a in atoms_list for k, v in a.info.items() if isinstance(v, (int, float, np.number))})
-    targets = {k: np.array([float(a.info.get(k, np.nan)) for a in atoms_list]) for k in keys}
+    from gnn_batching.data.asefile import scalar_properties
+
+    scalars = [scalar_properties(a) for a in atoms_list]
+    keys = sorted({k for sc in scalars for k in sc})
+    targets = {k: np.array([sc.get(k, np.nan) for sc in scalars]) for k in keys}
     if not targets:
         raise DataError(f"dataset {spec.name!r}: no numeric targets in atoms.info")
     default = spec.target or keys[0]

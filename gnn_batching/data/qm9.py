@@ -104,8 +104,8 @@ def load_qm9pack(files: list[str] | None = None, skip_bad: bool = False, progres
             frames.append(pd.read_csv(f, usecols=cols, dtype={"Elements": str, "XYZ_Ang": str}))
         except (OSError, ValueError) as exc:
             raise DataError(f"{f}: cannot read QM9 CSV ({exc})") from None
-        frames[-1]["_file"] = os.path.basename(f)
-        frames[-1]["_row"] = np.arange(len(frames[-1])) + 2  # 1-based, after the header line
+        frames[-1]["src_file"] = os.path.basename(f)
+        frames[-1]["src_row"] = np.arange(len(frames[-1])) + 2  # 1-based, after the header line
         if progress:
             progress(len(frames), len(files))
     df = pd.concat(frames, ignore_index=True)
@@ -120,7 +120,7 @@ def load_qm9pack(files: list[str] | None = None, skip_bad: bool = False, progres
     if not ok_fast:  # slow path: find the bad rows and name them
         keep = []
         for i, row in enumerate(df.itertuples(index=False)):
-            where = f"{row._file} row {row._row} ({row.XYZ_file})"
+            where = f"{row.src_file} row {row.src_row} ({row.XYZ_file})"
             try:
                 el = re.sub(r"[\[\]' ]", "", str(row.Elements)).split(",")
                 xy = _parse_numbers(re.sub(r"[\[\]]", "", str(row.XYZ_Ang)))
@@ -142,7 +142,7 @@ def load_qm9pack(files: list[str] | None = None, skip_bad: bool = False, progres
         atom = elements.index(exc.args[0])
         i = int(np.searchsorted(np.cumsum(n_atoms), atom, side="right"))
         raise DataError(
-            f"{df['_file'][i]} row {df['_row'][i]} ({df['XYZ_file'][i]}): unknown element {exc.args[0]!r}"
+            f"{df['src_file'][i]} row {df['src_row'][i]} ({df['XYZ_file'][i]}): unknown element {exc.args[0]!r}"
         ) from None
     colvals = {c: df[c].to_numpy() for c, *_ in TARGETS.values()}
     targets, units = _targets_from_columns(colvals, numbers, n_atoms)

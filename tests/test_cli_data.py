@@ -1,0 +1,51 @@
+"""The data and bench commands, driven through the real CLI entry point."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+from test_sources import _write_extxyz
+
+from gnn_batching.cli import main
+
+STATS_KEYS = {"n_graphs", "nodes_mean", "nodes_median", "nodes_p99", "nodes_max", "edges_mean", "edges_median",
+              "edges_p99", "edges_max", "target_name", "target_unit", "target_mean", "target_std", "synthetic"}
+
+
+def test_data_list(capsys):
+    assert main(["data", "list"]) == 0
+    out = capsys.readouterr().out
+    for name in ("qm9", "aflow", "aflow-synthetic", "file:PATH"):
+        assert name in out
+
+
+def test_data_stats_json_file_and_synthetic(tmp_path, capsys):
+    p = tmp_path / "m.extxyz"
+    _write_extxyz(p, n=10)
+    assert main(["data", "stats", f"file:{p}", "--json"]) == 0
+    d = json.loads(capsys.readouterr().out)
+    assert STATS_KEYS <= set(d) and d["n_graphs"] == 10 and d["synthetic"] is False
+    assert main(["data", "stats", "aflow-synthetic", "--limit", "30", "--json"]) == 0
+    d = json.loads(capsys.readouterr().out)
+    assert d["synthetic"] is True and d["n_graphs"] == 30 and abs(d["edges_mean"] - 12 * d["nodes_mean"]) < 0.01
+
+
+def test_user_errors_exit_2_without_traceback(tmp_path):
+    r = subprocess.run([sys.executable, "-m", "gnn_batching.cli", "data", "stats", f"file:{tmp_path}/none.xyz"],
+                       capture_output=True, text=True)
+    assert r.returncode == 2
+    assert "none.xyz: no such file" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_bench_batching_json(tmp_path, capsys):
+    assert main(["bench", "batching", "--dataset", "aflow-synthetic", "--limit", "60", "--batch-sizes", "4", "8",
+                 "--methods", "static-pow2", "dynamic", "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert len(rows) == 4
+    keys = {"method", "batch_size", "graphs_per_s", "reference_graphs_per_s", "speedup", "node_fill", "edge_fill",
+            "graph_fill", "distinct_shapes", "graphs_per_epoch", "split_size"}
+    for r in rows:
+        assert keys <= set(r)
+        assert r["graphs_per_epoch"] == r["split_size"] == 48

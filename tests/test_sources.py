@@ -1,0 +1,208 @@
+"""Data sources: QM9 CSV and xyz, ASE files, registration hook, synthetic set, store cache, splits."""
+
+from __future__ import annotations
+
+import io
+import os
+import tarfile
+
+import numpy as np
+import pytest
+from ase import Atoms
+from ase.io import write
+
+from gnn_batching import register_dataset
+from gnn_batching.data import DatasetSpec, load_dataset
+from gnn_batching.data.datasets import cache_key, load_store
+from gnn_batching.data.qm9 import load_qm9_xyz, load_qm9pack, qm9pack_files
+from gnn_batching.data.store import GraphStore, make_splits
+from gnn_batching.data.synthetic import generate
+from gnn_batching.errors import ConfigError, DataError
+
+
+@pytest.fixture
+def qm9_csv(tmp_path):
+    """The first 30 molecules of qm9pack, one with the tolerant '0.' number format."""
+    with open(qm9pack_files()[0], encoding="utf-8") as fh:
+        lines = [next(fh) for _ in range(31)]
+    path = tmp_path / "qm9_small.csv"
+    path.write_text("".join(lines))
+    return path, lines
+
+
+def test_qm9_csv_atomization_and_targets(qm9_csv):
+    path, _ = qm9_csv
+    s = load_qm9pack([str(path)])
+    assert len(s) == 30 and s.ids[0] == "dsgdb9nsd_000001"
+    assert s.targets["U0_atomization"][0] == pytest.approx(-17.17, abs=0.01)  # CH4
+    assert s.target_units["U0_atomization"] == "eV" and s.target_units["mu"] == "D"
+    assert s.n_atoms[0] == 5 and s.numbers[:5].tolist() == [6, 1, 1, 1, 1]
+    assert s.targets["homo"][0] == pytest.approx(-0.3877 * 27.211386)
+
+
+def test_qm9_malformed_row_named_and_skippable(qm9_csv, tmp_path):
+    _path, lines = qm9_csv
+    bad = lines[:3] + [lines[3].replace("[[", "[[nan_is_not_a_number,", 1)] + lines[4:]
+    p2 = tmp_path / "bad.csv"
+    p2.write_text("".join(bad))
+    with pytest.raises(DataError, match=r"bad.csv row 4 \(dsgdb9nsd_000003.xyz\): malformed entry"):
+        load_qm9pack([str(p2)])
+    s = load_qm9pack([str(p2)], skip_bad=True)
+    assert len(s) == 29 and len(s.skipped) == 1 and "row 4" in s.skipped[0]
+
+
+XYZ = """5
+gdb 1\t157.7118\t157.70997\t157.70699\t0.\t13.21\t-0.3877\t0.1171\t0.5048\t35.3641\t0.044749\t-40.47893\t-40.476062\t-40.475117\t-40.498597\t6.469\t
+C\t-0.0126981359\t 1.0858041578\t 0.0080009958\t-0.535689
+H\t 0.002150416\t-0.0060313176\t 0.0019761204\t 0.133921
+H\t 1.0117308433\t 1.4637511618\t 0.0002765748\t 0.133922
+H\t-0.540815069\t 1.4475266138\t-0.8766437152\t 0.133923
+H\t-0.5238136345\t 1.4379326443\t 9.063972942*^-1\t 0.133923
+1341.307\t1341.3284
+C\tC
+InChI=1S/CH4/h1H4\tInChI=1S/CH4/h1H4
+"""
+
+
+def test_qm9_xyz_tarball_with_mathematica_exponent(tmp_path):
+    tar_path = tmp_path / "dsgdb9nsd.xyz.tar.bz2"
+    with tarfile.open(tar_path, "w:bz2") as tar:
+        for i in (1, 2):
+            data = XYZ.replace("gdb 1", f"gdb {i}").encode()
+            info = tarfile.TarInfo(f"dsgdb9nsd_{i:06d}.xyz")
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    s = load_qm9_xyz(str(tar_path))
+    assert len(s) == 2 and s.ids.tolist() == ["dsgdb9nsd_000001", "dsgdb9nsd_000002"]
+    assert s.positions[4, 2] == pytest.approx(0.9063972942)
+    assert s.targets["U0_atomization"][0] == pytest.approx(-17.17, abs=0.01)
+    assert s.targets["cv"][0] == pytest.approx(6.469)
+    (tmp_path / "dir").mkdir()
+    (tmp_path / "dir" / "dsgdb9nsd_000001.xyz").write_text(XYZ.replace("C\t-0.01", "Xx\t-0.01"))
+    with pytest.raises(DataError, match=r"dsgdb9nsd_000001.xyz: malformed QM9 xyz entry: unknown element 'Xx'"):
+        load_qm9_xyz(str(tmp_path / "dir"))
+
+
+def _write_extxyz(path, n=12, with_bad=None):
+    frames = []
+    rng = np.random.default_rng(0)
+    for i in range(n):
+        a = Atoms("CH4" if i % 2 else "NaCl", positions=rng.normal(size=(5 if i % 2 else 2, 3)) * 2)
+        if i % 3 == 0:
+            a.set_cell([5, 5, 5])
+            a.pbc = True
+        a.info["energy"] = float(i)
+        frames.append(a)
+    if with_bad == "nan":
+        frames[3].positions[0, 0] = np.nan
+    if with_bad == "target":
+        del frames[4].info["energy"]
+        frames[5].info["energy"] = 1.0
+    write(path, frames, format="extxyz")
+
+
+def test_file_dataset_extxyz_species_from_data(tmp_path):
+    p = tmp_path / "mols.extxyz"
+    _write_extxyz(p)
+    ds = load_dataset(DatasetSpec(name=f"file:{p}", split=(0.5, 0.25, 0.25)))
+    assert len(ds.store) == 12 and ds.target == "energy"
+    assert ds.store.species_z.tolist() == [1, 6, 11, 17]  # not QM9's five
+    assert ds.store.n_edge[0] == 2  # NaCl fully connected
+    periodic_entries = load_dataset(DatasetSpec(name=f"file:{p}", graph="radius", cutoff=3.0))
+    assert len(periodic_entries.store) == 12
+
+
+def test_file_dataset_bad_entries(tmp_path):
+    p = tmp_path / "bad.extxyz"
+    _write_extxyz(p, with_bad="target")
+    with pytest.raises(DataError, match=r"bad.extxyz:4: missing target 'energy'"):
+        load_dataset(DatasetSpec(name=f"file:{p}", target="energy"))
+    ds = load_dataset(DatasetSpec(name=f"file:{p}", target="energy", skip_bad=True))
+    assert len(ds.store) == 11 and ds.store.skipped == ["bad.extxyz:4: missing target 'energy'"]
+    with pytest.raises(DataError, match="no file matches"):
+        load_dataset(DatasetSpec(name=f"file:{tmp_path}/*.nothing"))
+    (tmp_path / "junk.extxyz").write_text("this is not\nan xyz file\n")
+    with pytest.raises(DataError, match=r"junk\.extxyz: ASE cannot read"):
+        load_dataset(DatasetSpec(name=f"file:{tmp_path / 'junk.extxyz'}"))
+
+
+def test_file_dataset_side_csv(tmp_path):
+    p = tmp_path / "m.extxyz"
+    _write_extxyz(p, n=6)
+    csv = tmp_path / "t.csv"
+    csv.write_text("index,gap\n" + "\n".join(f"{i},{i * 0.5}" for i in range(6)) + "\n")
+    ds = load_dataset(DatasetSpec(name=f"file:{p}", targets_csv=str(csv), target="gap"))
+    assert ds.store.targets["gap"].tolist() == [0.0, 0.5, 1.0, 1.5, 2.0, 2.5]
+
+
+def test_registered_python_dataset(tmp_path):
+    @register_dataset("test-g2", description="ASE's g2 molecules, target = number of atoms")
+    def g2(limit=None, seed=0, **options):
+        from ase.collections import g2 as coll
+
+        out = []
+        for a in coll:
+            a = a.copy()
+            a.info = {"n": float(len(a))}
+            out.append(a)
+        return out
+
+    ds = load_dataset(DatasetSpec(name="test-g2", limit=50))
+    assert len(ds.store) == 50 and ds.target == "n"
+    assert set(ds.store.targets["n"].tolist()) <= set(range(1, 20))
+    from gnn_batching.data.datasets import dataset_names
+
+    assert "test-g2" in dataset_names()
+    with pytest.raises(ConfigError, match="unknown dataset 'nope'"):
+        load_dataset(DatasetSpec(name="nope"))
+
+
+def test_synthetic_is_seeded_prefix_stable_and_labelled():
+    a = generate(40)
+    b = generate(60)
+    np.testing.assert_array_equal(a.numbers, b.numbers[: len(a.numbers)])
+    assert a.synthetic and a.name == "aflow-synthetic" and "synthetic" in a.target_units["synthetic_ef"]
+    assert a.pbc.all() and a.n_atoms.min() >= 2
+    # minimum image distance >= 1.5 A
+    from gnn_batching.data.graphs import GraphRecipe, build_edges
+
+    e = build_edges(a, GraphRecipe("knn", k=1))
+    assert np.linalg.norm(e.vectors, axis=1).min() >= 1.5 - 1e-6
+
+
+def test_store_cache_roundtrip_and_invalidation(tmp_path):
+    p = tmp_path / "m.extxyz"
+    _write_extxyz(p, n=8)
+    spec = DatasetSpec(name=f"file:{p}")
+    s1 = load_store(spec, verbose=False)
+    key1 = cache_key(spec)
+    root = os.environ["GNN_BATCHING_DATA"]
+    assert os.path.exists(os.path.join(root, "cache", key1, "meta.json"))
+    s2 = GraphStore.load(os.path.join(root, "cache", key1))
+    np.testing.assert_array_equal(s1.edges, s2.edges)
+    np.testing.assert_array_equal(s1.senders, s2.senders)
+    assert cache_key(DatasetSpec(name=f"file:{p}", graph="radius")) != key1  # recipe changes the key
+    _write_extxyz(p, n=9)
+    os.utime(p, (1, 1))
+    assert cache_key(spec) != key1  # source change invalidates
+    assert len(load_store(spec, verbose=False)) == 9
+
+
+def test_splits_disjoint_seeded_and_stats_from_train():
+    sp = make_splits(1000, (0.8, 0.1, 0.1), seed=3)
+    allidx = np.concatenate([sp.train, sp.val, sp.test])
+    assert sorted(allidx.tolist()) == list(range(1000)) and len(sp.train) == 800
+    assert make_splits(1000, (0.8, 0.1, 0.1), 3).train.tolist() == sp.train.tolist()
+    assert make_splits(1000, (0.8, 0.1, 0.1), 4).train.tolist() != sp.train.tolist()
+    fixed = make_splits(1000, (600, 100, -1), 0)
+    assert (len(fixed.train), len(fixed.val), len(fixed.test)) == (600, 100, 300)
+    with pytest.raises(ConfigError, match="sum to 1"):
+        make_splits(10, (0.5, 0.1, 0.1), 0)
+
+
+def test_limit_is_a_seeded_random_subset(tmp_path):
+    p = tmp_path / "m.extxyz"
+    _write_extxyz(p, n=12)
+    ds = load_dataset(DatasetSpec(name=f"file:{p}", limit=5))
+    assert len(ds.store) == 5
+    assert load_dataset(DatasetSpec(name=f"file:{p}", limit=5)).store.ids.tolist() == ds.store.ids.tolist()
