@@ -28,6 +28,7 @@ def random_store(rng: np.random.Generator, n_nodes, n_edges, n_species: int = 3)
     rcv = np.concatenate([rng.integers(0, n, e) for n, e in zip(n_nodes, n_edges)] + [np.zeros(0, int)])
     e_total = int(n_edges.sum())
     feats = rng.normal(size=(e_total, 4)).astype(np.float32)
+    feats[:, 3] = np.linalg.norm(feats[:, :3], axis=1)  # [dx, dy, dz, d] like a real store
     return GraphStore(
         name="random", recipe=GraphRecipe(), n_node=n_nodes, n_edge=n_edges,
         species=rng.integers(0, n_species, int(n_nodes.sum())).astype(np.int32),

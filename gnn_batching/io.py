@@ -1,0 +1,59 @@
+"""Atomic writes: a file is written to a temporary name in the same folder, then renamed.
+
+A killed process therefore leaves either the old file or the complete new one, never half.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from typing import Any
+
+
+def write_text_atomic(path: str, text: str) -> None:
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=folder)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def _finite(obj: Any) -> Any:
+    """NaN/inf are not JSON: write them as null."""
+    import math
+
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    if isinstance(obj, dict):
+        return {k: _finite(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_finite(v) for v in obj]
+    return obj
+
+
+def write_json_atomic(path: str, obj: Any) -> None:
+    text = json.dumps(_finite(obj), indent=1, sort_keys=False, default=_default, allow_nan=False)
+    write_text_atomic(path, text + "\n")
+
+
+def write_csv_atomic(path: str, df) -> None:
+    write_text_atomic(path, df.to_csv(index=False))
+
+
+def _default(o):
+    import numpy as np
+
+    if isinstance(o, np.generic):
+        return o.item()
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    raise TypeError(f"not JSON serialisable: {type(o).__name__}")

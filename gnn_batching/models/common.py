@@ -1,0 +1,73 @@
+"""Building blocks shared by the models (the study's conventions).
+
+Batch input is a jraph ``GraphsTuple``: ``nodes`` (N,) int32 species class, ``edges`` (E, 4)
+float32 [dx, dy, dz, d], ``senders``/``receivers`` (E,), ``n_node``/``n_edge`` (G,).
+Every model maps it to one prediction per graph, shape (G,), in standardised target units.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import jraph
+
+LOG2 = 0.6931471805599453
+
+
+def shifted_softplus(x: jax.Array) -> jax.Array:
+    """ssp(x) = log(1 + e^x) - log 2 (so ssp(0) = 0)."""
+    return jax.nn.softplus(x) - LOG2
+
+
+def gaussian_rbf(d: jax.Array, n: int = 150, spacing: float = 0.1, width: float = 0.1) -> jax.Array:
+    """(E,) -> (E, n): exp(-(d - k * spacing)^2 / width), k = 0..n-1 (the study's expansion;
+    note the denominator is ``width``, not ``width**2``)."""
+    centers = jnp.arange(n, dtype=d.dtype) * spacing
+    return jnp.exp(-((d[:, None] - centers[None, :]) ** 2) / width)
+
+
+class MLP(nn.Module):
+    """Dense layers of the given widths with ``activation`` between them (and after the last
+    one if ``activate_final``). Bias-free by default, as in the study."""
+
+    features: Sequence[int]
+    activation: Callable[[jax.Array], jax.Array] = shifted_softplus
+    activate_final: bool = False
+    use_bias: bool = False
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        for i, f in enumerate(self.features):
+            x = nn.Dense(f, use_bias=self.use_bias, name=f"dense_{i}")(x)
+            if i < len(self.features) - 1 or self.activate_final:
+                x = self.activation(x)
+        return x
+
+
+def node_graph_index(graph: jraph.GraphsTuple) -> jax.Array:
+    """(N,) index of the graph each node belongs to (padding nodes -> the padding graph)."""
+    n_graph = graph.n_node.shape[0]
+    n_total = graph.nodes.shape[0]
+    return jnp.repeat(jnp.arange(n_graph), graph.n_node, total_repeat_length=n_total)
+
+
+def segment_mean(data: jax.Array, segment_ids: jax.Array, num_segments: int) -> jax.Array:
+    """Mean over segments; empty segments give 0 (never NaN)."""
+    total = jax.ops.segment_sum(data, segment_ids, num_segments)
+    count = jax.ops.segment_sum(jnp.ones_like(segment_ids, dtype=data.dtype), segment_ids, num_segments)
+    count = jnp.maximum(count, 1.0).reshape((-1,) + (1,) * (data.ndim - 1))
+    return total / count
+
+
+def graph_mean_readout(per_node: jax.Array, graph: jraph.GraphsTuple) -> jax.Array:
+    """(N,) or (N, 1) per-node values -> (G,) mean over each graph's nodes."""
+    per_node = per_node.reshape(per_node.shape[0])
+    g = graph.n_node.shape[0]
+    return segment_mean(per_node, node_graph_index(graph), g)
+
+
+def one_hot_species(graph: jraph.GraphsTuple, n_species: int) -> jax.Array:
+    return jax.nn.one_hot(graph.nodes, n_species, dtype=jnp.float32)

@@ -1,0 +1,73 @@
+"""MPEU and SchNet as in the study (width C = 64, 3 steps, bias-free, ssp, mean aggregation).
+
+Symbols: h = node state (N, C); e = edge state (E, .); m = message (E, C); s/r = sender and
+receiver of each edge. Messages flow sender -> receiver and are averaged at the receiver.
+"""
+
+from __future__ import annotations
+
+import flax.linen as nn
+import jax.numpy as jnp
+import jraph
+
+from gnn_batching.models.common import MLP, gaussian_rbf, graph_mean_readout, one_hot_species, segment_mean
+
+
+class MPEU(nn.Module):
+    """Message passing with edge updates (Jorgensen et al. 2018), per step t:
+
+    e <- MLP[2C, C](h_s || h_r || e)                (ssp between, linear last layer)
+    m  = MLP[C, C](e) (ssp after both) * W h_s
+    h <- h + MLP[C, C](mean_{edges into r} m)      (linear last layer)
+
+    Readout: per-node MLP[C/2, 1], mean over the graph's nodes. 173,152 parameters for 5 species.
+    """
+
+    n_species: int
+    latent: int = 64
+    steps: int = 3
+    n_rbf: int = 150
+
+    @nn.compact
+    def __call__(self, graph: jraph.GraphsTuple):
+        c = self.latent
+        n = graph.nodes.shape[0]
+        h = nn.Dense(c, use_bias=False, name="embed")(one_hot_species(graph, self.n_species))
+        e = gaussian_rbf(graph.edges[:, 3], self.n_rbf)
+        s, r = graph.senders, graph.receivers
+        for t in range(self.steps):
+            e = MLP([2 * c, c], name=f"edge_update_{t}")(jnp.concatenate([h[s], h[r], e], axis=-1))
+            m = MLP([c, c], activate_final=True, name=f"message_{t}")(e) * nn.Dense(
+                c, use_bias=False, name=f"sender_{t}")(h)[s]
+            h = h + MLP([c, c], name=f"node_update_{t}")(segment_mean(m, r, n))
+        out = MLP([c // 2, 1], name="readout")(h)
+        return graph_mean_readout(out, graph)
+
+
+class SchNet(nn.Module):
+    """Simplified SchNet (no cosine cutoff, edges never updated), per step t:
+
+    filter = MLP[C, C](RBF(d)) (ssp after both);  m = filter * W h_s
+    h <- h + MLP[C, C](mean_{edges into r} m)
+
+    Same readout as MPEU. 80,352 parameters for 5 species.
+    """
+
+    n_species: int
+    latent: int = 64
+    steps: int = 3
+    n_rbf: int = 150
+
+    @nn.compact
+    def __call__(self, graph: jraph.GraphsTuple):
+        c = self.latent
+        n = graph.nodes.shape[0]
+        h = nn.Dense(c, use_bias=False, name="embed")(one_hot_species(graph, self.n_species))
+        rbf = gaussian_rbf(graph.edges[:, 3], self.n_rbf)
+        s, r = graph.senders, graph.receivers
+        for t in range(self.steps):
+            filt = MLP([c, c], activate_final=True, name=f"filter_{t}")(rbf)
+            m = filt * nn.Dense(c, use_bias=False, name=f"sender_{t}")(h)[s]
+            h = h + MLP([c, c], name=f"node_update_{t}")(segment_mean(m, r, n))
+        out = MLP([c // 2, 1], name="readout")(h)
+        return graph_mean_readout(out, graph)

@@ -1,0 +1,1 @@
+"""Training: configs, jitted steps, instruments, and the instrumented run."""

@@ -1,0 +1,133 @@
+"""Instruments: compile counting, per-step timing records and their honest summary.
+
+* Compilations are counted per jitted function from its own cache size (exact, in-process),
+  and compile seconds come from ``jax.monitoring`` duration events (trace + lowering + backend
+  compile), attributed to whichever instrumented call was running when they fired.
+* A step's ``assembly`` time is getting the next batch (host); its ``update`` time is the jitted
+  step until ``jax.block_until_ready`` on its outputs (includes the host->device copy of the
+  batch). They never overlap. Warm-up steps and steps that compiled are reported apart from the
+  steady state.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+import time
+from dataclasses import dataclass, field
+
+import jax
+import numpy as np
+
+_COMPILE_EVENTS = (
+    "/jax/core/compile/backend_compile_duration",
+    "/jax/core/compile/jaxpr_trace_duration",
+    "/jax/core/compile/jaxpr_to_mlir_module_duration",
+)
+_lock = threading.Lock()
+_active: list[CompileMonitor] = []
+_registered = False
+
+
+def _listener(event: str, duration: float, **_kw) -> None:
+    if event in _COMPILE_EVENTS:
+        with _lock:
+            for mon in _active:
+                mon._on_compile_time(duration)
+
+
+def _ensure_listener() -> None:
+    global _registered
+    if not _registered:
+        jax.monitoring.register_event_duration_secs_listener(_listener)
+        _registered = True
+
+
+def cache_size(fn) -> int:
+    """Number of compiled variants held by a jitted function."""
+    try:
+        return int(fn._cache_size())
+    except AttributeError:  # pragma: no cover - very old/new jax without the private hook
+        return 0
+
+
+class CompileMonitor:
+    """Counts compilations and compile seconds per labelled jitted function."""
+
+    def __init__(self) -> None:
+        _ensure_listener()
+        self.counts: dict[str, int] = {}
+        self.seconds: dict[str, float] = {}
+        self._label: str | None = None
+        with _lock:
+            _active.append(self)
+
+    def _on_compile_time(self, duration: float) -> None:
+        if self._label is not None:
+            self.seconds[self._label] = self.seconds.get(self._label, 0.0) + duration
+
+    @contextlib.contextmanager
+    def track(self, label: str, fn):
+        """Attribute compile time during the block to ``label``; count new variants of ``fn``."""
+        before = cache_size(fn)
+        sec_before = self.seconds.get(label, 0.0)
+        self._label = label
+        info = {"compiled": 0, "compile_s": 0.0}
+        try:
+            yield info
+        finally:
+            self._label = None
+            new = cache_size(fn) - before
+            self.counts[label] = self.counts.get(label, 0) + max(new, 0)
+            info["compiled"] = max(new, 0)
+            info["compile_s"] = self.seconds.get(label, 0.0) - sec_before
+
+    def close(self) -> None:
+        with _lock:
+            if self in _active:
+                _active.remove(self)
+
+
+@dataclass
+class StepLog:
+    """Per-step records, kept as columns."""
+
+    rows: dict[str, list] = field(default_factory=dict)
+
+    def add(self, **kw) -> None:
+        for k, v in kw.items():
+            self.rows.setdefault(k, []).append(v)
+
+    def frame(self):
+        import pandas as pd
+
+        return pd.DataFrame(self.rows)
+
+
+def timer() -> float:
+    return time.perf_counter()
+
+
+def summarise_steps(df, warmup_steps: int) -> dict:
+    """Steady-state timing stats (ms) over steps past warm-up that did not compile."""
+    steady = df[(df["step"] >= warmup_steps) & (df["compiled"] == 0)]
+    out = {
+        "first_step_ms": float(df["combined_ms"].iloc[0]),
+        "first_step_assembly_ms": float(df["assembly_ms"].iloc[0]),
+        "first_step_update_ms": float(df["update_ms"].iloc[0]),
+        "steady_steps": len(steady),
+        "compiled_steps": int((df["compiled"] > 0).sum()),
+    }
+    src = steady if len(steady) else df
+    for col in ("assembly_ms", "update_ms", "combined_ms"):
+        vals = src[col].to_numpy()
+        out[f"{col}_median"] = float(np.median(vals))
+        out[f"{col}_mean"] = float(np.mean(vals))
+        out[f"{col}_std"] = float(np.std(vals))
+        out[f"{col}_p90"] = float(np.percentile(vals, 90))
+    out["graphs_per_s"] = float(src["real_graphs"].sum() / (src["combined_ms"].sum() / 1e3))
+    out["update_graphs_per_s"] = float(src["real_graphs"].sum() / (src["update_ms"].sum() / 1e3))
+    if "wait_ms" in df:
+        out["wait_ms_mean"] = float(src["wait_ms"].mean())
+    out["compiled_ms_total"] = float(df.loc[df["compiled"] > 0, "combined_ms"].sum())
+    return out

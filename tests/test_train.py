@@ -1,0 +1,194 @@
+"""Models and runs: parameter counts, padding never leaks, compile counting, full-split
+evaluation, strict config validation, and the smoke run through the real CLI."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import jax
+import jax.numpy as jnp
+import jraph
+import numpy as np
+import pytest
+from conftest import random_store
+
+from gnn_batching.batching import BatchingConfig, assemble, make_method
+from gnn_batching.data.store import TargetStats
+from gnn_batching.errors import ConfigError
+from gnn_batching.models import ModelConfig, make_model
+from gnn_batching.train.config import config_from_dict, load_config
+from gnn_batching.train.instruments import CompileMonitor
+from gnn_batching.train.steps import count_params, make_loss, make_optimizer, make_steps
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _batches(store, idx, shapes, pad_edges="hub"):
+    return [assemble(store, idx, s, store.targets["y"], pad_edges) for s in shapes]
+
+
+@pytest.mark.parametrize("name, expected", [("mpeu", 173_152), ("schnet", 80_352)])
+def test_parameter_counts_match_the_study(name, expected):
+    store = random_store(np.random.default_rng(0), [4, 5], [6, 7], n_species=5)
+    b = _batches(store, np.arange(2), [(10, 13, 3)])[0]
+    params = make_model(ModelConfig(name=name), 5).init(jax.random.PRNGKey(0), b.graph)
+    assert count_params(params) == expected
+
+
+@pytest.mark.parametrize("name", ["mpeu", "schnet", "painn"])
+def test_padding_never_leaks_into_loss_or_gradients(name):
+    """The loss and gradients of padded batches equal those of the same graphs unpadded."""
+    rng = np.random.default_rng(1)
+    store = random_store(rng, [3, 6, 1, 5], [4, 12, 0, 9], n_species=5)
+    idx = np.arange(4)
+    model = make_model(ModelConfig(name=name, latent=16 if name == "painn" else None), 5)
+    loss_fn = make_loss(model, TargetStats(0.3, 2.0))
+    # unpadded: jraph's own batch of the four graphs, every graph real
+    singles = []
+    for i in idx:
+        a, b = store.node_offsets[i], store.node_offsets[i + 1]
+        c, d = store.edge_offsets[i], store.edge_offsets[i + 1]
+        singles.append(jraph.GraphsTuple(nodes=store.species[a:b], edges=store.edges[c:d],
+                                         senders=store.senders[c:d].astype(np.int32),
+                                         receivers=store.receivers[c:d].astype(np.int32),
+                                         n_node=np.array([b - a], np.int32), n_edge=np.array([d - c], np.int32),
+                                         globals=None))
+    plain = jraph.batch_np(singles)
+    targets = store.targets["y"][idx].astype(np.float32)
+    params = model.init(jax.random.PRNGKey(0), plain)
+    ref_loss, ref_grads = jax.value_and_grad(loss_fn)(params, plain, targets, np.ones(4, bool))
+    for pad_edges in ("hub", "spread"):
+        for shape in [(16, 25, 5), (64, 128, 9)]:
+            b = _batches(store, idx, [shape], pad_edges)[0]
+            loss, grads = jax.value_and_grad(loss_fn)(params, b.graph, b.targets, b.graph_mask)
+            np.testing.assert_allclose(loss, ref_loss, rtol=2e-5)
+            for g, r in zip(jax.tree_util.tree_leaves(grads), jax.tree_util.tree_leaves(ref_grads)):
+                np.testing.assert_allclose(g, r, rtol=2e-4, atol=1e-6)
+
+
+def test_compile_counting_static_exact_vs_dynamic():
+    rng = np.random.default_rng(2)
+    store = random_store(rng, rng.integers(2, 9, 60), rng.integers(0, 20, 60), n_species=5)
+    model = make_model(ModelConfig(name="schnet", latent=8), 5)
+    tx = make_optimizer(1e-3, 100, 0.9, True)
+    from gnn_batching.train.steps import init_state
+
+    counts = {}
+    for method in ("static-exact", "dynamic"):
+        train_step, _ = make_steps(model, tx, TargetStats(0.0, 1.0))
+        m = make_method(BatchingConfig(method=method, batch_size=6), store, np.arange(60))
+        plan = m.plan(np.arange(60))
+        mon = CompileMonitor()
+        state = None
+        for bi in range(len(plan)):
+            b = assemble(store, plan.batch(bi), tuple(plan.shapes[bi]), store.targets["y"])
+            state = state or init_state(model, tx, b.graph, 0)
+            with mon.track("train", train_step):
+                state, _ = train_step(state, b.graph, b.targets, b.graph_mask)
+        mon.close()
+        counts[method] = (mon.counts["train"], mon.seconds.get("train", 0.0),
+                          len({tuple(s) for s in plan.shapes.tolist()}))
+    assert counts["dynamic"][0] == 1
+    assert counts["static-exact"][0] == counts["static-exact"][2] > 1  # one compile per distinct shape
+    assert counts["static-exact"][1] > counts["dynamic"][1] > 0
+
+
+def test_config_validation_errors(tmp_path):
+    p = tmp_path / "c.yaml"
+    p.write_text("dataset:\n  name: qm9\n  limt: 10\n")
+    with pytest.raises(ConfigError, match=r"c.yaml: dataset.limt: unknown key"):
+        load_config(str(p))
+    p.write_text("train:\n  steps: lots\n")
+    with pytest.raises(ConfigError, match=r"train.steps: expected an integer"):
+        load_config(str(p))
+    p.write_text("batching:\n  method: static-pow3\n")
+    with pytest.raises(ConfigError, match="static-pow2, static-64"):
+        load_config(str(p))
+    p.write_text("modle: {}\n")
+    with pytest.raises(ConfigError, match="modle: unknown key"):
+        load_config(str(p))
+    p.write_text("name: x\n")
+    cfg = load_config(str(p), ["batching.method=dynamic", "batching.batch_size=64", "train.steps=200",
+                               "dataset.limit=2000", "model.name=schnet", "dataset.name=qm9", "train.seed=3",
+                               "train.eval_every=100", "dataset.split=[0.5, 0.25, 0.25]"])
+    assert (cfg.batching.batch_size, cfg.train.steps, cfg.dataset.limit, cfg.train.seed) == (64, 200, 2000, 3)
+    assert cfg.dataset.split == (0.5, 0.25, 0.25)
+    with pytest.raises(ConfigError, match="expected KEY=VALUE"):
+        load_config(str(p), ["batching.batch_size"])
+    with pytest.raises(ConfigError, match="train.lr must be > 0"):
+        config_from_dict({"train": {"lr": -1}})
+
+
+def _smoke_overrides(out):
+    return ["--set", "dataset.name=aflow-synthetic", "--set", "dataset.limit=80", "--set", "train.steps=12",
+            "--set", "train.eval_every=6", "--set", "model.latent=8", "--out", str(out)]
+
+
+def test_smoke_run_through_cli(tmp_path):
+    out = tmp_path / "run"
+    r = subprocess.run([sys.executable, "-m", "gnn_batching.cli", "run", os.path.join(ROOT, "configs/smoke.yaml"),
+                        *_smoke_overrides(out), "--set", "batching.method=static-64"],
+                       capture_output=True, text=True, cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    s = json.loads((out / "summary.json").read_text())
+    for key in ("dataset", "model", "method", "batch_size", "seed", "steps", "n_params", "real_graphs_per_batch_mean",
+                "assembly_ms_median", "update_ms_median", "combined_ms_median", "assembly_ms_mean", "update_ms_mean",
+                "combined_ms_mean", "first_step_ms", "train_step_compiles", "eval_step_compiles", "compile_seconds",
+                "compiles_in_timed_window", "graphs_per_s", "node_fill", "edge_fill", "graph_fill", "val_rmse",
+                "val_mae", "test_rmse", "test_mae", "test_graphs"):
+        assert key in s, key
+    assert s["synthetic"] is True and s["method"] == "static-64"
+    assert s["test_graphs"] == 8 and s["val_graphs"] == 8  # every graph of each split, exactly once
+    assert s["train_step_compiles"] >= 1 and s["compile_seconds"] > 0
+    for f in ("config.yaml", "provenance.json", "steps.csv", "evals.csv", "data.json", "epochs.csv"):
+        assert (out / f).exists()
+    prov = json.loads((out / "provenance.json").read_text())
+    assert prov["jax_backend"] and prov["packages"]["jax"] and prov["cpu_count"]
+    import pandas as pd
+
+    steps = pd.read_csv(out / "steps.csv")
+    assert len(steps) == 12 and (steps["assembly_ms"] > 0).all()
+    # 64 training graphs in static batches of bs - 1 = 15: 15, 15, 15, 15, 4 (the last one kept)
+    assert steps["real_graphs"].tolist()[:5] == [15, 15, 15, 15, 4]
+    assert s["real_graphs_per_batch_mean"] == pytest.approx(steps["real_graphs"].mean())
+    evals = pd.read_csv(out / "evals.csv")
+    assert evals["step"].tolist() == [6, 6, 12, 12]
+    # a finished run directory is never overwritten
+    r = subprocess.run([sys.executable, "-m", "gnn_batching.cli", "run", os.path.join(ROOT, "configs/smoke.yaml"),
+                        *_smoke_overrides(out)], capture_output=True, text=True, cwd=tmp_path)
+    assert r.returncode == 2 and "already holds a finished run" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_bad_override_fails_before_any_work(tmp_path):
+    r = subprocess.run([sys.executable, "-m", "gnn_batching.cli", "run", os.path.join(ROOT, "configs/smoke.yaml"),
+                        "--set", "batching.batch_sise=3", "--out", str(tmp_path / "x")],
+                       capture_output=True, text=True, cwd=tmp_path)
+    assert r.returncode == 2 and "batching.batch_sise: unknown key" in r.stderr
+    assert not (tmp_path / "x").exists()
+
+
+def test_prefetch_run_records_wait(tmp_path):
+    from gnn_batching.train.run import run
+
+    cfg = load_config(os.path.join(ROOT, "configs/smoke.yaml"),
+                      ["dataset.name=aflow-synthetic", "dataset.limit=60", "train.steps=6", "model.latent=8",
+                       "batching.prefetch=2", "model.name=mpeu"])
+    s = run(cfg, out_dir=str(tmp_path / "p"), verbose=False)
+    assert s["prefetch"] == 2 and s["wait_ms_mean"] >= 0 and np.isfinite(s["test_rmse"])
+
+
+def test_eval_weighted_by_real_graphs():
+    """Eval sums errors over real graphs only, whatever the padding."""
+    store = random_store(np.random.default_rng(3), [3, 4, 5], [2, 3, 4], n_species=5)
+    model = make_model(ModelConfig(name="schnet", latent=8), 5)
+    _, eval_step = make_steps(model, make_optimizer(1e-3, 10, 0.9, True), TargetStats(1.0, 2.0))
+    b1, b2 = _batches(store, np.arange(3), [(13, 9, 4), (40, 50, 10)])
+    params = model.init(jax.random.PRNGKey(0), b1.graph)
+    o1, o2 = eval_step(params, b1.graph, b1.targets, b1.graph_mask), eval_step(params, b2.graph, b2.targets,
+                                                                               b2.graph_mask)
+    assert float(o1["n"]) == float(o2["n"]) == 3
+    np.testing.assert_allclose(float(o1["sse"]), float(o2["sse"]), rtol=1e-5)
+    assert jnp.isfinite(o1["sae"])
