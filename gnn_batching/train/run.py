@@ -53,7 +53,7 @@ def evaluate(eval_step, params, loader, monitor: CompileMonitor) -> dict:
         sae += float(out["sae"])
         n += float(out["n"])
         graphs += batch.n_real_graphs
-    if graphs != len(loader.index) - loader.epoch_stats[-1]["skipped"] or int(round(n)) != graphs:
+    if graphs != len(loader.index) - loader.epoch_stats[-1]["skipped"] or round(n) != graphs:
         raise RuntimeError(f"evaluation covered {graphs} graphs of {len(loader.index)}")  # an invariant
     return {"rmse": math.sqrt(sse / max(n, 1)), "mae": sae / max(n, 1), "graphs": graphs}
 
@@ -136,6 +136,7 @@ def run(cfg: RunConfig, out_dir: str | None = None, verbose: bool = True) -> dic
     write_csv_atomic(os.path.join(out, "epochs.csv"), epochs_df)
     summary = build_summary(cfg, ds, method, steps_df, evals_df, epochs_df, monitor, n_params)
     summary["wall_s"] = time.perf_counter() - t_start
+    summary["concurrent_jobs"] = int(os.environ.get("GNN_BATCHING_JOBS", "1"))
     summary["run_dir"] = os.path.abspath(out)
     write_json_atomic(os.path.join(out, "summary.json"), summary)
     return summary

@@ -1,0 +1,1 @@
+"""Sweeps: grids of runs, the tidy results table, figures and the report."""

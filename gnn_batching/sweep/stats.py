@@ -1,0 +1,56 @@
+"""Significance of differences in final test error between batching methods.
+
+For each (dataset, model, batch size) and each pair of methods, across seeds: Welch's t-test
+(unequal variances) and the Mann-Whitney U rank test, two-sided. P-values are Holm-corrected
+over ALL comparisons of the sweep for each test (family-wise error across the whole table).
+With fewer than 2 seeds per method no test is possible and the row says so.
+"""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import pandas as pd
+from scipy import stats
+
+
+def holm(pvalues: np.ndarray) -> np.ndarray:
+    """Holm-Bonferroni step-down adjusted p-values (NaN entries are left NaN and not counted)."""
+    p = np.asarray(pvalues, dtype=float)
+    out = np.full_like(p, np.nan)
+    ok = np.flatnonzero(np.isfinite(p))
+    m = len(ok)
+    if m == 0:
+        return out
+    order = ok[np.argsort(p[ok])]
+    running = 0.0
+    for rank, i in enumerate(order):
+        running = max(running, min(1.0, (m - rank) * p[i]))
+        out[i] = running
+    return out
+
+
+def pairwise_tests(df: pd.DataFrame, metric: str = "test_rmse") -> pd.DataFrame:
+    rows = []
+    for (dataset, model, bs), g in df.groupby(["dataset", "model", "batch_size"]):
+        methods = sorted(g["method"].unique())
+        for a, b in itertools.combinations(methods, 2):
+            xa = g.loc[g["method"] == a, metric].dropna().to_numpy(float)
+            xb = g.loc[g["method"] == b, metric].dropna().to_numpy(float)
+            row = {"dataset": dataset, "model": model, "batch_size": bs, "method_a": a, "method_b": b,
+                   "metric": metric, "n_a": len(xa), "n_b": len(xb),
+                   "mean_a": xa.mean() if len(xa) else np.nan, "mean_b": xb.mean() if len(xb) else np.nan,
+                   "welch_p": np.nan, "mannwhitney_p": np.nan}
+            if len(xa) >= 2 and len(xb) >= 2:
+                if np.std(xa) + np.std(xb) > 0:
+                    row["welch_p"] = float(stats.ttest_ind(xa, xb, equal_var=False).pvalue)
+                else:
+                    row["welch_p"] = 1.0 if xa.mean() == xb.mean() else 0.0
+                row["mannwhitney_p"] = float(stats.mannwhitneyu(xa, xb, alternative="two-sided").pvalue)
+            rows.append(row)
+    out = pd.DataFrame(rows)
+    if len(out):
+        out["welch_p_holm"] = holm(out["welch_p"].to_numpy())
+        out["mannwhitney_p_holm"] = holm(out["mannwhitney_p"].to_numpy())
+    return out

@@ -1,0 +1,110 @@
+"""Sweeps: grid expansion, resume after kill -9, config-change refusal, results table, statistics."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+
+from gnn_batching.errors import ConfigError, UserError
+from gnn_batching.sweep.stats import holm, pairwise_tests
+from gnn_batching.sweep.sweep import load_sweep, run_sweep
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _sweep_file(tmp_path, steps=4, seeds=(0, 1), methods=("static-pow2", "dynamic")):
+    d = {
+        "name": "t",
+        "output_dir": str(tmp_path / "out"),
+        "base": {"dataset": {"name": "aflow-synthetic", "limit": 40}, "model": {"name": "schnet", "latent": 4},
+                 "batching": {"batch_size": 6}, "train": {"steps": steps, "eval_every": 2}},
+        "grid": {"batching.method": list(methods), "train.seed": list(seeds)},
+    }
+    p = tmp_path / "sweep.yaml"
+    p.write_text(yaml.safe_dump(d))
+    return p
+
+
+def test_grid_expansion_and_validation(tmp_path):
+    p = _sweep_file(tmp_path)
+    sw = load_sweep(str(p))
+    assert [c.cell_id for c in sw.cells] == ["method=static-pow2__seed=0", "method=static-pow2__seed=1",
+                                            "method=dynamic__seed=0", "method=dynamic__seed=1"]
+    assert sw.cells[3].config["batching"]["method"] == "dynamic" and sw.cells[3].config["train"]["seed"] == 1
+    sw = load_sweep(str(p), ["output_dir=elsewhere", "train.seed=5", "grid.batching.batch_size=[4, 8]"])
+    assert sw.output_dir == "elsewhere" and len(sw.cells) == 4  # seed pinned, batch size now an axis
+    assert {c.config["train"]["seed"] for c in sw.cells} == {5}
+    with pytest.raises(ConfigError, match=r"cell method=greedy.*batching.method"):
+        load_sweep(str(p), ["grid.batching.method=[greedy]"])
+    with pytest.raises(ConfigError, match="batching.batch_sise: unknown key"):
+        load_sweep(str(p), ["batching.batch_sise=4"])
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("name: x\noutput_dir: y\ngrids: {}\n")
+    with pytest.raises(ConfigError, match="grids: unknown key"):
+        load_sweep(str(bad))
+    for name in ("quickstart", "paper-qm9", "paper-aflow"):
+        assert load_sweep(os.path.join(ROOT, "configs", f"{name}.yaml")).cells
+
+
+def test_holm_and_pairwise_tests():
+    np.testing.assert_allclose(holm(np.array([0.01, 0.04, 0.03, np.nan])), [0.03, 0.06, 0.06, np.nan])
+    rng = np.random.default_rng(0)
+    rows = []
+    for m, mu in (("a", 1.0), ("b", 1.0), ("c", 3.0)):
+        for s in range(6):
+            rows.append({"dataset": "d", "model": "m", "batch_size": 8, "method": m, "seed": s,
+                         "test_rmse": mu + 0.1 * rng.normal()})
+    t = pairwise_tests(pd.DataFrame(rows)).set_index(["method_a", "method_b"])
+    assert t.loc[("a", "c"), "welch_p_holm"] < 0.01 and t.loc[("a", "c"), "mannwhitney_p_holm"] < 0.05
+    assert t.loc[("a", "b"), "welch_p_holm"] > 0.05
+    assert (t["welch_p_holm"] >= t["welch_p"]).all()
+
+
+def _sweep_cmd(p, *extra):
+    return [sys.executable, "-m", "gnn_batching.cli", "sweep", str(p), *extra]
+
+
+def test_kill_9_then_resume_then_refuse_changed_config(tmp_path):
+    p = _sweep_file(tmp_path)
+    out = tmp_path / "out"
+    env = dict(os.environ)
+    proc = subprocess.Popen(_sweep_cmd(p), cwd=tmp_path, env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.time() + 240
+    while time.time() < deadline:
+        if len(list(out.glob("runs/*/summary.json"))) >= 1:
+            break
+        time.sleep(0.2)
+    os.killpg(proc.pid, signal.SIGKILL)  # the sweep AND its running cell, mid-run
+    proc.wait()
+    finished = len(list(out.glob("runs/*/summary.json")))
+    assert 1 <= finished < 4
+    r = subprocess.run(_sweep_cmd(p, "--jobs", "2"), cwd=tmp_path, capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    assert f"{finished} already done" in r.stderr
+    df = pd.read_csv(out / "results.csv")
+    assert len(df) == 4 and df["cell"].is_unique
+    assert set(df["axis:batching.method"]) == {"static-pow2", "dynamic"} and set(df["axis:train.seed"]) == {0, 1}
+    assert (df["test_graphs"] == 4).all() and (out / "results.parquet").exists()
+    assert pd.read_parquet(out / "results.parquet").shape == df.shape
+    for fig in ("timing", "speedup", "compiles", "learning", "batch_sizes", "fill", "significance"):
+        assert (out / "figures" / f"{fig}.png").stat().st_size > 10_000
+    report = (out / "report.md").read_text()
+    assert "| dataset | model | bs | method |" in report and "SYNTHETIC" in report and "git_commit" in report
+    # a finished sweep re-run does nothing; a changed setting is refused, naming the cell and key
+    sw = load_sweep(str(p))
+    assert {c.state() for c in sw.cells} == {"done"}
+    with pytest.raises(UserError, match=r"cell method=static-pow2__seed=0 was run with different settings "
+                                         r"\(train.steps: 4 -> 6"):
+        run_sweep(load_sweep(str(p), ["train.steps=6"]), dry_run=True)
+    r = subprocess.run([sys.executable, "-m", "gnn_batching.cli", "results", str(out)], capture_output=True,
+                       text=True)
+    assert r.returncode == 0 and "speedup" in r.stdout and "dynamic" in r.stdout
