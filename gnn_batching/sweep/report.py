@@ -86,7 +86,8 @@ def write_report(sweep_dir: str, fmt: str = "md") -> str:
             body.append(f"<h2>{html.escape(line[3:])}</h2>")
         else:
             body.append(html.escape(line))
-    doc = "<html><body><pre style='font-family:sans-serif;white-space:pre-wrap'>" + "\n".join(body) + "</pre></body></html>"
+    style = "font-family:sans-serif;white-space:pre-wrap"
+    doc = f"<html><body><pre style='{style}'>" + "\n".join(body) + "</pre></body></html>"
     path = os.path.join(sweep_dir, "report.html")
     write_text_atomic(path, doc)
     return path

@@ -156,7 +156,8 @@ def _child_env(threads: int, jobs: int) -> dict:
         env[var] = str(threads)
     if jobs > 1:
         flags = env.get("XLA_FLAGS", "")
-        env["XLA_FLAGS"] = (flags + f" --xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads={threads}").strip()
+        extra = f" --xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads={threads}"
+        env["XLA_FLAGS"] = (flags + extra).strip()
     return env
 
 
@@ -210,7 +211,8 @@ def run_sweep(sw: Sweep, jobs: int = 1, dry_run: bool = False) -> int:
     core_sets = ([list(range(i * threads, (i + 1) * threads)) for i in range(jobs)] if jobs > 1 else [None])
     env = _child_env(threads, jobs)
     prog = Progress(f"sweep {sw.name}", total=len(sw.cells))
-    prog.note(f"{len(sw.cells)} cells, {done} already done, {len(todo)} to run with {jobs} job(s) x {threads} thread(s)")
+    prog.note(f"{len(sw.cells)} cells, {done} already done, {len(todo)} to run "
+              f"with {jobs} job(s) x {threads} thread(s)")
     prog.update(done)
     running: dict[int, tuple[subprocess.Popen, Cell]] = {}
     failed: list[str] = []
