@@ -28,6 +28,11 @@ from gnn_batching.sweep.stats import pairwise_tests
 MARKERS = {"static-pow2": "s", "static-64": "^", "static-max": "D", "static-exact": "x", "dynamic": "o"}
 
 
+def _subplots(*args, **kwargs):
+    """plt.subplots with constrained layout, so panel titles and the suptitle never collide."""
+    return plt.subplots(*args, layout="constrained", **kwargs)
+
+
 def _colors(methods):
     cmap = plt.get_cmap("tab10")
     return {m: cmap(i % 10) for i, m in enumerate(sorted(methods))}
@@ -56,7 +61,7 @@ def plot_timing(df, out_dir, fmt):
     agg = comparison(df)
     panels = _panels(df)
     colors = _colors(df["method"].unique())
-    fig, axes = plt.subplots(3, len(panels), figsize=(5 * len(panels), 10), squeeze=False, sharex=True)
+    fig, axes = _subplots(3, len(panels), figsize=(5 * len(panels), 10), squeeze=False, sharex=True)
     for j, (ds, model) in enumerate(panels):
         sub = agg[(agg["dataset"] == ds) & (agg["model"] == model)]
         for i, (col, label) in enumerate([("assembly_ms_median", "batching (assembly)"),
@@ -81,7 +86,7 @@ def plot_speedup(df, out_dir, fmt):
     agg = comparison(df)
     panels = _panels(df)
     colors = _colors(df["method"].unique())
-    fig, axes = plt.subplots(1, len(panels), figsize=(6 * len(panels), 4.5), squeeze=False)
+    fig, axes = _subplots(1, len(panels), figsize=(6 * len(panels), 4.5), squeeze=False)
     for j, (ds, model) in enumerate(panels):
         ax = axes[0, j]
         sub = agg[(agg["dataset"] == ds) & (agg["model"] == model)]
@@ -105,7 +110,7 @@ def plot_speedup(df, out_dir, fmt):
 def plot_compiles(df, out_dir, fmt):
     agg = comparison(df)
     colors = _colors(df["method"].unique())
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
+    fig, axes = _subplots(1, 2, figsize=(11, 4.2))
     for m, g in agg.groupby("method"):
         g = g.groupby("batch_size").mean(numeric_only=True).reset_index()
         axes[0].errorbar(g["batch_size"], g["train_step_compiles_mean"], yerr=g["train_step_compiles_std"].fillna(0),
@@ -141,7 +146,7 @@ def plot_learning(df, out_dir, fmt):
     panels = _panels(df)
     colors = _colors(df["method"].unique())
     styles = ["-", "--", ":", "-."]
-    fig, axes = plt.subplots(2 * len(panels), 2, figsize=(11, 7 * len(panels)), squeeze=False, layout="constrained")
+    fig, axes = _subplots(2 * len(panels), 2, figsize=(11, 7 * len(panels)), squeeze=False)
     for p, (ds, model) in enumerate(panels):
         sub = ev[(ev["dataset"] == ds) & (ev["model"] == model)] if len(ev) else ev
         sizes = sorted(df["batch_size"].unique())
@@ -166,19 +171,21 @@ def plot_learning(df, out_dir, fmt):
 def plot_batch_sizes(df, out_dir, fmt):
     sizes = sorted(df["batch_size"].unique())
     colors = _colors(df["method"].unique())
-    fig, axes = plt.subplots(len(sizes), 3, figsize=(14, 3.2 * len(sizes)), squeeze=False, layout="constrained")
+    fig, axes = _subplots(len(sizes), 3, figsize=(14, 3.2 * len(sizes)), squeeze=False)
     for i, b in enumerate(sizes):
         runs = df[(df["batch_size"] == b)].sort_values("seed").drop_duplicates(["method"])
         for _, r in runs.iterrows():
             steps = pd.read_csv(os.path.join(r["run_dir"], "steps.csv"))
             for j, (col, lab) in enumerate([("real_nodes", "real nodes"), ("real_edges", "real edges"),
                                             ("real_graphs", "real graphs")]):
-                axes[i, j].hist(steps[col], bins=30, alpha=0.5, color=colors[r["method"]], label=r["method"])
+                axes[i, j].hist(steps[col], bins=30, histtype="step", linewidth=1.6, color=colors[r["method"]],
+                                label=r["method"])
                 axes[i, j].set_xlabel(f"{lab} per batch")
                 axes[i, j].set_ylabel("batches")
                 axes[i, j].set_title(f"batch size {b}", fontsize=10)
     axes[0, 0].legend(fontsize=8)
-    fig.suptitle(f"Real content of training batches (one seed per method)\n{_subtitle(df)}")
+    fig.suptitle(f"Real content of training batches (one seed per method; static methods with the same seed "
+                 f"hold the same graphs, so their outlines coincide)\n{_subtitle(df)}")
     return _save(fig, out_dir, "batch_sizes", fmt)
 
 
@@ -187,7 +194,7 @@ def plot_fill(df, out_dir, fmt):
     methods = sorted(agg["method"].unique())
     sizes = sorted(agg["batch_size"].unique())
     colors = _colors(methods)
-    fig, axes = plt.subplots(1, 3, figsize=(15, 4.2), sharey=True)
+    fig, axes = _subplots(1, 3, figsize=(15, 4.2), sharey=True)
     w = 0.8 / len(methods)
     for ax, what in zip(axes, ["node", "edge", "graph"]):
         for k, m in enumerate(methods):
@@ -209,7 +216,7 @@ def plot_significance(df, out_dir, fmt):
     write_csv_atomic(os.path.join(out_dir, "significance.csv"), tests)
     groups = sorted(tests.groupby(["dataset", "model", "batch_size"]).groups) if len(tests) else []
     n = max(len(groups), 1)
-    fig, axes = plt.subplots(2, n, figsize=(4.2 * n, 7.5), squeeze=False)
+    fig, axes = _subplots(2, n, figsize=(4.2 * n, 7.5), squeeze=False)
     for j, key in enumerate(groups):
         g = tests[(tests["dataset"] == key[0]) & (tests["model"] == key[1]) & (tests["batch_size"] == key[2])]
         methods = sorted(set(g["method_a"]) | set(g["method_b"]))
@@ -229,7 +236,7 @@ def plot_significance(df, out_dir, fmt):
                                 color="w" if mat[a, b] < 0.5 else "k")
             test = "Welch t" if i == 0 else "Mann-Whitney U"
             ax.set_title(f"{key[0]}/{key[1]} bs {key[2]}\n{test}, Holm-adjusted p", fontsize=9)
-        fig.colorbar(im, ax=axes[:, j].tolist(), shrink=0.6)
+        fig.colorbar(im, ax=axes[:, j].tolist(), shrink=0.6, label="adjusted p")
     fig.suptitle("Does the batching method change final test RMSE? (pairwise, across seeds)")
     return _save(fig, out_dir, "significance", fmt)
 
