@@ -21,6 +21,7 @@ def _dataset_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--download", action="store_true", help="aflow: download from AFLUX first (resumable)")
     p.add_argument("--skip-bad", action="store_true", help="skip malformed entries (reported) instead of failing")
     p.add_argument("--no-cache", action="store_true", help="rebuild the graph store, do not read or write the cache")
+    p.add_argument("--module", help="import this module first (it registers your own datasets)")
 
 
 def _spec_from_args(a: argparse.Namespace):
@@ -28,12 +29,14 @@ def _spec_from_args(a: argparse.Namespace):
 
     return DatasetSpec(name=a.dataset, source=a.source, limit=a.limit, target=a.target, graph=a.graph,
                        cutoff=a.cutoff, k=a.k, targets_csv=a.targets_csv, download=a.download,
-                       skip_bad=a.skip_bad)
+                       skip_bad=a.skip_bad, module=a.module)
 
 
 def cmd_data_list(a: argparse.Namespace) -> int:
-    from gnn_batching.data.datasets import dataset_names, describe
+    from gnn_batching.data.datasets import DatasetSpec, _entry, dataset_names, describe
 
+    if a.module:
+        _entry(DatasetSpec(name="qm9", module=a.module))  # imports it, registering its datasets
     for name in dataset_names():
         if name == "file:PATH":
             print(f"{name:<18} any file ASE can read (extxyz, db, CIF, POSCAR; glob ok), targets from atoms.info")
@@ -114,7 +117,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
 
     data = sub.add_parser("data", help="list datasets, print statistics").add_subparsers(dest="data_cmd", required=True)
-    data.add_parser("list", help="name every dataset").set_defaults(fn=cmd_data_list)
+    dl = data.add_parser("list", help="name every dataset")
+    dl.add_argument("--module", help="import this module first (it registers your own datasets)")
+    dl.set_defaults(fn=cmd_data_list)
     st = data.add_parser("stats", help="counts and size/target distributions of a dataset")
     _dataset_args(st)
     st.add_argument("--json", action="store_true", help="print one flat JSON object")

@@ -206,3 +206,23 @@ def test_limit_is_a_seeded_random_subset(tmp_path):
     ds = load_dataset(DatasetSpec(name=f"file:{p}", limit=5))
     assert len(ds.store) == 5
     assert load_dataset(DatasetSpec(name=f"file:{p}", limit=5)).store.ids.tolist() == ds.store.ids.tolist()
+
+
+def test_dataset_module_from_working_directory(tmp_path, monkeypatch):
+    (tmp_path / "my_plugin_mod.py").write_text(
+        "from ase import Atoms\n"
+        "from gnn_batching import register_dataset\n\n"
+        "@register_dataset('plugin-dimers')\n"
+        "def dimers(limit=None, seed=0, **options):\n"
+        "    out = []\n"
+        "    for i in range(20):\n"
+        "        a = Atoms('H2', positions=[[0, 0, 0], [0.5 + 0.05 * i, 0, 0]])\n"
+        "        a.info['bond'] = 0.5 + 0.05 * i\n"
+        "        out.append(a)\n"
+        "    return out\n"
+    )
+    monkeypatch.chdir(tmp_path)
+    ds = load_dataset(DatasetSpec(name="plugin-dimers", module="my_plugin_mod"))
+    assert len(ds.store) == 20 and ds.target == "bond" and (ds.store.n_edge == 2).all()
+    with pytest.raises(ConfigError, match="cannot import 'no_such_mod'"):
+        load_dataset(DatasetSpec(name="x", module="no_such_mod"))

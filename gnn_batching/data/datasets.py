@@ -124,6 +124,10 @@ class DatasetSpec:
 
 def _entry(spec: DatasetSpec) -> DatasetEntry:
     if spec.module:
+        import sys
+
+        if os.getcwd() not in sys.path:  # a module next to the user's config/data
+            sys.path.insert(0, os.getcwd())
         try:
             importlib.import_module(spec.module)
         except ImportError as exc:
