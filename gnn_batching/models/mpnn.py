@@ -13,6 +13,13 @@ import jraph
 from gnn_batching.models.common import MLP, gaussian_rbf, graph_mean_readout, one_hot_species, segment_mean
 
 
+def _embed(module: nn.Module, graph: jraph.GraphsTuple):
+    """Shared start of both models: node states h (N, C) from one-hot species through a bias-free
+    linear layer, and the 150-Gaussian expansion of edge distances (E, n_rbf)."""
+    h = nn.Dense(module.latent, use_bias=False, name="embed")(one_hot_species(graph, module.n_species))
+    return h, gaussian_rbf(graph.edges[:, 3], module.n_rbf)
+
+
 class MPEU(nn.Module):
     """Message passing with edge updates (Jorgensen et al. 2018), per step t:
 
@@ -30,10 +37,8 @@ class MPEU(nn.Module):
 
     @nn.compact
     def __call__(self, graph: jraph.GraphsTuple):
-        c = self.latent
-        n = graph.nodes.shape[0]
-        h = nn.Dense(c, use_bias=False, name="embed")(one_hot_species(graph, self.n_species))
-        e = gaussian_rbf(graph.edges[:, 3], self.n_rbf)
+        c, n = self.latent, graph.nodes.shape[0]
+        h, e = _embed(self, graph)
         s, r = graph.senders, graph.receivers
         for t in range(self.steps):
             e = MLP([2 * c, c], name=f"edge_update_{t}")(jnp.concatenate([h[s], h[r], e], axis=-1))
@@ -60,10 +65,8 @@ class SchNet(nn.Module):
 
     @nn.compact
     def __call__(self, graph: jraph.GraphsTuple):
-        c = self.latent
-        n = graph.nodes.shape[0]
-        h = nn.Dense(c, use_bias=False, name="embed")(one_hot_species(graph, self.n_species))
-        rbf = gaussian_rbf(graph.edges[:, 3], self.n_rbf)
+        c, n = self.latent, graph.nodes.shape[0]
+        h, rbf = _embed(self, graph)
         s, r = graph.senders, graph.receivers
         for t in range(self.steps):
             filt = MLP([c, c], activate_final=True, name=f"filter_{t}")(rbf)
