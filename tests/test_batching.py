@@ -228,3 +228,21 @@ def test_prefetch_order_errors_and_shutdown():
     p.close()
     assert not p._thread.is_alive()
     assert threading.active_count() <= before
+
+
+@pytest.mark.parametrize("method", METHOD_NAMES)
+def test_every_method_on_aflow_like_and_file_datasets(method, tmp_path):
+    from test_sources import _write_extxyz
+
+    from gnn_batching.batching import make_loaders
+    from gnn_batching.data import DatasetSpec, load_dataset
+
+    p = tmp_path / "m.extxyz"
+    _write_extxyz(p, n=30)
+    for spec in (DatasetSpec(name="aflow-synthetic", limit=60), DatasetSpec(name=f"file:{p}", graph="radius")):
+        ds = load_dataset(spec, verbose=False)
+        cfg = BatchingConfig(method=method, batch_size=5)
+        _, train, evals = make_loaders(cfg, ds.store, ds.targets(), ds.splits, seed=1)
+        for loader, split in ((train, ds.splits.train), (evals["val"], ds.splits.val), (evals["test"], ds.splits.test)):
+            seen = [i for b in loader.epoch(0) for i in b.index.tolist()]
+            assert sorted(seen) == sorted(split.tolist())
