@@ -130,7 +130,7 @@ def build_parser() -> argparse.ArgumentParser:
     _dataset_args(bb)
     bb.add_argument("--batch-sizes", type=int, nargs="+", default=[16, 32, 64, 128])
     bb.add_argument("--methods", nargs="+", default=None, help="default: all methods")
-    bb.add_argument("--pad-edges", choices=["hub", "spread"], default="spread")
+    bb.add_argument("--pad-edges", choices=["hub", "spread"], default="hub")
     bb.add_argument("--repeats", type=int, default=1, help="epochs timed per row (best is reported)")
     bb.add_argument("--json", action="store_true", help="print a JSON list of flat objects")
     bb.set_defaults(fn=cmd_bench_batching)

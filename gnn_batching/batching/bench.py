@@ -81,7 +81,7 @@ def _time_copy(store, plan: EpochPlan) -> float:
 
 
 def run_bench(spec: DatasetSpec, batch_sizes: list[int], methods: list[str] | None = None,
-              pad_edges: str = "spread", use_cache: bool = True, repeats: int = 1) -> list[dict]:
+              pad_edges: str = "hub", use_cache: bool = True, repeats: int = 1) -> list[dict]:
     ds = load_dataset(spec, use_cache=use_cache)
     store, targets = ds.store, ds.targets()
     methods = methods or list(METHOD_NAMES)
