@@ -65,7 +65,8 @@ def run(cfg: RunConfig, out_dir: str | None = None, verbose: bool = True) -> dic
         raise UserError(f"{out}: already holds a finished run (summary.json); choose another --out")
     os.makedirs(out, exist_ok=True)
     write_text_atomic(os.path.join(out, "config.yaml"), yaml.safe_dump(cfg.to_dict(), sort_keys=False))
-    write_json_atomic(os.path.join(out, "provenance.json"), provenance())
+    prov = provenance()
+    write_json_atomic(os.path.join(out, "provenance.json"), prov)
     t_start = time.perf_counter()
 
     ds = load_dataset(cfg.dataset, verbose=verbose)
@@ -134,7 +135,7 @@ def run(cfg: RunConfig, out_dir: str | None = None, verbose: bool = True) -> dic
     write_csv_atomic(os.path.join(out, "evals.csv"), evals_df)
     epochs_df = pd.DataFrame(train_loader.epoch_stats)
     write_csv_atomic(os.path.join(out, "epochs.csv"), epochs_df)
-    summary = build_summary(cfg, ds, method, steps_df, evals_df, epochs_df, monitor, n_params)
+    summary = build_summary(cfg, ds, steps_df, evals_df, epochs_df, monitor, n_params, prov)
     summary["wall_s"] = time.perf_counter() - t_start
     summary["concurrent_jobs"] = int(os.environ.get("GNN_BATCHING_JOBS", "1"))
     summary["run_dir"] = os.path.abspath(out)
@@ -142,7 +143,7 @@ def run(cfg: RunConfig, out_dir: str | None = None, verbose: bool = True) -> dic
     return summary
 
 
-def build_summary(cfg, ds, method, steps_df, evals_df, epochs_df, monitor, n_params) -> dict:
+def build_summary(cfg, ds, steps_df, evals_df, epochs_df, monitor, n_params, prov: dict) -> dict:
     tc = cfg.train
     timing = summarise_steps(steps_df, tc.warmup_steps)
     timed = steps_df[steps_df["step"] >= tc.warmup_steps]
@@ -152,7 +153,6 @@ def build_summary(cfg, ds, method, steps_df, evals_df, epochs_df, monitor, n_par
         rows = evals_df[evals_df["split"] == split] if len(evals_df) else evals_df
         return float(rows.iloc[-1][metric]) if len(rows) else float("nan")
 
-    prov = provenance()
     s = {
         "dataset": cfg.dataset.name, "model": cfg.model.name, "method": cfg.batching.method,
         "batch_size": cfg.batching.batch_size, "seed": tc.seed, "steps": tc.steps, "n_params": n_params,
