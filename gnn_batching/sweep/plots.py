@@ -241,8 +241,10 @@ def plot_significance(df, out_dir, fmt):
     return _save(fig, out_dir, "significance", fmt)
 
 
-def plot_all(sweep_dir: str, fmt: str = "png") -> list[str]:
-    df = collect(sweep_dir)
+def plot_all(sweep_dir: str, fmt: str = "png", df: pd.DataFrame | None = None) -> list[str]:
+    """Write every figure; ``df`` is the sweep's collected table, if the caller already has it."""
+    if df is None:
+        df = collect(sweep_dir)
     out_dir = os.path.join(sweep_dir, "figures")
     os.makedirs(out_dir, exist_ok=True)
     fns = [plot_timing, plot_speedup, plot_compiles, plot_learning, plot_batch_sizes, plot_fill, plot_significance]

@@ -29,13 +29,15 @@ def _provenance(df: pd.DataFrame) -> dict:
         return json.load(fh)
 
 
-def build_markdown(sweep_dir: str) -> str:
+def build_markdown(sweep_dir: str, df: pd.DataFrame | None = None) -> str:
+    """``df``: the sweep's collected table, if the caller already has it."""
     from gnn_batching.sweep.plots import plot_all
 
-    df = collect(sweep_dir)
+    if df is None:
+        df = collect(sweep_dir)
     fig_dir = os.path.join(sweep_dir, "figures")
     if not all(os.path.exists(os.path.join(fig_dir, f"{n}.png")) for n, _ in FIGURES):
-        plot_all(sweep_dir)
+        plot_all(sweep_dir, df=df)
     prov = _provenance(df)
     tests = pairwise_tests(df)
     lines = [f"# Batching comparison: {os.path.basename(os.path.abspath(sweep_dir))}", ""]
@@ -69,8 +71,8 @@ def build_markdown(sweep_dir: str) -> str:
     return "\n".join(lines)
 
 
-def write_report(sweep_dir: str, fmt: str = "md") -> str:
-    md = build_markdown(sweep_dir)
+def write_report(sweep_dir: str, fmt: str = "md", df: pd.DataFrame | None = None) -> str:
+    md = build_markdown(sweep_dir, df)
     if fmt == "md":
         path = os.path.join(sweep_dir, "report.md")
         write_text_atomic(path, md)

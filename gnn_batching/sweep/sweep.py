@@ -250,10 +250,10 @@ def run_sweep(sw: Sweep, jobs: int = 1, dry_run: bool = False) -> int:
         from gnn_batching.sweep.report import write_report
         from gnn_batching.sweep.results import collect, format_comparison
 
-        df = collect(sw.output_dir)
+        df = collect(sw.output_dir)  # once: the figures and the report reuse it
         print(format_comparison(df))
-        plot_all(sw.output_dir)
-        print(f"report: {write_report(sw.output_dir)}")
+        plot_all(sw.output_dir, df=df)
+        print(f"report: {write_report(sw.output_dir, df=df)}")
     return 0
 
 
