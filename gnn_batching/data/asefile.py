@@ -30,6 +30,12 @@ def scalar_properties(atoms) -> dict[str, float]:
     return out
 
 
+def targets_from_atoms(atoms_list) -> dict[str, np.ndarray]:
+    """name -> (G,) values of every scalar property found on any structure (NaN where absent)."""
+    scalars = [scalar_properties(a) for a in atoms_list]
+    return {k: np.array([sc.get(k, np.nan) for sc in scalars]) for k in sorted({k for sc in scalars for k in sc})}
+
+
 def read_files(pattern: str) -> tuple[list, list[str]]:
     import ase.io
 
@@ -82,9 +88,7 @@ def load_file(
                 arr[idx] = df[col].to_numpy(np.float64)
                 targets[col] = arr
     else:
-        scalars = [scalar_properties(a) for a in atoms_list]
-        for k in sorted({k for sc in scalars for k in sc}):
-            targets[k] = np.array([sc.get(k, np.nan) for sc in scalars])
+        targets = targets_from_atoms(atoms_list)
     if not targets:
         raise DataError(f"{pattern}: no numeric targets in atoms.info; give a targets CSV (dataset.targets_csv)")
     chosen = target or (next(iter(targets)) if len(targets) == 1 else None)

@@ -221,11 +221,10 @@ def load_structures(spec: DatasetSpec, progress: Progress | None = None) -> Stru
     atoms_list = list(out)
     if not atoms_list:
         raise DataError(f"dataset {spec.name!r} returned no structures")
-    from gnn_batching.data.asefile import scalar_properties
+    from gnn_batching.data.asefile import targets_from_atoms
 
-    scalars = [scalar_properties(a) for a in atoms_list]
-    keys = sorted({k for sc in scalars for k in sc})
-    targets = {k: np.array([sc.get(k, np.nan) for sc in scalars]) for k in keys}
+    targets = targets_from_atoms(atoms_list)
+    keys = list(targets)
     if not targets:
         raise DataError(f"dataset {spec.name!r}: no numeric targets in atoms.info")
     default = spec.target or keys[0]
