@@ -92,6 +92,16 @@ def _parse_numbers(text: str) -> np.ndarray:
     return np.array(parts, dtype=np.float64)
 
 
+def _elements(text: str) -> list[str]:
+    """"['C','H']" (one row, or many rows joined by commas) -> ['C', 'H']."""
+    return re.sub(r"[\[\]' ]", "", text).split(",")
+
+
+def _coordinates(text: str) -> np.ndarray:
+    """"[[x,y,z],...]" (one row, or many joined by commas) -> flat array of numbers."""
+    return _parse_numbers(re.sub(r"[\[\]]", "", text))
+
+
 def load_qm9pack(files: list[str] | None = None, skip_bad: bool = False, progress=None) -> StructureSet:
     """All molecules of qm9pack's CSV files (or the given CSV files of the same layout)."""
     import pandas as pd
@@ -110,10 +120,14 @@ def load_qm9pack(files: list[str] | None = None, skip_bad: bool = False, progres
             progress(len(frames), len(files))
     df = pd.concat(frames, ignore_index=True)
     bad: list[str] = []
+
+    def parse_all():
+        elements = _elements(",".join(df["Elements"].astype(str)))
+        xyz = _coordinates(",".join(df["XYZ_Ang"].astype(str)))
+        return elements, xyz, df["N_atoms"].to_numpy(np.int64)
+
     try:
-        elements = re.sub(r"[\[\]' ]", "", ",".join(df["Elements"].astype(str))).split(",")
-        xyz = _parse_numbers(re.sub(r"[\[\]]", "", ",".join(df["XYZ_Ang"].astype(str))))
-        n_atoms = df["N_atoms"].to_numpy(np.int64)
+        elements, xyz, n_atoms = parse_all()
         ok_fast = len(elements) == n_atoms.sum() and xyz.size == 3 * n_atoms.sum()
     except (ValueError, TypeError):
         ok_fast = False
@@ -122,8 +136,8 @@ def load_qm9pack(files: list[str] | None = None, skip_bad: bool = False, progres
         for i, row in enumerate(df.itertuples(index=False)):
             where = f"{row.src_file} row {row.src_row} ({row.XYZ_file})"
             try:
-                el = re.sub(r"[\[\]' ]", "", str(row.Elements)).split(",")
-                xy = _parse_numbers(re.sub(r"[\[\]]", "", str(row.XYZ_Ang)))
+                el = _elements(str(row.Elements))
+                xy = _coordinates(str(row.XYZ_Ang))
                 if len(el) != row.N_atoms or xy.size != 3 * row.N_atoms:
                     raise ValueError(f"{len(el)} elements and {xy.size // 3} coordinates for N_atoms={row.N_atoms}")
                 keep.append(i)
@@ -132,12 +146,9 @@ def load_qm9pack(files: list[str] | None = None, skip_bad: bool = False, progres
                     raise DataError(f"{where}: malformed entry: {exc}") from None
                 bad.append(where)
         df = df.iloc[keep].reset_index(drop=True)
-        elements = re.sub(r"[\[\]' ]", "", ",".join(df["Elements"].astype(str))).split(",")
-        xyz = _parse_numbers(re.sub(r"[\[\]]", "", ",".join(df["XYZ_Ang"].astype(str))))
-        n_atoms = df["N_atoms"].to_numpy(np.int64)
-    lut = {s: z for s, z in SYMBOLS.items()}
+        elements, xyz, n_atoms = parse_all()
     try:
-        numbers = np.array([lut[e] for e in elements], dtype=np.int16)
+        numbers = np.array([SYMBOLS[e] for e in elements], dtype=np.int16)
     except KeyError as exc:
         atom = elements.index(exc.args[0])
         i = int(np.searchsorted(np.cumsum(n_atoms), atom, side="right"))
@@ -160,11 +171,11 @@ def load_qm9pack(files: list[str] | None = None, skip_bad: bool = False, progres
         default_target=DEFAULT_TARGET,
         skipped=bad,
     )
-    _check_targets(s, skip_bad)
+    _check_targets(s)
     return s
 
 
-def _check_targets(s: StructureSet, skip_bad: bool) -> None:
+def _check_targets(s: StructureSet) -> None:
     for name, t in s.targets.items():
         if not np.isfinite(t).all():
             i = int(np.argmax(~np.isfinite(t)))
