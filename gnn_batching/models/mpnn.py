@@ -13,14 +13,22 @@ import jraph
 from gnn_batching.models.common import MLP, gaussian_rbf, graph_mean_readout, one_hot_species, segment_mean
 
 
-def _embed(module: nn.Module, graph: jraph.GraphsTuple):
-    """Shared start of both models: node states h (N, C) from one-hot species through a bias-free
-    linear layer, and the 150-Gaussian expansion of edge distances (E, n_rbf)."""
-    h = nn.Dense(module.latent, use_bias=False, name="embed")(one_hot_species(graph, module.n_species))
-    return h, gaussian_rbf(graph.edges[:, 3], module.n_rbf)
+class _MessagePassing(nn.Module):
+    """The study's shared hyperparameters and start of both models."""
+
+    n_species: int
+    latent: int = 64
+    steps: int = 3
+    n_rbf: int = 150
+
+    def embed(self, graph: jraph.GraphsTuple):
+        """Node states h (N, C) from one-hot species through a bias-free linear layer, and the
+        150-Gaussian expansion of edge distances (E, n_rbf)."""
+        h = nn.Dense(self.latent, use_bias=False, name="embed")(one_hot_species(graph, self.n_species))
+        return h, gaussian_rbf(graph.edges[:, 3], self.n_rbf)
 
 
-class MPEU(nn.Module):
+class MPEU(_MessagePassing):
     """Message passing with edge updates (Jorgensen et al. 2018), per step t:
 
     e <- MLP[2C, C](h_s || h_r || e)                (ssp between, linear last layer)
@@ -30,15 +38,10 @@ class MPEU(nn.Module):
     Readout: per-node MLP[C/2, 1], mean over the graph's nodes. 173,152 parameters for 5 species.
     """
 
-    n_species: int
-    latent: int = 64
-    steps: int = 3
-    n_rbf: int = 150
-
     @nn.compact
     def __call__(self, graph: jraph.GraphsTuple):
         c, n = self.latent, graph.nodes.shape[0]
-        h, e = _embed(self, graph)
+        h, e = self.embed(graph)
         s, r = graph.senders, graph.receivers
         for t in range(self.steps):
             e = MLP([2 * c, c], name=f"edge_update_{t}")(jnp.concatenate([h[s], h[r], e], axis=-1))
@@ -49,7 +52,7 @@ class MPEU(nn.Module):
         return graph_mean_readout(out, graph)
 
 
-class SchNet(nn.Module):
+class SchNet(_MessagePassing):
     """Simplified SchNet (no cosine cutoff, edges never updated), per step t:
 
     filter = MLP[C, C](RBF(d)) (ssp after both);  m = filter * W h_s
@@ -58,15 +61,10 @@ class SchNet(nn.Module):
     Same readout as MPEU. 80,352 parameters for 5 species.
     """
 
-    n_species: int
-    latent: int = 64
-    steps: int = 3
-    n_rbf: int = 150
-
     @nn.compact
     def __call__(self, graph: jraph.GraphsTuple):
         c, n = self.latent, graph.nodes.shape[0]
-        h, rbf = _embed(self, graph)
+        h, rbf = self.embed(graph)
         s, r = graph.senders, graph.receivers
         for t in range(self.steps):
             filt = MLP([c, c], activate_final=True, name=f"filter_{t}")(rbf)
