@@ -9,8 +9,14 @@ import sys
 from gnn_batching.errors import UserError
 
 
-def _dataset_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("dataset", help="dataset name (see `gnn-batching data list`) or file:PATH")
+def _dataset_args(p: argparse.ArgumentParser, flag: bool = False) -> None:
+    """Dataset selection options; ``flag``: also accept ``--dataset NAME`` (the benchmark's form)."""
+    help_ = "dataset name (see `gnn-batching data list`) or file:PATH"
+    if flag:
+        p.add_argument("dataset", nargs="?", help=help_)
+        p.add_argument("--dataset", dest="dataset_flag", metavar="DATASET", help=help_)
+    else:
+        p.add_argument("dataset", help=help_)
     p.add_argument("--graph", choices=["fully-connected", "radius", "knn"], help="graph builder")
     p.add_argument("--cutoff", type=float, default=5.0, help="radius cutoff in Angstrom (default 5)")
     p.add_argument("--k", type=int, default=12, help="neighbours for knn (default 12)")
@@ -63,6 +69,9 @@ def cmd_data_stats(a: argparse.Namespace) -> int:
 def cmd_bench_batching(a: argparse.Namespace) -> int:
     from gnn_batching.batching.bench import format_table, run_bench
 
+    a.dataset = a.dataset_flag or a.dataset
+    if not a.dataset:
+        raise UserError("bench batching: name a dataset, e.g. --dataset qm9")
     rows = run_bench(_spec_from_args(a), a.batch_sizes, a.methods, pad_edges=a.pad_edges,
                      use_cache=not a.no_cache, repeats=a.repeats)
     print(json.dumps(rows) if a.json else format_table(rows))
@@ -127,15 +136,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     bench = sub.add_parser("bench", help="benchmarks").add_subparsers(dest="bench_cmd", required=True)
     bb = bench.add_parser("batching", help="host assembly throughput of each batching method vs jraph")
-    _dataset_args(bb)
+    _dataset_args(bb, flag=True)
     bb.add_argument("--batch-sizes", type=int, nargs="+", default=[16, 32, 64, 128])
     bb.add_argument("--methods", nargs="+", default=None, help="default: all methods")
     bb.add_argument("--pad-edges", choices=["hub", "spread"], default="hub")
     bb.add_argument("--repeats", type=int, default=1, help="epochs timed per row (best is reported)")
     bb.add_argument("--json", action="store_true", help="print a JSON list of flat objects")
     bb.set_defaults(fn=cmd_bench_batching)
-    # `bench batching --dataset X` is accepted as well as the positional form
-    bb.set_defaults(dataset=None)
 
     r = sub.add_parser("run", help="one training run from a YAML config")
     r.add_argument("config", help="YAML config, e.g. configs/smoke.yaml")
@@ -166,18 +173,8 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def _normalise_argv(argv: list[str]) -> list[str]:
-    # allow `bench batching --dataset qm9` (the documented form) besides the positional one
-    if len(argv) >= 2 and argv[0] == "bench" and "--dataset" in argv:
-        i = argv.index("--dataset")
-        if i + 1 < len(argv):
-            return argv[:2] + [argv[i + 1]] + argv[2:i] + argv[i + 2 :]
-    return argv
-
-
 def main(argv: list[str] | None = None) -> int:
-    argv = _normalise_argv(list(sys.argv[1:] if argv is None else argv))
-    args = build_parser().parse_args(argv)
+    args = build_parser().parse_args(sys.argv[1:] if argv is None else argv)
     try:
         return int(args.fn(args) or 0)
     except UserError as exc:
