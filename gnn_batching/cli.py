@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 
 from gnn_batching.errors import UserError
+from gnn_batching.io import dumps_json
 
 
 def _dataset_args(p: argparse.ArgumentParser, flag: bool = False) -> None:
@@ -58,7 +58,7 @@ def cmd_data_stats(a: argparse.Namespace) -> int:
 
     ds = load_dataset(_spec_from_args(a), use_cache=not a.no_cache, verbose=True)
     stats = dataset_stats(ds)
-    print(json.dumps(stats) if a.json else format_stats(stats))
+    print(dumps_json(stats, indent=None) if a.json else format_stats(stats))
     if ds.store.skipped and not a.json:
         print(f"  skipped entries ({len(ds.store.skipped)}):", file=sys.stderr)
         for s in ds.store.skipped[:20]:
@@ -72,9 +72,14 @@ def cmd_bench_batching(a: argparse.Namespace) -> int:
     a.dataset = a.dataset_flag or a.dataset
     if not a.dataset:
         raise UserError("bench batching: name a dataset, e.g. --dataset qm9")
+    if a.repeats < 1:
+        raise UserError(f"bench batching: --repeats must be >= 1, got {a.repeats}")
+    if any(b < 2 for b in a.batch_sizes):
+        raise UserError(f"bench batching: --batch-sizes must be >= 2 (each counts the padding graph), "
+                        f"got {a.batch_sizes}")
     rows = run_bench(_spec_from_args(a), a.batch_sizes, a.methods, pad_edges=a.pad_edges,
                      use_cache=not a.no_cache, repeats=a.repeats)
-    print(json.dumps(rows) if a.json else format_table(rows))
+    print(dumps_json(rows, indent=None) if a.json else format_table(rows))
     return 0
 
 
@@ -82,9 +87,11 @@ def cmd_run(a: argparse.Namespace) -> int:
     from gnn_batching.train.config import load_config
     from gnn_batching.train.run import run
 
+
+
     cfg = load_config(a.config, a.set or [])
-    summary = run(cfg, out_dir=a.out)
-    print(json.dumps(summary, indent=1))
+    summary = run(cfg, out_dir=a.out, force=a.force)
+    print(dumps_json(summary))
     return 0
 
 
@@ -148,6 +155,8 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("config", help="YAML config, e.g. configs/smoke.yaml")
     r.add_argument("--set", action="append", metavar="KEY=VALUE", help="dotted override, repeatable")
     r.add_argument("--out", help="run directory (default: results/runs/<name>-<time>)")
+    r.add_argument("--force", action="store_true",
+                   help="redo a PARTIAL run in --out in place (a finished run or foreign files are never replaced)")
     r.set_defaults(fn=cmd_run)
 
     sw = sub.add_parser("sweep", help="run a grid of runs; resumes where it stopped")

@@ -40,9 +40,13 @@ def _finite(obj: Any) -> Any:
     return obj
 
 
+def dumps_json(obj: Any, indent: int | None = 1) -> str:
+    """Strict JSON text: NaN/inf become null, NumPy scalars and arrays become plain values."""
+    return json.dumps(_finite(obj), indent=indent, sort_keys=False, default=_default, allow_nan=False)
+
+
 def write_json_atomic(path: str, obj: Any) -> None:
-    text = json.dumps(_finite(obj), indent=1, sort_keys=False, default=_default, allow_nan=False)
-    write_text_atomic(path, text + "\n")
+    write_text_atomic(path, dumps_json(obj) + "\n")
 
 
 def write_csv_atomic(path: str, df) -> None:

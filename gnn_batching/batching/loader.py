@@ -52,9 +52,15 @@ class Loader:
 
 
 def make_loaders(cfg: BatchingConfig, store, targets: np.ndarray, splits, seed: int = 0):
-    """(method, train loader, {"val": loader, "test": loader}); one method so all share shapes."""
+    """(method, train loader, {"val": loader, "test": loader}).
+
+    Evaluation uses ``method.for_eval()``: the training layout (so shapes are shared and compile
+    once) unless a skip policy is active, in which case a layout that never skips, so that every
+    method is scored on every graph of the split.
+    """
     method = make_method(cfg, store, splits.train, seed=seed)
     train = Loader(store, targets, splits.train, method, shuffle=True, seed=seed, pad_edges=cfg.pad_edges)
-    evals = {name: Loader(store, targets, splits.get(name), method, shuffle=False, pad_edges=cfg.pad_edges)
+    eval_method = method.for_eval()
+    evals = {name: Loader(store, targets, splits.get(name), eval_method, shuffle=False, pad_edges=cfg.pad_edges)
              for name in ("val", "test")}
     return method, train, evals

@@ -21,7 +21,7 @@ explicit ``skip`` policy, which are returned in ``EpochPlan.skipped`` and counte
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import ClassVar
 
 import numpy as np
@@ -63,6 +63,10 @@ class BatchingConfig:
             raise ConfigError(f"batching.pad_edges must be 'hub' or 'spread', got {self.pad_edges!r}")
         if self.prefetch < 0:
             raise ConfigError(f"batching.prefetch must be >= 0, got {self.prefetch}")
+        if not 0 < self.percentile <= 100:
+            raise ConfigError(f"batching.percentile must be in (0, 100], got {self.percentile}")
+        if not 0 < self.success_ratio <= 1:
+            raise ConfigError(f"batching.success_ratio must be in (0, 1], got {self.success_ratio}")
 
 
 @dataclass
@@ -132,6 +136,11 @@ class BatchingMethod:
     def fixed_shape(self) -> tuple[int, int, int] | None:
         """The single padded shape, for methods that have one."""
         return None
+
+    def for_eval(self) -> BatchingMethod:
+        """The layout that evaluates a split: it must never skip a graph, so every method is
+        scored on every graph. This method itself unless a skip policy is active."""
+        return self
 
 
 class StaticMethod(BatchingMethod):
@@ -221,6 +230,19 @@ class Dynamic(BatchingMethod):
     def fixed_shape(self):
         return self.budget.n_node, self.budget.n_edge, self.budget.n_graph
 
+    def _skips_overflow(self) -> bool:
+        return self.cfg.budget == "fit-or-skip" and self.cfg.skip_overflow
+
+    def for_eval(self) -> Dynamic:
+        """Same budget, but overflowing groups are split instead of dropped, and the budget grows
+        (one extra compiled shape at most) to hold graphs that ``oversize: skip`` leaves out."""
+        if not len(self.oversize) and not self._skips_overflow():
+            return self
+        b = self.budget
+        budget = Budget(max(b.n_node, int(self.n_node.max()) + 1), max(b.n_edge, int(self.n_edge.max())), b.n_graph)
+        cfg = replace(self.cfg, oversize="error", skip_overflow=False)
+        return Dynamic(cfg, self.n_node, self.n_edge, self.train_index, ids=self.ids, budget=budget)
+
     def describe(self) -> dict:
         d = super().describe()
         d.update({"budget_n_node": self.budget.n_node, "budget_n_edge": self.budget.n_edge,
@@ -234,7 +256,7 @@ class Dynamic(BatchingMethod):
             bad = np.isin(order, self.oversize)
             skipped, order = order[bad], order[~bad]
         cap_n, cap_e, cap_g = self.budget.capacity
-        if self.cfg.budget == "fit-or-skip" and self.cfg.skip_overflow:
+        if self._skips_overflow():
             order, dropped = self._fixed_groups_or_skip(order)
             skipped = np.concatenate([skipped, dropped])
             bounds = np.append(np.arange(0, len(order), cap_g), len(order)).astype(np.int64)

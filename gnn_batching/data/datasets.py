@@ -42,7 +42,9 @@ class DatasetEntry:
     description: str
     synthetic: bool = False
     default_graph: str = "fully-connected"
-    native_limit: bool = False  # the function honours ``limit`` itself (cache keyed by it)
+    # the function returns every structure whatever ``limit`` says (its cache is shared across
+    # limits); False for every user function, since one that honours ``limit`` must be cached per limit
+    ignores_limit: bool = False
 
 
 _REGISTRY: dict[str, DatasetEntry] = {}
@@ -54,7 +56,7 @@ def register_dataset(
     description: str = "",
     synthetic: bool = False,
     default_graph: str = "fully-connected",
-    native_limit: bool = False,
+    ignores_limit: bool = False,
 ):
     """Decorator: make ``fn(limit=None, seed=0, **options)`` a dataset usable by name.
 
@@ -65,7 +67,7 @@ def register_dataset(
 
     def deco(fn):
         _REGISTRY[name] = DatasetEntry(name, fn, description or (fn.__doc__ or "").strip().split("\n")[0],
-                                       synthetic, default_graph, native_limit)
+                                       synthetic, default_graph, ignores_limit)
         return fn
 
     return deco
@@ -115,11 +117,44 @@ class DatasetSpec:
     module: str | None = None
     options: dict = field(default_factory=dict)
 
+    def __post_init__(self) -> None:
+        """Check everything that can be checked without reading data (messages name the key)."""
+        if self.limit is not None and self.limit < 1:
+            raise ConfigError(f"dataset.limit must be >= 1 (or null for every graph), got {self.limit}")
+        if self.split_seed < 0:
+            raise ConfigError(f"dataset.split_seed must be >= 0, got {self.split_seed}")
+        check_split(self.split)
+        if self.ef_range is not None and (len(self.ef_range) != 2 or not all(_is_number(x) for x in self.ef_range)):
+            raise ConfigError(f"dataset.ef_range must be [low, high] in eV/atom, got {list(self.ef_range)}")
+
     def recipe(self) -> GraphRecipe:
         kind = self.graph or (
             "fully-connected" if self.name.startswith("file:") else _entry(self).default_graph
         )
         return GraphRecipe(kind, float(self.cutoff), int(self.k))
+
+
+def _is_number(x: Any) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool) and np.isfinite(x)
+
+
+def check_split(split: Any) -> None:
+    """``dataset.split``: three fractions summing to 1, or three sizes (test may be -1 = the rest).
+
+    Fractions must give every split a share > 0; an empty validation or test split would
+    report a meaningless error, so it is refused here rather than evaluated.
+    """
+    if not isinstance(split, (list, tuple)) or len(split) != 3:
+        raise ConfigError(f"dataset.split must be [train, val, test] (3 numbers), got {split!r}")
+    if not all(_is_number(x) for x in split):
+        raise ConfigError(f"dataset.split must hold 3 numbers, got {list(split)!r}")
+    if all(isinstance(x, int) for x in split) and any(x > 1 for x in split):
+        a, b, c = split
+        if a < 1 or b < 1 or (c < 1 and c != -1):
+            raise ConfigError(f"dataset.split: sizes {list(split)} must be >= 1 (test may be -1 = the rest)")
+        return
+    if min(split) <= 0 or max(split) >= 1 or abs(sum(split) - 1.0) > 1e-6:
+        raise ConfigError(f"dataset.split: fractions {list(split)} must each be in (0, 1) and sum to 1")
 
 
 def _entry(spec: DatasetSpec) -> DatasetEntry:
@@ -190,13 +225,29 @@ def _source_fingerprint(spec: DatasetSpec) -> list:
     return []
 
 
+def _code_fingerprint(entry: DatasetEntry) -> str | None:
+    """Hash of the source file defining a user's dataset function: editing it rebuilds the cache.
+    (The built-ins' code is versioned by CACHE_VERSION instead.)"""
+    import inspect
+
+    if entry.fn.__module__.startswith("gnn_batching."):
+        return None
+    try:
+        path = inspect.getsourcefile(entry.fn)
+        with open(path, "rb") as fh:
+            return f"{entry.fn.__module__}:{hashlib.sha1(fh.read()).hexdigest()}"
+    except (OSError, TypeError):
+        return f"{entry.fn.__module__}:{entry.fn.__qualname__}:unhashable"
+
+
 def cache_key(spec: DatasetSpec) -> str:
-    native = spec.name.startswith("file:") is False and _entry(spec).native_limit
+    entry = None if spec.name.startswith("file:") else _entry(spec)
     ident = {
         "v": CACHE_VERSION,
         "name": spec.name,
         "recipe": asdict(spec.recipe()),
-        "limit": spec.limit if native else None,
+        "limit": spec.limit if entry is not None and not entry.ignores_limit else None,
+        "code": _code_fingerprint(entry) if entry is not None else None,
         "skip_bad": spec.skip_bad,
         "dft_type": spec.dft_type,
         "ef_range": list(spec.ef_range) if spec.ef_range else None,
@@ -233,8 +284,23 @@ def load_structures(spec: DatasetSpec, progress: Progress | None = None) -> Stru
                            synthetic=entry.synthetic)
 
 
+def check_source(spec: DatasetSpec) -> None:
+    """A named ``dataset.source`` or ``dataset.targets_csv`` must exist (``file:PATH`` is checked by
+    its loader)."""
+    import glob
+
+    named = [("dataset.source", spec.source)] if spec.source and not spec.download else []
+    if spec.targets_csv:
+        named.append(("dataset.targets_csv", spec.targets_csv))
+    for key, path in named:
+        found = glob.glob(path) if any(c in path for c in "*?[") else ([path] if os.path.exists(path) else [])
+        if not found:
+            raise DataError(f"{key}: {path}: no such file or folder")
+
+
 def load_store(spec: DatasetSpec, use_cache: bool = True, verbose: bool = True) -> GraphStore:
     """The full graph store of a dataset (before ``limit``), from the cache when valid."""
+    check_source(spec)
     path = os.path.join(data_root(), "cache", cache_key(spec))
     if use_cache and os.path.exists(os.path.join(path, "meta.json")):
         return GraphStore.load(path)
@@ -283,7 +349,8 @@ def load_dataset(spec: DatasetSpec, use_cache: bool = True, verbose: bool = True
 # ---------------------------------------------------------------------- built-ins
 
 
-@register_dataset("qm9", description="QM9, all 130,831 molecules (qm9pack, offline); target U0 atomisation energy, eV")
+@register_dataset("qm9", description="QM9, all 130,831 molecules (qm9pack, offline); target U0 atomisation energy, eV",
+                  ignores_limit=True)
 def _qm9(limit=None, seed=0, spec=None, progress=None, **_):
     from gnn_batching.data import qm9
 
@@ -297,7 +364,7 @@ def _qm9(limit=None, seed=0, spec=None, progress=None, **_):
 
 
 @register_dataset("aflow", description="AFLOW crystals from an AFLUX download (--download) or your export (--source)",
-                  default_graph="knn")
+                  default_graph="knn", ignores_limit=True)
 def _aflow(limit=None, seed=0, spec=None, progress=None, **_):
     from gnn_batching.data import aflow
 
@@ -317,7 +384,7 @@ def _aflow(limit=None, seed=0, spec=None, progress=None, **_):
 
 
 @register_dataset("aflow-synthetic", description="SYNTHETIC AFLOW-like crystals (seeded; sizes follow AFLOW ICSD)",
-                  synthetic=True, default_graph="knn", native_limit=True)
+                  synthetic=True, default_graph="knn")
 def _aflow_synth(limit=None, seed=0, spec=None, progress=None, **_):
     from gnn_batching.data import synthetic
 

@@ -147,14 +147,8 @@ def load_qm9pack(files: list[str] | None = None, skip_bad: bool = False, progres
                 bad.append(where)
         df = df.iloc[keep].reset_index(drop=True)
         elements, xyz, n_atoms = parse_all()
-    try:
-        numbers = np.array([SYMBOLS[e] for e in elements], dtype=np.int16)
-    except KeyError as exc:
-        atom = elements.index(exc.args[0])
-        i = int(np.searchsorted(np.cumsum(n_atoms), atom, side="right"))
-        raise DataError(
-            f"{df['src_file'][i]} row {df['src_row'][i]} ({df['XYZ_file'][i]}): unknown element {exc.args[0]!r}"
-        ) from None
+    df, elements, xyz, n_atoms = _drop_bad_atoms(df, elements, xyz, n_atoms, skip_bad, bad)
+    numbers = np.array([SYMBOLS[e] for e in elements], dtype=np.int16)
     colvals = {c: df[c].to_numpy() for c, *_ in TARGETS.values()}
     targets, units = _targets_from_columns(colvals, numbers, n_atoms)
     ids = df["XYZ_file"].astype(str).str.replace(".xyz", "", regex=False).to_numpy(dtype=str)
@@ -171,8 +165,38 @@ def load_qm9pack(files: list[str] | None = None, skip_bad: bool = False, progres
         default_target=DEFAULT_TARGET,
         skipped=bad,
     )
-    _check_targets(s)
+    if not skip_bad:  # with skip_bad, load_dataset skips (and names) entries missing the chosen target
+        _check_targets(s)
     return s
+
+
+def _drop_bad_atoms(df, elements: list[str], xyz: np.ndarray, n_atoms: np.ndarray, skip_bad: bool, bad: list[str]):
+    """Rows whose atoms have an unknown element or a non-finite coordinate: a DataError naming
+    the file and row, or (``skip_bad``) dropped and named in ``bad``."""
+    known = np.isin(np.asarray(elements), list(SYMBOLS))
+    finite = np.isfinite(xyz.reshape(-1, 3)).all(axis=1)
+    starts = np.concatenate([[0], np.cumsum(n_atoms)[:-1]]).astype(np.int64)
+    row_unknown = np.add.reduceat((~known).astype(np.int64), starts) > 0 if len(n_atoms) else np.zeros(0, bool)
+    row_nonfinite = np.add.reduceat((~finite).astype(np.int64), starts) > 0 if len(n_atoms) else np.zeros(0, bool)
+    bad_rows = np.flatnonzero(row_unknown | row_nonfinite)
+    if not len(bad_rows):
+        return df, elements, xyz, n_atoms
+    for i in bad_rows.tolist():
+        where = f"{df['src_file'][i]} row {df['src_row'][i]} ({df['XYZ_file'][i]})"
+        if row_unknown[i]:
+            a = int(starts[i])
+            el = next(e for e in elements[a : a + int(n_atoms[i])] if e not in SYMBOLS)
+            why = f"unknown element {el!r} (QM9 has {', '.join(SYMBOLS)})"
+        else:
+            why = "NaN or infinite coordinate"
+        if not skip_bad:
+            raise DataError(f"{where}: {why}")
+        bad.append(f"{where}: {why}")
+    keep_rows = np.setdiff1d(np.arange(len(n_atoms)), bad_rows)
+    atom_keep = np.repeat(np.isin(np.arange(len(n_atoms)), keep_rows), n_atoms)
+    elements = [e for e, k in zip(elements, atom_keep.tolist()) if k]
+    xyz = xyz.reshape(-1, 3)[atom_keep].reshape(-1)
+    return df.iloc[keep_rows].reset_index(drop=True), elements, xyz, n_atoms[keep_rows]
 
 
 def _check_targets(s: StructureSet) -> None:

@@ -210,11 +210,13 @@ def make_splits(n: int, split: tuple[float, float, float] | tuple[int, int, int]
     else:
         if abs(a + b + c - 1.0) > 1e-6 or min(a, b, c) < 0:
             raise ConfigError(f"dataset.split: fractions {list(split)} must be >= 0 and sum to 1")
-        n_train = int(round(a * n))
-        n_val = int(round(b * n))
-        n_test = n - n_train - n_val
+        # every positive share gets at least one graph (taken from training), so a small dataset
+        # never ends up with an empty validation or test split by rounding alone
+        n_val = max(int(round(b * n)), 1 if b > 0 else 0)
+        n_test = max(n - int(round(a * n)) - n_val, 1 if c > 0 else 0)
+        n_train = n - n_val - n_test
     if n_train < 1:
-        raise ConfigError(f"dataset.split: the training split of {n} graphs would be empty")
+        raise ConfigError(f"dataset.split: the training split of {list(split)} of {n} graphs would be empty")
     return Splits(
         train=np.sort(perm[:n_train]),
         val=np.sort(perm[n_train : n_train + n_val]),

@@ -2,12 +2,18 @@
 
 1. ``timing``        assembly / update / combined ms per step vs batch size (error bars = std over
                      seeds, in ms, the axis unit)
-2. ``speedup``       each method's speed relative to the slowest, per batch size
+2. ``speedup``       graphs/s relative to the slowest method, steady state AND including compilation
 3. ``compiles``      train-step compilations and compile seconds vs batch size
-4. ``learning``      test RMSE / MAE vs training steps and vs graphs seen (mean over seeds)
-5. ``batch_sizes``   histograms of real nodes, edges and graphs per batch, by method
-6. ``fill``          node / edge / graph fill by method and batch size
-7. ``significance``  Holm-adjusted p-values of pairwise tests on final test RMSE (heatmaps)
+4. ``cumulative``    cumulative training wall time (compiles included) vs step and vs graphs seen:
+                     where a method that compiles more catches up, if it does
+5. ``learning``      test RMSE / MAE vs training steps and vs graphs seen (mean over seeds)
+6. ``batch_sizes``   histograms of real nodes, edges and graphs per batch, by method
+7. ``fill``          node / edge / graph fill by method and batch size
+8. ``significance``  Holm-adjusted p-values of pairwise tests on final test RMSE (heatmaps)
+
+Lines are keyed by *variant*: the method plus any other grid axis (seeds are never pooled with
+anything else). Each method keeps one colour and marker in every figure; extra axes change the
+line style.
 """
 
 from __future__ import annotations
@@ -21,21 +27,47 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
+from gnn_batching.errors import UserError
 from gnn_batching.io import write_csv_atomic
-from gnn_batching.sweep.results import collect, comparison
+from gnn_batching.sweep.results import cell_keys, collect, comparison, extra_axes, variant, with_variant
 from gnn_batching.sweep.stats import pairwise_tests
 
-MARKERS = {"static-pow2": "s", "static-64": "^", "static-max": "D", "static-exact": "x", "dynamic": "o"}
+METHOD_STYLE = {  # one colour and marker per method, whichever methods a sweep contains
+    "static-pow2": ("tab:blue", "s"), "static-64": ("tab:orange", "^"), "static-max": ("tab:red", "D"),
+    "static-exact": ("tab:purple", "x"), "dynamic": ("tab:green", "o"), "buckets": ("tab:brown", "v"),
+    "packed": ("tab:pink", "P"), "autobatch": ("tab:olive", "*"),
+}
+LINESTYLES = ["-", "--", ":", "-."]
+
+
+def method_style(method: str) -> tuple:
+    if method in METHOD_STYLE:
+        return METHOD_STYLE[method]
+    cmap = plt.get_cmap("tab20")
+    return cmap(sum(map(ord, method)) % 20), "h"
+
+
+class _Styles:
+    """(colour, marker, linestyle) per variant: colour and marker from the method, line style from
+    the extra axes' values."""
+
+    def __init__(self, df: pd.DataFrame):
+        extras = extra_axes(df)
+        combos = sorted({tuple(str(r[c]) for c in extras) for _, r in df.iterrows()}) if extras else [()]
+        self._ls = {c: LINESTYLES[i % len(LINESTYLES)] for i, c in enumerate(combos)}
+        self._map = {}
+        for _, r in df.iterrows():
+            color, marker = method_style(str(r["method"]))
+            self._map[variant(r, extras)] = (color, marker, self._ls[tuple(str(r[c]) for c in extras)])
+
+    def __call__(self, v: str) -> dict:
+        color, marker, ls = self._map.get(v, ("k", "o", "-"))
+        return {"color": color, "marker": marker, "linestyle": ls}
 
 
 def _subplots(*args, **kwargs):
     """plt.subplots with constrained layout, so panel titles and the suptitle never collide."""
     return plt.subplots(*args, layout="constrained", **kwargs)
-
-
-def _colors(methods):
-    cmap = plt.get_cmap("tab10")
-    return {m: cmap(i % 10) for i, m in enumerate(sorted(methods))}
 
 
 def _save(fig, out_dir: str, name: str, fmt: str) -> str:
@@ -57,10 +89,21 @@ def _subtitle(df) -> str:
     return f"{r['device_kind']} / {r['cpu_model']}, {int(df['steps'].max())} steps{synth}"
 
 
+def _run_file(run_dir: str, name: str) -> str:
+    path = os.path.join(run_dir, name)
+    if not os.path.exists(path):
+        raise UserError(f"{path}: missing; the run directory is incomplete (re-run the sweep)")
+    return path
+
+
+def _agg(df):
+    return with_variant(comparison(df))
+
+
 def plot_timing(df, out_dir, fmt):
-    agg = comparison(df)
+    agg = _agg(df)
+    style = _Styles(df)
     panels = _panels(df)
-    colors = _colors(df["method"].unique())
     fig, axes = _subplots(3, len(panels), figsize=(5 * len(panels), 10), squeeze=False, sharex=True)
     for j, (ds, model) in enumerate(panels):
         sub = agg[(agg["dataset"] == ds) & (agg["model"] == model)]
@@ -68,10 +111,10 @@ def plot_timing(df, out_dir, fmt):
                                           ("update_ms_median", "update (jitted step)"),
                                           ("combined_ms_median", "combined")]):
             ax = axes[i, j]
-            for m, g in sub.groupby("method"):
+            for v, g in sub.groupby("variant"):
                 g = g.sort_values("batch_size")
-                ax.errorbar(g["batch_size"], g[f"{col}_mean"], yerr=g[f"{col}_std"].fillna(0), label=m,
-                            marker=MARKERS.get(m, "o"), color=colors[m], capsize=3, linestyle="-")
+                ax.errorbar(g["batch_size"], g[f"{col}_mean"], yerr=g[f"{col}_std"].fillna(0), label=v,
+                            capsize=3, **style(v))
             ax.set_xscale("log", base=2)
             ax.set_ylabel(f"{label} [ms/step]")
             ax.set_title(f"{ds} / {model}: {label}", fontsize=10)
@@ -82,41 +125,51 @@ def plot_timing(df, out_dir, fmt):
     return _save(fig, out_dir, "timing", fmt)
 
 
+def _bars(ax, sub, col, style, sizes):
+    variants = sorted(sub["variant"].unique())
+    w = 0.8 / max(len(variants), 1)
+    for k, v in enumerate(variants):
+        vals = [sub[(sub["batch_size"] == b) & (sub["variant"] == v)][col].mean() for b in sizes]
+        st = style(v)
+        ax.bar(np.arange(len(sizes)) + k * w, vals, w, label=v, color=st["color"],
+               hatch=None if st["linestyle"] == "-" else "//")
+    ax.set_xticks(np.arange(len(sizes)) + w * (len(variants) - 1) / 2, [str(b) for b in sizes])
+
+
 def plot_speedup(df, out_dir, fmt):
-    agg = comparison(df)
+    agg = _agg(df)
+    style = _Styles(df)
     panels = _panels(df)
-    colors = _colors(df["method"].unique())
-    fig, axes = _subplots(1, len(panels), figsize=(6 * len(panels), 4.5), squeeze=False)
-    for j, (ds, model) in enumerate(panels):
-        ax = axes[0, j]
-        sub = agg[(agg["dataset"] == ds) & (agg["model"] == model)]
-        sizes = sorted(sub["batch_size"].unique())
-        methods = sorted(sub["method"].unique())
-        w = 0.8 / len(methods)
-        for k, m in enumerate(methods):
-            vals = [sub[(sub["batch_size"] == b) & (sub["method"] == m)]["speedup_vs_slowest"].mean() for b in sizes]
-            ax.bar(np.arange(len(sizes)) + k * w, vals, w, label=m, color=colors[m])
-        ax.axhline(1.0, color="k", lw=0.8)
-        ax.set_xticks(np.arange(len(sizes)) + w * (len(methods) - 1) / 2, [str(b) for b in sizes])
-        ax.set_xlabel("batch size")
-        ax.set_ylabel("speed relative to the slowest method [x]")
-        ax.set_title(f"{ds} / {model}", fontsize=10)
-        ax.grid(axis="y", alpha=0.3)
+    measures = [("speedup_steady", "steady state")]
+    if "speedup_incl_compile" in agg:
+        measures.append(("speedup_incl_compile", "including compilation"))
+    fig, axes = _subplots(len(measures), len(panels), figsize=(6 * len(panels), 4.2 * len(measures)), squeeze=False)
+    for i, (col, label) in enumerate(measures):
+        for j, (ds, model) in enumerate(panels):
+            ax = axes[i, j]
+            sub = agg[(agg["dataset"] == ds) & (agg["model"] == model)]
+            _bars(ax, sub, col, style, sorted(sub["batch_size"].unique()))
+            ax.axhline(1.0, color="k", lw=0.8)
+            ax.set_xlabel("batch size")
+            ax.set_ylabel("graphs/s relative to the slowest [x]")
+            ax.set_title(f"{ds} / {model}: {label}", fontsize=10)
+            ax.grid(axis="y", alpha=0.3)
     axes[0, 0].legend(fontsize=8)
-    fig.suptitle(f"Speedup of combined time per step over the slowest method\n{_subtitle(df)}")
+    fig.suptitle("Throughput (graphs/s) over the slowest method, steady state and including compile time\n"
+                 f"{_subtitle(df)}")
     return _save(fig, out_dir, "speedup", fmt)
 
 
 def plot_compiles(df, out_dir, fmt):
-    agg = comparison(df)
-    colors = _colors(df["method"].unique())
+    agg = _agg(df)
+    style = _Styles(df)
     fig, axes = _subplots(1, 2, figsize=(11, 4.2))
-    for m, g in agg.groupby("method"):
+    for v, g in agg.groupby("variant"):
         g = g.groupby("batch_size").mean(numeric_only=True).reset_index()
         axes[0].errorbar(g["batch_size"], g["train_step_compiles_mean"], yerr=g["train_step_compiles_std"].fillna(0),
-                         marker=MARKERS.get(m, "o"), color=colors[m], label=m, capsize=3)
+                         label=v, capsize=3, **style(v))
         axes[1].errorbar(g["batch_size"], g["compile_seconds_mean"], yerr=g["compile_seconds_std"].fillna(0),
-                         marker=MARKERS.get(m, "o"), color=colors[m], label=m, capsize=3)
+                         label=v, capsize=3, **style(v))
     for ax, lab in zip(axes, ["train-step compilations [count]", "compile time, train + eval [s]"]):
         ax.set_xscale("log", base=2)
         ax.set_yscale("log")
@@ -128,35 +181,70 @@ def plot_compiles(df, out_dir, fmt):
     return _save(fig, out_dir, "compiles", fmt)
 
 
-def _evals(df) -> pd.DataFrame:
+def _per_run(df: pd.DataFrame, name: str) -> pd.DataFrame:
+    """``name`` (a CSV of every run) with the run's grouping columns attached."""
     frames = []
+    extras = extra_axes(df)
     for _, r in df.iterrows():
-        p = os.path.join(r["run_dir"], "evals.csv")
-        if os.path.exists(p):
-            e = pd.read_csv(p)
-            for k in ("dataset", "model", "method", "batch_size", "seed"):
-                e[k] = r[k]
-            frames.append(e)
+        e = pd.read_csv(_run_file(r["run_dir"], name))
+        for k in ("dataset", "model", "method", "batch_size", "seed", *extras):
+            e[k] = r[k]
+        e["variant"] = variant(r, extras)
+        frames.append(e)
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
 
 
+def plot_cumulative(df, out_dir, fmt):
+    """Cumulative training wall time (assembly + update of every step, compiles included) per
+    (dataset, model, batch size and extra axes), mean over seeds: vs step and vs graphs seen."""
+    steps = _per_run(df, "steps.csv")
+    style = _Styles(df)
+    cells = [k for k in cell_keys(df)]
+    groups = sorted(df.groupby(cells, dropna=False).groups)
+    fig, axes = _subplots(len(groups), 2, figsize=(11, 3.6 * len(groups)), squeeze=False)
+    for i, key in enumerate(groups):
+        mask = np.ones(len(steps), bool)
+        for k, v in zip(cells, key):
+            mask &= (steps[k] == v).to_numpy() | (pd.isna(v) & steps[k].isna()).to_numpy()
+        sub = steps[mask]
+        for v, g in sub.groupby("variant"):
+            g = g.sort_values(["seed", "step"]).copy()
+            g["cum_s"] = g.groupby("seed")["combined_ms"].cumsum() / 1e3
+            mean = g.groupby("step")[["cum_s", "graphs_seen"]].mean().reset_index()
+            st = style(v)
+            kw = {"color": st["color"], "linestyle": st["linestyle"], "label": v}
+            axes[i, 0].plot(mean["step"] + 1, mean["cum_s"], **kw)
+            axes[i, 1].plot(mean["graphs_seen"], mean["cum_s"], **kw)
+        title = " / ".join(f"{k.removeprefix('axis:')}={v}" if k.startswith("axis:") else str(v)
+                           for k, v in zip(cells, key))
+        for j, xl in enumerate(["training steps", "graphs seen"]):
+            axes[i, j].set_xlabel(xl)
+            axes[i, j].set_ylabel("cumulative training time [s]")
+            axes[i, j].set_title(f"{title} (bs = batch size)" if i == 0 and j == 0 else title, fontsize=9)
+            axes[i, j].grid(alpha=0.3)
+    axes[0, 0].legend(fontsize=8)
+    fig.suptitle("Time to train, compilation included (assembly + update of every step, evaluation excluded; "
+                 f"mean over seeds)\n{_subtitle(df)}")
+    return _save(fig, out_dir, "cumulative", fmt)
+
+
 def plot_learning(df, out_dir, fmt):
-    ev = _evals(df)
+    ev = _per_run(df, "evals.csv")
     ev = ev[ev["split"] == "test"] if len(ev) else ev
     panels = _panels(df)
-    colors = _colors(df["method"].unique())
-    styles = ["-", "--", ":", "-."]
+    style = _Styles(df)
+    sizes = sorted(df["batch_size"].unique())
     fig, axes = _subplots(2 * len(panels), 2, figsize=(11, 7 * len(panels)), squeeze=False)
     for p, (ds, model) in enumerate(panels):
         sub = ev[(ev["dataset"] == ds) & (ev["model"] == model)] if len(ev) else ev
-        sizes = sorted(df["batch_size"].unique())
         for i, metric in enumerate(["rmse", "mae"]):
             for j, x in enumerate(["step", "graphs_seen"]):
                 ax = axes[2 * p + i, j]
-                for (m, b), g in sub.groupby(["method", "batch_size"]) if len(sub) else []:
-                    c = g.groupby(x if x == "step" else "step")[[metric, "graphs_seen"]].mean().reset_index()
-                    ax.plot(c[x], c[metric], marker=".", color=colors[m], linestyle=styles[sizes.index(b) % 4],
-                            label=f"{m}, bs {b}")
+                for (v, b), g in sub.groupby(["variant", "batch_size"]) if len(sub) else []:
+                    c = g.groupby("step")[[metric, "graphs_seen"]].mean().reset_index()
+                    st = style(v)
+                    ax.plot(c[x], c[metric], marker=st["marker"], markersize=4, color=st["color"],
+                            linestyle=LINESTYLES[sizes.index(b) % 4], label=f"{v}, bs {b}")
                 ax.set_xlabel("training steps" if x == "step" else "graphs seen")
                 unit = df["unit"].iloc[0]
                 ax.set_ylabel(f"test {metric.upper()} [{unit}]")
@@ -164,22 +252,23 @@ def plot_learning(df, out_dir, fmt):
                 ax.set_title(f"{ds} / {model}", fontsize=10)
                 ax.grid(alpha=0.3)
     axes[0, 0].legend(fontsize=7)
-    fig.suptitle(f"Test error during training (mean over seeds)\n{_subtitle(df)}")
+    fig.suptitle(f"Test error during training (mean over seeds; line style = batch size)\n{_subtitle(df)}")
     return _save(fig, out_dir, "learning", fmt)
 
 
 def plot_batch_sizes(df, out_dir, fmt):
     sizes = sorted(df["batch_size"].unique())
-    colors = _colors(df["method"].unique())
+    style = _Styles(df)
+    dfv = with_variant(df)
     fig, axes = _subplots(len(sizes), 3, figsize=(14, 3.2 * len(sizes)), squeeze=False)
     for i, b in enumerate(sizes):
-        runs = df[(df["batch_size"] == b)].sort_values("seed").drop_duplicates(["method"])
+        runs = dfv[(dfv["batch_size"] == b)].sort_values("seed").drop_duplicates(["variant"])
         for _, r in runs.iterrows():
-            steps = pd.read_csv(os.path.join(r["run_dir"], "steps.csv"))
+            steps = pd.read_csv(_run_file(r["run_dir"], "steps.csv"))
             for j, (col, lab) in enumerate([("real_nodes", "real nodes"), ("real_edges", "real edges"),
                                             ("real_graphs", "real graphs")]):
-                axes[i, j].hist(steps[col], bins=30, histtype="step", linewidth=1.6, color=colors[r["method"]],
-                                label=r["method"])
+                axes[i, j].hist(steps[col], bins=30, histtype="step", linewidth=1.6, color=style(r["variant"])["color"],
+                                linestyle=style(r["variant"])["linestyle"], label=r["variant"])
                 axes[i, j].set_xlabel(f"{lab} per batch")
                 axes[i, j].set_ylabel("batches")
                 axes[i, j].set_title(f"batch size {b}", fontsize=10)
@@ -190,17 +279,12 @@ def plot_batch_sizes(df, out_dir, fmt):
 
 
 def plot_fill(df, out_dir, fmt):
-    agg = comparison(df)
-    methods = sorted(agg["method"].unique())
+    agg = _agg(df)
+    style = _Styles(df)
     sizes = sorted(agg["batch_size"].unique())
-    colors = _colors(methods)
     fig, axes = _subplots(1, 3, figsize=(15, 4.2), sharey=True)
-    w = 0.8 / len(methods)
     for ax, what in zip(axes, ["node", "edge", "graph"]):
-        for k, m in enumerate(methods):
-            vals = [agg[(agg["batch_size"] == b) & (agg["method"] == m)][f"{what}_fill_mean"].mean() for b in sizes]
-            ax.bar(np.arange(len(sizes)) + k * w, vals, w, color=colors[m], label=m)
-        ax.set_xticks(np.arange(len(sizes)) + w * (len(methods) - 1) / 2, [str(b) for b in sizes])
+        _bars(ax, agg, f"{what}_fill_mean", style, sizes)
         ax.set_xlabel("batch size")
         ax.set_title(f"{what} fill = real / padded")
         ax.set_ylim(0, 1.05)
@@ -211,14 +295,17 @@ def plot_fill(df, out_dir, fmt):
     return _save(fig, out_dir, "fill", fmt)
 
 
-def plot_significance(df, out_dir, fmt):
-    tests = pairwise_tests(df)
-    write_csv_atomic(os.path.join(out_dir, "significance.csv"), tests)
-    groups = sorted(tests.groupby(["dataset", "model", "batch_size"]).groups) if len(tests) else []
+def plot_significance(df, out_dir, fmt, tests: pd.DataFrame | None = None):
+    tests = pairwise_tests(df) if tests is None else tests
+    keys = [k.removeprefix("axis:") for k in cell_keys(df)]
+    groups = sorted(tests.groupby(keys, dropna=False).groups) if len(tests) else []
     n = max(len(groups), 1)
     fig, axes = _subplots(2, n, figsize=(4.2 * n, 7.5), squeeze=False)
     for j, key in enumerate(groups):
-        g = tests[(tests["dataset"] == key[0]) & (tests["model"] == key[1]) & (tests["batch_size"] == key[2])]
+        mask = np.ones(len(tests), bool)
+        for k, v in zip(keys, key):
+            mask &= (tests[k] == v).to_numpy() | (pd.isna(v) & tests[k].isna()).to_numpy()
+        g = tests[mask]
         methods = sorted(set(g["method_a"]) | set(g["method_b"]))
         for i, col in enumerate(["welch_p_holm", "mannwhitney_p_holm"]):
             mat = np.full((len(methods), len(methods)), np.nan)
@@ -231,21 +318,30 @@ def plot_significance(df, out_dir, fmt):
             ax.set_yticks(range(len(methods)), methods, fontsize=8)
             for a in range(len(methods)):
                 for b in range(len(methods)):
-                    if np.isfinite(mat[a, b]):
-                        ax.text(b, a, f"{mat[a, b]:.2g}", ha="center", va="center", fontsize=7,
-                                color="w" if mat[a, b] < 0.5 else "k")
+                    if a != b:
+                        txt = f"{mat[a, b]:.2g}" if np.isfinite(mat[a, b]) else "n/a"
+                        ax.text(b, a, txt, ha="center", va="center", fontsize=7,
+                                color="w" if np.isfinite(mat[a, b]) and mat[a, b] < 0.5 else "k")
             test = "Welch t" if i == 0 else "Mann-Whitney U"
-            ax.set_title(f"{key[0]}/{key[1]} bs {key[2]}\n{test}, Holm-adjusted p", fontsize=9)
+            label = " ".join(str(x) for x in key)
+            ax.set_title(f"{label}\n{test}, Holm-adjusted p", fontsize=9)
         fig.colorbar(im, ax=axes[:, j].tolist(), shrink=0.6, label="adjusted p")
-    fig.suptitle("Does the batching method change final test RMSE? (pairwise, across seeds)")
+    fig.suptitle("Does the batching method change final test RMSE? (pairwise, across seeds; n/a = not testable)")
     return _save(fig, out_dir, "significance", fmt)
 
 
+FIGURES = [plot_timing, plot_speedup, plot_compiles, plot_cumulative, plot_learning, plot_batch_sizes, plot_fill,
+           plot_significance]
+
+
 def plot_all(sweep_dir: str, fmt: str = "png", df: pd.DataFrame | None = None) -> list[str]:
-    """Write every figure; ``df`` is the sweep's collected table, if the caller already has it."""
+    """Write every figure into ``sweep_dir/figures``, and the significance table into
+    ``sweep_dir/significance.csv``; ``df`` is the sweep's collected table, if the caller has it."""
     if df is None:
         df = collect(sweep_dir)
     out_dir = os.path.join(sweep_dir, "figures")
     os.makedirs(out_dir, exist_ok=True)
-    fns = [plot_timing, plot_speedup, plot_compiles, plot_learning, plot_batch_sizes, plot_fill, plot_significance]
-    return [fn(df, out_dir, fmt) for fn in fns]
+    tests = pairwise_tests(df)
+    write_csv_atomic(os.path.join(sweep_dir, "significance.csv"), tests)
+    paths = [fn(df, out_dir, fmt) for fn in FIGURES if fn is not plot_significance]
+    return paths + [plot_significance(df, out_dir, fmt, tests)]

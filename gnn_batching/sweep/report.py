@@ -9,13 +9,14 @@ import os
 import pandas as pd
 
 from gnn_batching.io import write_text_atomic
-from gnn_batching.sweep.results import collect, format_comparison
+from gnn_batching.sweep.results import COMPARISON_NOTE, collect, format_comparison
 from gnn_batching.sweep.stats import pairwise_tests
 
 FIGURES = [
     ("timing", "Time per training step"),
     ("speedup", "Speedup over the slowest method"),
     ("compiles", "Compilations"),
+    ("cumulative", "Time to train, compilation included"),
     ("learning", "Test error during training"),
     ("batch_sizes", "What the batches hold"),
     ("fill", "Padding efficiency"),
@@ -24,9 +25,9 @@ FIGURES = [
 
 
 def _provenance(df: pd.DataFrame) -> dict:
-    p = os.path.join(df["run_dir"].iloc[0], "provenance.json")
-    with open(p, encoding="utf-8") as fh:
-        return json.load(fh)
+    from gnn_batching.sweep.results import _read_json
+
+    return _read_json(os.path.join(df["run_dir"].iloc[0], "provenance.json"))
 
 
 def build_markdown(sweep_dir: str, df: pd.DataFrame | None = None) -> str:
@@ -49,15 +50,16 @@ def build_markdown(sweep_dir: str, df: pd.DataFrame | None = None) -> str:
         f"methods {sorted(df['method'].unique())}, batch sizes {sorted(int(b) for b in df['batch_size'].unique())}, "
         f"seeds {sorted(int(s) for s in df['seed'].unique())}, {int(df['steps'].max())} steps per run.", "",
         "## Results", "", format_comparison(df, markdown=True), "",
-        "ms/step: median combined (host assembly + jitted update) time of steady-state steps (warm-up and "
-        "compiling steps excluded, reported separately as compiles/compile seconds); ± is the std over seeds. "
-        "speedup: slowest method's ms/step divided by this method's, same dataset, model and batch size. "
-        "Methods hold different numbers of graphs per batch, so compare graphs/s for throughput.", "",
+        COMPARISON_NOTE.replace("\n", " "),
+        "Methods hold different numbers of graphs per batch, so speedups compare graphs/s, not ms/step. "
+        "Every row pools only runs that differ in their seed (`comparison.csv` holds the same table).", "",
         "## Significance of test-RMSE differences", "",
     ]
     if len(tests):
-        cols = ["dataset", "model", "batch_size", "method_a", "method_b", "n_a", "n_b", "mean_a", "mean_b",
-                "welch_p_holm", "mannwhitney_p_holm"]
+        fixed = {"method_a", "method_b", "metric", "n_a", "n_b", "mean_a", "mean_b", "welch_p", "mannwhitney_p",
+                 "welch_p_holm", "mannwhitney_p_holm"}
+        cols = [c for c in tests.columns if c not in fixed] + ["method_a", "method_b", "n_a", "n_b", "mean_a",
+                                                               "mean_b", "welch_p_holm", "mannwhitney_p_holm"]
         t = tests[cols].copy()
         lines += ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
         for _, r in t.iterrows():

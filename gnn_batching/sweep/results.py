@@ -1,14 +1,20 @@
 """Collect a sweep into one tidy table (one row per finished run) and compare methods.
 
 ``results.csv`` / ``results.parquet`` hold every grid axis (as ``axis:<key>`` columns) and
-every summary metric. They are rebuilt from the run directories each time (atomically), so an
-interrupted sweep can never leave duplicate or missing rows.
+every summary metric; ``comparison.csv`` holds one row per group of runs that differ ONLY in
+their seed. All are rebuilt from the run directories each time (atomically), so an interrupted
+sweep can never leave duplicate or missing rows.
+
+Grouping never pools settings: a group is (dataset, model, batch size, method) plus EVERY other
+grid axis except ``train.seed``; methods are compared with each other inside a "cell" (the
+group keys without the method).
 """
 
 from __future__ import annotations
 
 import glob
 import json
+import math
 import os
 
 import numpy as np
@@ -18,6 +24,15 @@ from gnn_batching.errors import UserError
 from gnn_batching.io import write_csv_atomic
 
 GROUP = ["dataset", "model", "batch_size"]
+# grid axes that are already summary columns, and the axis that makes repeats
+BASE_AXES = {"dataset.name": "dataset", "model.name": "model", "batching.batch_size": "batch_size",
+             "batching.method": "method"}
+SEED_AXES = ("train.seed",)
+METRICS = ["combined_ms_median", "combined_ms_mean", "assembly_ms_median", "update_ms_median", "graphs_per_s",
+           "graphs_per_s_incl_compile", "ms_per_step_incl_compile", "train_wall_s", "overhead_s",
+           "train_step_compiles", "eval_step_compiles", "train_compile_seconds", "compile_seconds", "node_fill",
+           "edge_fill", "graph_fill", "real_graphs_per_batch_mean", "test_rmse", "test_mae", "val_rmse",
+           "test_graphs", "val_graphs"]
 
 
 def _flatten(d: dict, prefix: str = "") -> dict:
@@ -30,76 +45,191 @@ def _flatten(d: dict, prefix: str = "") -> dict:
     return out
 
 
+def _read_json(path: str) -> dict:
+    try:
+        with open(path, encoding="utf-8") as fh:
+            return json.load(fh)
+    except FileNotFoundError:
+        raise UserError(f"{path}: missing; the sweep directory is incomplete (re-run the sweep)") from None
+    except (OSError, ValueError) as exc:
+        raise UserError(f"{path}: unreadable ({exc})") from None
+
+
+def sweep_info(sweep_dir: str) -> dict:
+    path = os.path.join(sweep_dir, "sweep.json")
+    if not os.path.exists(path):
+        raise UserError(f"{sweep_dir}: not a sweep directory (no sweep.json); run `gnn-batching sweep` first")
+    return _read_json(path)
+
+
 def collect(sweep_dir: str, write: bool = True) -> pd.DataFrame:
-    from gnn_batching.sweep.sweep import sweep_info
+    """One row per finished run. ``run_dir`` is resolved from ``sweep_dir`` (a sweep directory
+    that was moved or copied still works); the written tables hold it relative (``runs/<cell>``)."""
+    import yaml
 
     info = sweep_info(sweep_dir)
     rows = []
     for path in sorted(glob.glob(os.path.join(sweep_dir, "runs", "*", "summary.json"))):
         run_dir = os.path.dirname(path)
+        s = _read_json(path)
+        cfg_path = os.path.join(run_dir, "config.yaml")
         try:
-            with open(path, encoding="utf-8") as fh:
-                s = json.load(fh)
-        except (OSError, ValueError):
-            continue  # cannot happen with atomic writes; never let one bad file hide the rest
-        import yaml
-
-        with open(os.path.join(run_dir, "config.yaml"), encoding="utf-8") as fh:
-            cfg = _flatten(yaml.safe_load(fh) or {})
+            with open(cfg_path, encoding="utf-8") as fh:
+                cfg = _flatten(yaml.safe_load(fh) or {})
+        except OSError:
+            raise UserError(f"{cfg_path}: missing; the run directory is incomplete") from None
         row = {"cell": os.path.basename(run_dir)}
         for k in info.get("grid", {}):
             v = cfg.get(k)
             row[f"axis:{k}"] = json.dumps(v) if isinstance(v, (list, dict)) else v
         row.update(s)
+        row["run_dir"] = run_dir
         rows.append(row)
     if not rows:
         raise UserError(f"{sweep_dir}: no finished runs yet")
     df = pd.DataFrame(rows)
     if write:
-        write_csv_atomic(os.path.join(sweep_dir, "results.csv"), df)
+        out = df.copy()
+        out["run_dir"] = [os.path.join("runs", c) for c in out["cell"]]
+        write_csv_atomic(os.path.join(sweep_dir, "results.csv"), out)
         tmp = os.path.join(sweep_dir, ".results.parquet.tmp")
-        df.to_parquet(tmp, index=False)
+        out.to_parquet(tmp, index=False)
         os.replace(tmp, os.path.join(sweep_dir, "results.parquet"))
+        write_csv_atomic(os.path.join(sweep_dir, "comparison.csv"), comparison_table(df))
     return df
 
 
+def extra_axes(df: pd.DataFrame) -> list[str]:
+    """``axis:`` columns other than the base keys and the seed: settings that must never be pooled."""
+    return [c for c in df.columns if c.startswith("axis:") and c[5:] not in BASE_AXES and c[5:] not in SEED_AXES]
+
+
+def group_keys(df: pd.DataFrame) -> list[str]:
+    """Runs in one group differ only in their seed."""
+    return ["dataset", "model", "batch_size", "method", *extra_axes(df)]
+
+
+def cell_keys(df: pd.DataFrame) -> list[str]:
+    """Methods are compared within a cell: every group key except the method."""
+    return [k for k in group_keys(df) if k != "method"]
+
+
+def variant(row, extras: list[str]) -> str:
+    """Line label in figures: the method, plus any extra axes' values."""
+    if not extras:
+        return str(row["method"])
+    return f"{row['method']} ({', '.join(f'{c[5:]}={row[c]}' for c in extras)})"
+
+
+def with_variant(df: pd.DataFrame) -> pd.DataFrame:
+    extras = extra_axes(df)
+    out = df.copy()
+    out["variant"] = [variant(r, extras) for _, r in out.iterrows()] if len(out) else []
+    return out
+
+
+def _overhead(df: pd.DataFrame) -> pd.Series:
+    """Seconds a run spent beyond steady state: train_wall_s minus the time its graphs would have
+    taken at its steady-state graphs/s (compiling and warm-up steps)."""
+    return df["train_wall_s"] - df["graphs_seen"] / df["graphs_per_s"]
+
+
 def comparison(df: pd.DataFrame) -> pd.DataFrame:
-    """Per (dataset, model, batch size, method): mean and std over seeds, and the speedup over
-    the slowest method of the same (dataset, model, batch size), from combined ms/step."""
-    metrics = ["combined_ms_median", "assembly_ms_median", "update_ms_median", "graphs_per_s",
-               "train_step_compiles", "compile_seconds", "node_fill", "edge_fill", "graph_fill",
-               "real_graphs_per_batch_mean", "test_rmse", "test_mae"]
-    metrics = [m for m in metrics if m in df]
-    g = df.groupby(GROUP + ["method"])
+    """One row per group (runs that differ only in seed): mean and std over seeds of each metric,
+    ``n_runs`` and ``n_seeds``, the speedups, and the break-even against the fewest-compiles method.
+
+    * ``speedup_steady``: this group's steady-state graphs/s over the slowest method's in the cell.
+    * ``speedup_incl_compile``: the same with graphs/s including compilation (train_wall_s).
+    * ``break_even_steps``: for a method that compiles more than the cell's fewest-compiling method
+      (``break_even_ref``), the training steps (of this method) after which its steady-state
+      advantage has paid for its extra overhead: ``(overhead - overhead_ref) / (s_per_graph_ref -
+      s_per_graph)`` graphs, divided by its graphs per step; ``never`` if it is not faster in
+      steady state; empty for the reference and methods that compile no more than it.
+    """
+    df = df.copy()
+    if {"train_wall_s", "graphs_seen", "graphs_per_s"} <= set(df.columns):
+        df["overhead_s"] = _overhead(df)
+    keys = group_keys(df)
+    metrics = [m for m in METRICS if m in df]
+    g = df.groupby(keys, dropna=False, sort=True)
     agg = g[metrics].agg(["mean", "std"])
     agg.columns = [f"{a}_{b}" for a, b in agg.columns]
-    agg["n_seeds"] = g.size()
+    agg["n_runs"] = g.size()
+    agg["n_seeds"] = g["seed"].nunique()
+    agg["seeds"] = g["seed"].agg(lambda s: " ".join(str(int(x)) for x in sorted(s.unique())))
     agg = agg.reset_index()
-    slowest = agg.groupby(GROUP)["combined_ms_median_mean"].transform("max")
-    agg["speedup_vs_slowest"] = slowest / agg["combined_ms_median_mean"]
-    fastest_gps = agg.groupby(GROUP)["graphs_per_s_mean"].transform("min")
-    agg["throughput_vs_slowest"] = agg["graphs_per_s_mean"] / fastest_gps
+    cells = cell_keys(df)
+    cg = agg.groupby(cells, dropna=False)
+    agg["speedup_steady"] = agg["graphs_per_s_mean"] / cg["graphs_per_s_mean"].transform("min")
+    if "graphs_per_s_incl_compile_mean" in agg:
+        agg["speedup_incl_compile"] = (agg["graphs_per_s_incl_compile_mean"]
+                                       / cg["graphs_per_s_incl_compile_mean"].transform("min"))
+    agg["break_even_steps"] = ""
+    agg["break_even_ref"] = ""
+    if "overhead_s_mean" in agg:
+        for _, idx in cg.groups.items():
+            _break_even(agg, list(idx))
     return agg
 
 
+def _break_even(agg: pd.DataFrame, idx: list) -> None:
+    sub = agg.loc[idx].sort_values(["train_step_compiles_mean", "overhead_s_mean"])
+    ref = sub.iloc[0]
+    c_ref = 1.0 / ref["graphs_per_s_mean"]
+    for i, r in sub.iloc[1:].iterrows():
+        agg.at[i, "break_even_ref"] = ref["method"]
+        if r["train_step_compiles_mean"] <= ref["train_step_compiles_mean"]:
+            agg.at[i, "break_even_steps"] = ""
+            continue
+        c = 1.0 / r["graphs_per_s_mean"]
+        if c >= c_ref:
+            agg.at[i, "break_even_steps"] = "never"
+            continue
+        graphs = max(r["overhead_s_mean"] - ref["overhead_s_mean"], 0.0) / (c_ref - c)
+        agg.at[i, "break_even_steps"] = str(math.ceil(graphs / r["real_graphs_per_batch_mean_mean"]))
+    agg.at[sub.index[0], "break_even_ref"] = "(reference)"
+
+
+def comparison_table(df: pd.DataFrame) -> pd.DataFrame:
+    """``comparison.csv``: the comparison with extra axes named by their dotted keys."""
+    agg = comparison(df)
+    return agg.rename(columns={c: c[5:] for c in agg.columns if c.startswith("axis:")})
+
+
 def _pm(mean: float, std: float, fmt: str) -> str:
+    if mean is None or not np.isfinite(mean):
+        return "-"
     if std is None or not np.isfinite(std):
         return fmt.format(mean)
     return f"{fmt.format(mean)}±{fmt.format(std)}"
 
 
+def _x(v: float) -> str:
+    return f"{v:.2f}x" if v is not None and np.isfinite(v) else "-"
+
+
 def format_comparison(df: pd.DataFrame, markdown: bool = False) -> str:
     agg = comparison(df)
-    head = ["dataset", "model", "bs", "method", "ms/step", "graphs/s", "speedup", "compiles", "node fill",
-            "edge fill", "graphs/batch", "test RMSE", "test MAE", "seeds"]
+    extras = extra_axes(df)
+    incl = "graphs_per_s_incl_compile_mean" in agg
+    head = ["dataset", "model", "bs", "method", *(c[5:] for c in extras), "ms/step", "graphs/s",
+            "speedup", "graphs/s incl. compile", "speedup incl. compile", "compiles", "compile s",
+            "break-even steps", "node fill", "edge fill", "graphs/batch", "test RMSE", "test MAE", "seeds"]
     rows = []
-    for _, r in agg.sort_values(GROUP + ["combined_ms_median_mean"]).iterrows():
+    for _, r in agg.sort_values(cell_keys(df) + ["graphs_per_s_mean"], ascending=True).iterrows():
+        be = r["break_even_steps"]
         rows.append([
             str(r["dataset"]), str(r["model"]), str(r["batch_size"]), str(r["method"]),
+            *(str(r[c]) for c in extras),
             _pm(r["combined_ms_median_mean"], r["combined_ms_median_std"], "{:.2f}"),
             _pm(r["graphs_per_s_mean"], r["graphs_per_s_std"], "{:.0f}"),
-            f"{r['speedup_vs_slowest']:.2f}x",
+            _x(r["speedup_steady"]),
+            _pm(r["graphs_per_s_incl_compile_mean"], r["graphs_per_s_incl_compile_std"], "{:.0f}") if incl else "-",
+            _x(r["speedup_incl_compile"]) if incl else "-",
             _pm(r["train_step_compiles_mean"], r["train_step_compiles_std"], "{:.1f}"),
+            _pm(r["train_compile_seconds_mean"], r["train_compile_seconds_std"], "{:.1f}")
+            if "train_compile_seconds_mean" in r else "-",
+            f"{be} (vs {r['break_even_ref']})" if be else "-",
             f"{r['node_fill_mean']:.3f}", f"{r['edge_fill_mean']:.3f}",
             f"{r['real_graphs_per_batch_mean_mean']:.1f}",
             _pm(r["test_rmse_mean"], r["test_rmse_std"], "{:.3f}"),
@@ -113,8 +243,18 @@ def format_comparison(df: pd.DataFrame, markdown: bool = False) -> str:
     widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(head)]
     lines = ["  ".join(h.ljust(w) for h, w in zip(head, widths))]
     lines += ["  ".join(c.ljust(w) for c, w in zip(r, widths)) for r in rows]
-    note = "ms/step = median combined (assembly + update) time per steady-state step; ± = std over seeds;\n" \
-           "speedup = slowest method's ms/step / this method's, within the same dataset, model and batch size."
-    if "synthetic" in df and df["synthetic"].any():
-        note += "\nSome rows use SYNTHETIC data."
-    return "\n".join(lines) + "\n" + note
+    return "\n".join(lines) + "\n" + COMPARISON_NOTE + ("\nSome rows use SYNTHETIC data." if df["synthetic"].any()
+                                                        else "")
+
+
+COMPARISON_NOTE = (
+    "ms/step: median combined (assembly + update) time of steady-state steps (warm-up and compiling steps "
+    "excluded); ± = std over seeds.\n"
+    "graphs/s: steady-state throughput; graphs/s incl. compile: every graph trained / train_wall_s (all steps, "
+    "compiling ones included, evaluation excluded).\n"
+    "speedup: graphs/s over the slowest method's on the same measure, same dataset, model, batch size and other "
+    "grid axes.\n"
+    "compiles / compile s: train-step compilations and their seconds. break-even steps: after how many steps a "
+    "method that compiles more than the reference (fewest compiles) has paid back its extra overhead through "
+    "faster steady-state steps ('never': it is not faster)."
+)

@@ -1,6 +1,7 @@
 """Significance of differences in final test error between batching methods.
 
-For each (dataset, model, batch size) and each pair of methods, across seeds: Welch's t-test
+For each cell (dataset, model, batch size and every other grid axis except the seed) and each
+pair of methods, across seeds: Welch's t-test
 (unequal variances) and the Mann-Whitney U rank test, two-sided. P-values are Holm-corrected
 over ALL comparisons of the sweep for each test (family-wise error across the whole table).
 With fewer than 2 seeds per method no test is possible and the row says so.
@@ -32,21 +33,27 @@ def holm(pvalues: np.ndarray) -> np.ndarray:
 
 
 def pairwise_tests(df: pd.DataFrame, metric: str = "test_rmse") -> pd.DataFrame:
+    """One row per pair of methods within each cell (every grid axis but method and seed fixed).
+
+    Welch's test needs variance: when both groups have zero spread it is "not testable" (NaN),
+    never p = 0 (identical constants would otherwise look infinitely significant).
+    """
+    from gnn_batching.sweep.results import cell_keys
+
+    cells = cell_keys(df)
     rows = []
-    for (dataset, model, bs), g in df.groupby(["dataset", "model", "batch_size"]):
+    for key, g in df.groupby(cells, dropna=False):
         methods = sorted(g["method"].unique())
         for a, b in itertools.combinations(methods, 2):
             xa = g.loc[g["method"] == a, metric].dropna().to_numpy(float)
             xb = g.loc[g["method"] == b, metric].dropna().to_numpy(float)
-            row = {"dataset": dataset, "model": model, "batch_size": bs, "method_a": a, "method_b": b,
+            row = {**{k.removeprefix("axis:"): v for k, v in zip(cells, key)}, "method_a": a, "method_b": b,
                    "metric": metric, "n_a": len(xa), "n_b": len(xb),
                    "mean_a": xa.mean() if len(xa) else np.nan, "mean_b": xb.mean() if len(xb) else np.nan,
                    "welch_p": np.nan, "mannwhitney_p": np.nan}
             if len(xa) >= 2 and len(xb) >= 2:
-                if np.std(xa) + np.std(xb) > 0:
+                if np.std(xa) > 0 or np.std(xb) > 0:
                     row["welch_p"] = float(stats.ttest_ind(xa, xb, equal_var=False).pvalue)
-                else:
-                    row["welch_p"] = 1.0 if xa.mean() == xb.mean() else 0.0
                 row["mannwhitney_p"] = float(stats.mannwhitneyu(xa, xb, alternative="two-sided").pvalue)
             rows.append(row)
     out = pd.DataFrame(rows)

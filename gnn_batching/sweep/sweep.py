@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import copy
 import itertools
-import json
 import os
 import signal
 import subprocess
@@ -150,14 +149,15 @@ def check_unchanged(sw: Sweep) -> None:
 
 
 def _child_env(threads: int, jobs: int) -> dict:
+    """Environment of a cell process. Threads are bounded by CPU pinning (``_preexec``), not by
+    XLA flags: XLA:CPU sizes its thread pool from the process's CPU affinity (measured here:
+    pinned to one core, its CPU time equals its wall time), and it has no thread-count flag
+    (``--intra_op_parallelism_threads`` is a fatal "unknown flag"; without the dashes it was
+    silently ignored). Each run records the cores it could use (``cpu_affinity``)."""
     env = dict(os.environ)
     env["GNN_BATCHING_JOBS"] = str(jobs)
     for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
         env[var] = str(threads)
-    if jobs > 1:
-        flags = env.get("XLA_FLAGS", "")
-        extra = f" --xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads={threads}"
-        env["XLA_FLAGS"] = (flags + extra).strip()
     return env
 
 
@@ -179,13 +179,13 @@ def _launch(cell: Cell, env: dict, cores: list[int] | None, log_path: str) -> su
     os.makedirs(cell.run_dir, exist_ok=True)
     cfg_path = os.path.join(cell.run_dir, "config.yaml")
     write_text_atomic(cfg_path, yaml.safe_dump(cell.config, sort_keys=False))
-    for stale in ("steps.csv", "evals.csv", "epochs.csv"):
+    for stale in ("steps.csv", "evals.csv", "epochs.csv", "status.json"):
         p = os.path.join(cell.run_dir, stale)
         if os.path.exists(p):
             os.unlink(p)
     log = open(log_path, "w", encoding="utf-8")
-    proc = subprocess.Popen([sys.executable, "-m", "gnn_batching.cli", "run", cfg_path, "--out", cell.run_dir],
-                            stdout=log, stderr=subprocess.STDOUT, env=env, preexec_fn=_preexec(cores))
+    cmd = [sys.executable, "-m", "gnn_batching.cli", "run", cfg_path, "--out", cell.run_dir, "--force"]
+    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, preexec_fn=_preexec(cores))
     proc.log = log  # type: ignore[attr-defined]
     return proc
 
@@ -255,11 +255,3 @@ def run_sweep(sw: Sweep, jobs: int = 1, dry_run: bool = False) -> int:
         plot_all(sw.output_dir, df=df)
         print(f"report: {write_report(sw.output_dir, df=df)}")
     return 0
-
-
-def sweep_info(sweep_dir: str) -> dict:
-    path = os.path.join(sweep_dir, "sweep.json")
-    if not os.path.exists(path):
-        raise UserError(f"{sweep_dir}: not a sweep directory (no sweep.json); run `gnn-batching sweep` first")
-    with open(path, encoding="utf-8") as fh:
-        return json.load(fh)

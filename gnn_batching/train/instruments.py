@@ -98,6 +98,9 @@ class StepLog:
         for k, v in kw.items():
             self.rows.setdefault(k, []).append(v)
 
+    def __len__(self) -> int:
+        return len(next(iter(self.rows.values()))) if self.rows else 0
+
     def frame(self):
         import pandas as pd
 

@@ -54,5 +54,6 @@ def provenance() -> dict:
         "device_count": len(devs),
         "cpu_model": cpu_model(),
         "cpu_count": os.cpu_count(),
+        "cpu_affinity": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
         "hostname": platform.node(),
     }

@@ -33,8 +33,13 @@ def make_optimizer(lr: float, decay_steps: int, decay_rate: float, staircase: bo
 
 
 def masked_mse(pred: jax.Array, y: jax.Array, mask: jax.Array) -> jax.Array:
-    m = mask.astype(pred.dtype)
-    return jnp.sum(m * (pred - y) ** 2) / jnp.maximum(jnp.sum(m), 1.0)
+    """Mean squared error over real graphs: ``sum(mask * err^2) / sum(mask)``.
+
+    Padding is removed with ``jnp.where``, not by multiplying with 0: a padding prediction that
+    overflowed to inf would otherwise turn the loss into NaN (inf * 0).
+    """
+    err = jnp.where(mask, pred - y, 0.0)
+    return jnp.sum(err**2) / jnp.maximum(jnp.sum(mask.astype(pred.dtype)), 1.0)
 
 
 def make_loss(model, stats: TargetStats):
@@ -62,9 +67,8 @@ def make_steps(model, tx: optax.GradientTransformation, stats: TargetStats):
     @jax.jit
     def eval_step(params, graph, targets, mask):
         pred = model.apply(params, graph) * std + mean
-        m = mask.astype(pred.dtype)
-        err = (pred - targets) * m
-        return {"sse": jnp.sum(err**2), "sae": jnp.sum(jnp.abs(err)), "n": jnp.sum(m)}
+        err = jnp.where(mask, pred - targets, 0.0)  # where, not * 0: see masked_mse
+        return {"sse": jnp.sum(err**2), "sae": jnp.sum(jnp.abs(err)), "n": jnp.sum(mask.astype(pred.dtype))}
 
     return train_step, eval_step
 
