@@ -51,6 +51,24 @@ def test_qm9_malformed_row_named_and_skippable(qm9_csv, tmp_path):
     assert len(s) == 29 and len(s.skipped) == 1 and "row 4" in s.skipped[0]
 
 
+def test_qm9_skip_bad_skips_nan_coordinates_and_unknown_elements(qm9_csv, tmp_path):
+    _path, lines = qm9_csv
+    coords_at = lines[3].index("[[")
+    nan_row = lines[3][:coords_at] + "[[nan" + lines[3][lines[3].index(",", coords_at):]
+    unknown = lines[5].replace("'C'", "'Xx'", 1)
+    assert unknown != lines[5] and nan_row != lines[3]
+    p2 = tmp_path / "bad.csv"
+    p2.write_text("".join(lines[:3] + [nan_row, lines[4], unknown] + lines[6:]))
+    with pytest.raises(DataError, match=r"bad.csv row 4 \(dsgdb9nsd_000003.xyz\): NaN or infinite coordinate"):
+        load_qm9pack([str(p2)])
+    s = load_qm9pack([str(p2)], skip_bad=True)
+    assert len(s) == 28 and len(s.skipped) == 2
+    assert "row 4" in s.skipped[0] and "row 6" in s.skipped[1] and "unknown element 'Xx'" in s.skipped[1]
+    assert "dsgdb9nsd_000003" not in s.ids and "dsgdb9nsd_000005" not in s.ids
+    assert np.isfinite(s.positions).all() and s.n_atoms.sum() == len(s.numbers) == len(s.positions)
+    s.validate()
+
+
 XYZ = """5
 gdb 1\t157.7118\t157.70997\t157.70699\t0.\t13.21\t-0.3877\t0.1171\t0.5048\t35.3641\t0.044749\t-40.47893\t-40.476062\t-40.475117\t-40.498597\t6.469\t
 C\t-0.0126981359\t 1.0858041578\t 0.0080009958\t-0.535689

@@ -95,8 +95,12 @@ def test_kill_9_then_resume_then_refuse_changed_config(tmp_path):
     assert set(df["axis:batching.method"]) == {"static-pow2", "dynamic"} and set(df["axis:train.seed"]) == {0, 1}
     assert (df["test_graphs"] == 4).all() and (out / "results.parquet").exists()
     assert pd.read_parquet(out / "results.parquet").shape == df.shape
-    for fig in ("timing", "speedup", "compiles", "learning", "batch_sizes", "fill", "significance"):
+    for fig in ("timing", "speedup", "compiles", "cumulative", "learning", "batch_sizes", "fill", "significance"):
         assert (out / "figures" / f"{fig}.png").stat().st_size > 10_000
+    assert (out / "significance.csv").exists() and (out / "comparison.csv").exists()
+    if len(os.sched_getaffinity(0)) >= 2:  # --jobs 2 pins each cell to its own core, and the run saw it
+        resumed = df[~df["cell"].isin(["method=static-pow2__seed=0"])]
+        assert (resumed["cpu_affinity"] <= len(os.sched_getaffinity(0)) // 2).any()
     report = (out / "report.md").read_text()
     assert "| dataset | model | bs | method |" in report and "SYNTHETIC" in report and "git_commit" in report
     # a finished sweep re-run does nothing; a changed setting is refused, naming the cell and key
@@ -108,3 +112,16 @@ def test_kill_9_then_resume_then_refuse_changed_config(tmp_path):
     r = subprocess.run([sys.executable, "-m", "gnn_batching.cli", "results", str(out)], capture_output=True,
                        text=True)
     assert r.returncode == 0 and "speedup" in r.stdout and "dynamic" in r.stdout
+    # a sweep directory that was moved still plots and reports; a missing run file is named, not skipped
+    moved = tmp_path / "moved"
+    os.rename(out, moved)
+    for cmd in ("plot", "report"):
+        r = subprocess.run([sys.executable, "-m", "gnn_batching.cli", cmd, str(moved)], capture_output=True,
+                           text=True, cwd=tmp_path)
+        assert r.returncode == 0, r.stderr
+    assert "runs/" in pd.read_csv(moved / "results.csv")["run_dir"].iloc[0]
+    victim = next(moved.glob("runs/*/evals.csv"))
+    victim.unlink()
+    r = subprocess.run([sys.executable, "-m", "gnn_batching.cli", "plot", str(moved)], capture_output=True,
+                       text=True, cwd=tmp_path)
+    assert r.returncode == 2 and str(victim) in r.stderr and "missing" in r.stderr and "Traceback" not in r.stderr

@@ -45,7 +45,10 @@ RUN_FILES = ("config.yaml", "provenance.json", "data.json", "steps.csv", "evals.
 
 def safe_name(name: str) -> str:
     """A run name usable as ONE path component: ``../../x`` stays inside ``results/runs``."""
-    slug = "".join(c if c.isalnum() or c in "-_.=" else "_" for c in name).strip(".")
+    slug = "".join(c if c.isalnum() or c in "-_.=" else "_" for c in name)
+    while ".." in slug:
+        slug = slug.replace("..", "_")
+    slug = slug.strip(".")
     return slug or "run"
 
 
