@@ -83,6 +83,29 @@ def cmd_bench_batching(a: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_bench_step(a: argparse.Namespace) -> int:
+    from gnn_batching.train.bench_step import format_step_table, run_bench_step, time_steps
+
+    a.dataset = a.dataset_flag or a.dataset
+    if not a.dataset:
+        raise UserError("bench step: name a dataset, e.g. --dataset qm9")
+    if a.steps < 1 or any(b < 2 for b in a.batch_sizes):
+        raise UserError("bench step: --steps must be >= 1 and --batch-sizes >= 2")
+    if a.worker:
+        rows = time_steps(_spec_from_args(a), a.models, a.methods, a.batch_sizes, a.steps)
+        print(dumps_json(rows, indent=None))
+        return 0
+    from gnn_batching.allocator import CHOICES
+
+    bad = [s for s in a.allocators if s not in CHOICES]
+    if bad:
+        raise UserError(f"bench step: --allocators {bad}: choose from {', '.join(CHOICES)}")
+    worker_argv = [x for x in a.argv if x != "--json"]
+    rows = run_bench_step(worker_argv, a.allocators)
+    print(dumps_json(rows, indent=None) if a.json else format_step_table(rows))
+    return 0
+
+
 def cmd_run(a: argparse.Namespace) -> int:
     from gnn_batching.train.config import load_config
     from gnn_batching.train.run import run
@@ -151,6 +174,18 @@ def build_parser() -> argparse.ArgumentParser:
     bb.add_argument("--json", action="store_true", help="print a JSON list of flat objects")
     bb.set_defaults(fn=cmd_bench_batching)
 
+    bs_ = bench.add_parser("step", help="the jitted train step alone, per allocator setting (fresh process each)")
+    _dataset_args(bs_, flag=True)
+    bs_.add_argument("--models", nargs="+", default=["schnet", "mpeu"])
+    bs_.add_argument("--methods", nargs="+", default=["dynamic"])
+    bs_.add_argument("--batch-sizes", type=int, nargs="+", default=[32, 64])
+    bs_.add_argument("--steps", type=int, default=30, help="timed steps per row (after an untimed warm-up)")
+    bs_.add_argument("--allocators", nargs="+", default=["system", "auto"],
+                     help="settings of GNN_BATCHING_ALLOCATOR to compare (auto = the default)")
+    bs_.add_argument("--json", action="store_true", help="print a JSON list of flat objects")
+    bs_.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
+    bs_.set_defaults(fn=cmd_bench_step)
+
     r = sub.add_parser("run", help="one training run from a YAML config")
     r.add_argument("config", help="YAML config, e.g. configs/smoke.yaml")
     r.add_argument("--set", action="append", metavar="KEY=VALUE", help="dotted override, repeatable")
@@ -182,9 +217,17 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+FAST_ALLOCATOR_COMMANDS = ("run", "sweep", "bench")  # commands that train or time training steps
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(sys.argv[1:] if argv is None else argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)
     try:
+        if argv is None and args.command in FAST_ALLOCATOR_COMMANDS:
+            from gnn_batching import allocator
+
+            allocator.ensure(sys.argv[1:])  # re-executes once with a caching allocator preloaded
         return int(args.fn(args) or 0)
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -8,6 +8,8 @@ import platform
 import subprocess
 from importlib import metadata
 
+from gnn_batching.allocator import active_allocator
+
 PACKAGES = ("gnn-batching", "jax", "jaxlib", "jraph", "flax", "optax", "numpy", "pandas", "ase")
 
 
@@ -53,6 +55,7 @@ def provenance() -> dict:
         "device_kind": devs[0].device_kind if devs else None,
         "device_count": len(devs),
         "cpu_model": cpu_model(),
+        "allocator": active_allocator(),
         "cpu_count": os.cpu_count(),
         "cpu_affinity": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
         "hostname": platform.node(),

@@ -276,7 +276,7 @@ def build_summary(cfg, ds, steps_df, evals_df, epochs_df, monitor, n_params, pro
         "test_graphs": int(final("test", "graphs")) if "test" in tc.eval_splits else 0,
         "skipped_per_epoch": int(epochs_df["skipped"].max()) if len(epochs_df) else 0,
         "jax_backend": prov["jax_backend"], "device_kind": prov["device_kind"], "cpu_model": prov["cpu_model"],
-        "cpu_affinity": prov["cpu_affinity"],
+        "cpu_affinity": prov["cpu_affinity"], "allocator": prov["allocator"],
         "git_commit": prov["git_commit"],
     }
     # time-to-train INCLUDING compilation: every step's assembly + update, compiling and warm-up

@@ -1,0 +1,110 @@
+"""``gnn-batching bench step``: the jitted train step alone, per allocator setting.
+
+For each (model, method, batch size) a fixed set of padded batches is assembled from one seeded
+shuffle of the training split and placed on the device BEFORE timing; every distinct shape is
+compiled in an untimed warm-up pass; then ``steps`` steps cycle over the batches, each timed
+until ``jax.block_until_ready``. So the figure is the device step only: no assembly, no
+host-to-device copy, no compilation.
+
+Each allocator setting runs in its own fresh process (an allocator is chosen at process start),
+and the parent prints each setting's ms/step and its ratio to ``system`` (glibc), measured in
+the same invocation on the same machine.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+
+import numpy as np
+
+from gnn_batching.data import DatasetSpec
+
+
+def time_steps(spec: DatasetSpec, models: list[str], methods: list[str], batch_sizes: list[int], steps: int,
+               n_batches: int = 8, seed: int = 0) -> list[dict]:
+    """Run in THIS process: one row per (model, method, batch size)."""
+    import jax
+
+    from gnn_batching.allocator import active_allocator
+    from gnn_batching.batching import BatchingConfig, assemble, make_method
+    from gnn_batching.data import load_dataset
+    from gnn_batching.models import ModelConfig, make_model
+    from gnn_batching.train.steps import init_state, make_optimizer, make_steps
+
+    ds = load_dataset(spec, verbose=False)
+    store, targets = ds.store, ds.targets()
+    order = np.random.default_rng([seed, 0]).permutation(ds.splits.train)
+    rows = []
+    for model_name in models:
+        model = make_model(ModelConfig(name=model_name), store.n_species)
+        for method_name in methods:
+            for bs in batch_sizes:
+                method = make_method(BatchingConfig(method=method_name, batch_size=bs), store, ds.splits.train)
+                plan = method.plan(order)
+                k = min(n_batches, len(plan))
+                host = [assemble(store, plan.batch(b), tuple(plan.shapes[b]), targets) for b in range(k)]
+                dev = [jax.device_put((b.graph, b.targets, b.graph_mask)) for b in host]
+                tx = make_optimizer(1e-4, 100_000, 0.96, True)
+                train_step, _ = make_steps(model, tx, ds.stats)
+                state = init_state(model, tx, host[0].graph, seed)
+                for g, t, m in dev:  # compile every shape, untimed
+                    state, out = train_step(state, g, t, m)
+                jax.block_until_ready(state)
+                times = np.empty(steps)
+                for i in range(steps):
+                    g, t, m = dev[i % k]
+                    t0 = time.perf_counter()
+                    state, out = train_step(state, g, t, m)
+                    jax.block_until_ready((state, out))
+                    times[i] = time.perf_counter() - t0
+                graphs = sum(host[i % k].n_real_graphs for i in range(steps))
+                rows.append({
+                    "dataset": spec.name, "model": model_name, "method": method_name, "batch_size": bs,
+                    "ms_per_step": float(np.median(times) * 1e3), "ms_per_step_mean": float(times.mean() * 1e3),
+                    "ms_per_step_p90": float(np.percentile(times, 90) * 1e3),
+                    "graphs_per_s": float(graphs / times.sum()), "steps": steps, "batches": k,
+                    "allocator": active_allocator(), "device_kind": jax.devices()[0].device_kind,
+                })
+    return rows
+
+
+def run_bench_step(argv_worker: list[str], settings: list[str]) -> list[dict]:
+    """Run the worker once per allocator setting, each in a fresh process; add ratios to system."""
+    from gnn_batching.allocator import child_env
+    from gnn_batching.errors import UserError
+    from gnn_batching.progress import Progress
+
+    rows: list[dict] = []
+    prog = Progress("bench step", total=len(settings))
+    for i, setting in enumerate(settings):
+        cmd = [sys.executable, "-m", "gnn_batching.cli", *argv_worker, "--worker"]
+        r = subprocess.run(cmd, env=child_env(setting), capture_output=True, text=True)
+        if r.returncode != 0:
+            raise UserError(f"bench step: the {setting!r} process failed:\n{r.stderr.strip()[-2000:]}")
+        for row in json.loads(r.stdout.strip().splitlines()[-1]):
+            rows.append({"setting": setting, **row})
+        prog.update(i + 1, postfix=setting)
+    prog.close()
+    base = {(r["model"], r["method"], r["batch_size"]): r["ms_per_step"] for r in rows if r["setting"] == "system"}
+    for r in rows:
+        b = base.get((r["model"], r["method"], r["batch_size"]))
+        r["speedup_vs_system"] = b / r["ms_per_step"] if b else float("nan")
+    return rows
+
+
+def format_step_table(rows: list[dict]) -> str:
+    head = f"{'model':<7} {'method':<12} {'bs':>4} {'setting':<9} {'allocator':<9} {'ms/step':>9} {'p90':>8} " \
+           f"{'graphs/s':>9} {'vs system':>9}"
+    lines = [head]
+    for r in sorted(rows, key=lambda r: (r["model"], r["method"], r["batch_size"], r["setting"] != "system")):
+        ratio = f"{r['speedup_vs_system']:.2f}x" if np.isfinite(r["speedup_vs_system"]) else "-"
+        lines.append(f"{r['model']:<7} {r['method']:<12} {r['batch_size']:>4} {r['setting']:<9} {r['allocator']:<9} "
+                     f"{r['ms_per_step']:>9.2f} {r['ms_per_step_p90']:>8.2f} {r['graphs_per_s']:>9.0f} {ratio:>9}")
+    dev = rows[0]["device_kind"] if rows else "?"
+    lines.append(f"median of {rows[0]['steps'] if rows else 0} timed steps per row (warm-up and compiles excluded), "
+                 f"device {dev}, {os.cpu_count()} CPU cores; 'vs system' = glibc ms/step / this ms/step, same run")
+    return "\n".join(lines)

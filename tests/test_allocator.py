@@ -1,0 +1,51 @@
+"""The caching allocator: chosen by default for training processes, recorded, results unchanged."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pandas as pd
+import pytest
+
+from gnn_batching import allocator
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TINY = ["--set", "dataset.name=aflow-synthetic", "--set", "dataset.limit=60", "--set", "train.steps=5",
+        "--set", "model.latent=8", "--set", "train.eval_every=0"]
+
+
+def _run(tmp_path, name, setting):
+    env = allocator.child_env(setting)
+    out = tmp_path / name
+    r = subprocess.run([sys.executable, "-m", "gnn_batching.cli", "run", os.path.join(ROOT, "configs/smoke.yaml"),
+                        *TINY, "--out", str(out)], capture_output=True, text=True, cwd=tmp_path, env=env)
+    assert r.returncode == 0, r.stderr
+    return json.loads((out / "summary.json").read_text()), pd.read_csv(out / "steps.csv")
+
+
+@pytest.mark.skipif(allocator.find("mimalloc") is None and allocator.find("tcmalloc") is None
+                    and allocator.find("jemalloc") is None, reason="no caching allocator on this platform")
+def test_default_preloads_a_caching_allocator_and_changes_no_result(tmp_path):
+    fast, fast_steps = _run(tmp_path, "fast", "auto")
+    slow, slow_steps = _run(tmp_path, "slow", "system")
+    assert fast["allocator"] == allocator.choose("auto")[0] != "system"
+    assert slow["allocator"] == "system"
+    prov = json.loads((tmp_path / "fast" / "provenance.json").read_text())
+    assert prov["allocator"] == fast["allocator"]
+    assert fast_steps["loss"].tolist() == slow_steps["loss"].tolist()  # bit-identical training
+    assert fast["test_rmse"] == slow["test_rmse"]
+
+
+def test_choices_and_child_environment(monkeypatch):
+    assert allocator.choose("system") == ("system", None)
+    with pytest.raises(ValueError, match="GNN_BATCHING_ALLOCATOR='fastest'"):
+        allocator.choose("fastest")
+    monkeypatch.setenv("LD_PRELOAD", "/x/libmimalloc.so.3 /y/libother.so")
+    monkeypatch.setenv("GNN_BATCHING_ALLOCATOR_EXECED", "1")
+    env = allocator.child_env("system")
+    assert env["LD_PRELOAD"] == "/y/libother.so" and "GNN_BATCHING_ALLOCATOR_EXECED" not in env
+    assert env["GNN_BATCHING_ALLOCATOR"] == "system"
+    assert allocator.active_allocator() in ("system", "mimalloc", "tcmalloc", "jemalloc")
