@@ -34,6 +34,8 @@ class TrainConfig:
     eval_every: int = 0  # 0: evaluate only at the end
     eval_splits: tuple = ("val", "test")
     warmup_steps: int = 1  # steps reported apart from the steady state (the first always is)
+    # a folder for JAX's persistent compilation cache (off by default: a warm cache hides compile cost)
+    compilation_cache: str | None = None
 
     def __post_init__(self) -> None:
         if self.steps < 1:

@@ -35,7 +35,13 @@ from gnn_batching.io import write_csv_atomic, write_json_atomic, write_text_atom
 from gnn_batching.models import make_model
 from gnn_batching.progress import Progress
 from gnn_batching.train.config import RunConfig
-from gnn_batching.train.instruments import CompileMonitor, StepLog, summarise_steps, timer
+from gnn_batching.train.instruments import (
+    CompileMonitor,
+    StepLog,
+    compilation_cache,
+    summarise_steps,
+    timer,
+)
 from gnn_batching.train.provenance import provenance
 from gnn_batching.train.steps import count_params, init_state, make_optimizer, make_steps
 
@@ -172,7 +178,7 @@ def run(cfg: RunConfig, out_dir: str | None = None, verbose: bool = True, force:
         write_csv_atomic(os.path.join(out, "epochs.csv"), pd.DataFrame(train_loader.epoch_stats))
 
     try:
-        with _sigterm_as_exception():
+        with _sigterm_as_exception(), compilation_cache(tc.compilation_cache):
             for step in range(tc.steps):
                 t0 = timer()
                 batch = next(stream)
@@ -262,6 +268,8 @@ def build_summary(cfg, ds, steps_df, evals_df, epochs_df, monitor, n_params, pro
         "train_compile_seconds": monitor.seconds.get("train", 0.0),
         "eval_compile_seconds": monitor.seconds.get("eval", 0.0),
         "compile_seconds": sum(monitor.seconds.values()),
+        "compilation_cache": tc.compilation_cache,
+        "compile_cache_hits": sum(monitor.cache_hits.values()),
         "compiles_in_timed_window": int(timed["compiled"].sum()),
         "distinct_train_shapes": int(steps_df[["n_node", "n_edge", "n_graph"]].drop_duplicates().shape[0]),
         "node_fill": float(real["real_nodes"] / real["n_node"]),

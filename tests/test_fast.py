@@ -1,4 +1,5 @@
-"""The caching allocator: chosen by default for training processes, recorded, results unchanged."""
+"""Fast by default: the caching allocator (chosen by default for training processes, recorded,
+results unchanged) and the opt-in persistent compilation cache."""
 
 from __future__ import annotations
 
@@ -49,3 +50,21 @@ def test_choices_and_child_environment(monkeypatch):
     assert env["LD_PRELOAD"] == "/y/libother.so" and "GNN_BATCHING_ALLOCATOR_EXECED" not in env
     assert env["GNN_BATCHING_ALLOCATOR"] == "system"
     assert allocator.active_allocator() in ("system", "mimalloc", "tcmalloc", "jemalloc")
+
+
+def test_compilation_cache_is_opt_in_and_counted(tmp_path):
+    from gnn_batching.train.config import load_config
+    from gnn_batching.train.run import run
+
+    args = ["dataset.name=aflow-synthetic", "dataset.limit=60", "train.steps=4", "model.latent=4",
+            "batching.method=static-64", f"train.compilation_cache={tmp_path / 'cc'}"]
+    cfg = load_config(os.path.join(ROOT, "configs/smoke.yaml"), args)
+    first = run(cfg, out_dir=str(tmp_path / "a"), verbose=False)
+    second = run(cfg, out_dir=str(tmp_path / "b"), verbose=False)
+    assert first["compilation_cache"] == str(tmp_path / "cc") and first["compile_cache_hits"] == 0
+    # the second run compiles the same shapes again (counted), but loads them from the cache
+    assert second["train_step_compiles"] == first["train_step_compiles"]
+    assert second["compile_cache_hits"] == second["train_step_compiles"] + second["eval_step_compiles"]
+    plain = run(load_config(os.path.join(ROOT, "configs/smoke.yaml"), args[:-1]), out_dir=str(tmp_path / "c"),
+                verbose=False)
+    assert plain["compilation_cache"] is None and plain["compile_cache_hits"] == 0
