@@ -6,6 +6,7 @@ import json
 import subprocess
 import sys
 
+import pytest
 from test_sources import _write_extxyz
 
 from gnn_batching.cli import main
@@ -45,7 +46,23 @@ def test_bench_batching_json(tmp_path, capsys):
     rows = json.loads(capsys.readouterr().out)
     assert len(rows) == 4
     keys = {"method", "batch_size", "graphs_per_s", "reference_graphs_per_s", "speedup", "node_fill", "edge_fill",
-            "graph_fill", "distinct_shapes", "graphs_per_epoch", "split_size"}
+            "graph_fill", "distinct_shapes", "graphs_per_epoch", "split_size", "reused_copy_graphs_per_s",
+            "vs_reused_copy"}
     for r in rows:
         assert keys <= set(r)
         assert r["graphs_per_epoch"] == r["split_size"] == 48
+        assert r["vs_reused_copy"] == pytest.approx(r["reused_copy_graphs_per_s"] / r["graphs_per_s"], rel=0.02)
+
+
+def test_bench_step_compares_allocators_in_fresh_processes(capsys):
+    from gnn_batching import allocator
+
+    settings = ["system", "auto"]
+    assert main(["bench", "step", "--dataset", "aflow-synthetic", "--limit", "60", "--models", "schnet",
+                 "--batch-sizes", "8", "--steps", "3", "--allocators", *settings, "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert [r["setting"] for r in rows] == settings
+    assert rows[0]["allocator"] == "system" and rows[0]["speedup_vs_system"] == 1.0
+    assert rows[1]["allocator"] == allocator.choose("auto")[0]  # what the fresh process really loaded
+    assert rows[1]["speedup_vs_system"] == pytest.approx(rows[0]["ms_per_step"] / rows[1]["ms_per_step"])
+    assert all(r["steps"] == 3 and r["ms_per_step"] > 0 and r["graphs_per_s"] > 0 for r in rows)

@@ -178,6 +178,12 @@ def test_prefetch_run_records_wait(tmp_path):
                        "batching.prefetch=2", "model.name=mpeu"])
     s = run(cfg, out_dir=str(tmp_path / "p"), verbose=False)
     assert s["prefetch"] == 2 and s["wait_ms_mean"] >= 0 and np.isfinite(s["test_rmse"])
+    # the host->device copy happened ahead, in the prefetch thread, and is reported apart
+    assert s["transfer_ms_mean"] > 0 and 0 <= s["wait_fraction"] < 1
+    import pandas as pd
+
+    steps = pd.read_csv(tmp_path / "p" / "steps.csv")
+    assert (steps["transfer_ms"] > 0).all() and steps["wait_ms"].notna().all()
 
 
 def test_eval_weighted_by_real_graphs():

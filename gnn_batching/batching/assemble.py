@@ -38,6 +38,7 @@ class Batch:
     n_real_nodes: int
     n_real_edges: int
     index: np.ndarray  # (n_real_graphs,) store indices of the real graphs, in batch order
+    transfer_ms: float = float("nan")  # host->device copy, when done ahead (prefetch); else in the update
 
     @property
     def shape(self) -> tuple[int, int, int]:

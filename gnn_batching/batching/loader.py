@@ -7,7 +7,7 @@ pass over the split, final partial batch included. Each graph appears exactly on
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import numpy as np
 
@@ -46,9 +46,13 @@ class Loader:
             yield from self.epoch(e)
             e += 1
 
-    def stream(self, prefetch: int = 0) -> Iterator[Batch]:
+    def stream(self, prefetch: int = 0, transform: Callable[[Batch], Batch] | None = None) -> Iterator[Batch]:
+        """The training stream; with ``prefetch`` > 0, batches are assembled (and ``transform`` is
+        applied, e.g. the copy to the device) ``prefetch`` batches ahead in a background thread."""
         it = self.forever()
-        return Prefetcher(it, prefetch) if prefetch > 0 else it
+        if prefetch <= 0:
+            return it
+        return Prefetcher(map(transform, it) if transform else it, prefetch)
 
 
 def make_loaders(cfg: BatchingConfig, store, targets: np.ndarray, splits, seed: int = 0):

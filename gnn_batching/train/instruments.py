@@ -3,10 +3,11 @@
 * Compilations are counted per jitted function from its own cache size (exact, in-process),
   and compile seconds come from ``jax.monitoring`` duration events (trace + lowering + backend
   compile), attributed to whichever instrumented call was running when they fired.
-* A step's ``assembly`` time is getting the next batch (host); its ``update`` time is the jitted
-  step until ``jax.block_until_ready`` on its outputs (includes the host->device copy of the
-  batch). They never overlap. Warm-up steps and steps that compiled are reported apart from the
-  steady state.
+* A step's ``assembly`` time is getting the next batch (host; with prefetch, the wait for it);
+  its ``update`` time is the jitted step until ``jax.block_until_ready`` on its outputs. The
+  update includes the host->device copy of the batch unless prefetch made that copy ahead in
+  its background thread (then it is reported as ``transfer_ms``). They never overlap. Warm-up
+  steps and steps that compiled are reported apart from the steady state.
 """
 
 from __future__ import annotations
@@ -183,5 +184,11 @@ def summarise_steps(df, warmup_steps: int) -> dict:
     out["update_graphs_per_s"] = float(src["real_graphs"].sum() / (src["update_ms"].sum() / 1e3))
     if "wait_ms" in df:
         out["wait_ms_mean"] = float(src["wait_ms"].mean())
+        # share of the steady step spent waiting for data (prefetch keeping up: near 0)
+        waits = src["wait_ms"].to_numpy(float)
+        out["wait_fraction"] = float(waits.sum() / src["combined_ms"].sum()) if np.isfinite(waits).all() \
+            else float("nan")
+    if "transfer_ms" in df:
+        out["transfer_ms_mean"] = float(src["transfer_ms"].mean())  # NaN: the copy is inside update
     out["compiled_ms_total"] = float(df.loc[df["compiled"] > 0, "combined_ms"].sum())
     return out

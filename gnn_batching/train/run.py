@@ -17,6 +17,7 @@ presence means the run finished):
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import datetime
 import math
 import os
@@ -28,6 +29,7 @@ import jax
 import numpy as np
 import yaml
 
+from gnn_batching.batching.assemble import Batch
 from gnn_batching.batching.loader import make_loaders
 from gnn_batching.data import load_dataset
 from gnn_batching.errors import ConfigError, UserError
@@ -81,6 +83,16 @@ def check_out_dir(out: str, force: bool = False) -> None:
         what = f"files this run does not write ({', '.join(foreign[:5])})" if foreign else "a partial run"
         hint = "" if foreign else ", or pass --force to redo the partial run in place"
         raise UserError(f"{out}: exists and holds {what}; choose another --out{hint}")
+
+
+def to_device(batch: Batch) -> Batch:
+    """Copy a batch's arrays to the default device (run in the prefetch thread, so the update
+    times the device step alone); the copy's time is kept in ``transfer_ms``."""
+    t0 = timer()
+    graph, targets, mask = jax.device_put((batch.graph, batch.targets, batch.graph_mask))
+    jax.block_until_ready((graph, targets, mask))
+    return dataclasses.replace(batch, graph=graph, targets=targets, graph_mask=mask,
+                               transfer_ms=(timer() - t0) * 1e3)
 
 
 def evaluate(eval_step, params, loader, monitor: CompileMonitor) -> dict:
@@ -159,7 +171,7 @@ def run(cfg: RunConfig, out_dir: str | None = None, verbose: bool = True, force:
     tx = make_optimizer(tc.lr, tc.decay_steps, tc.decay_rate, tc.staircase)
     train_step, eval_step = make_steps(model, tx, ds.stats)
     monitor = CompileMonitor()
-    stream = train_loader.stream(bc.prefetch)
+    stream = train_loader.stream(bc.prefetch, transform=to_device)
     log = StepLog()
     evals: list[dict] = []
     prog = Progress(f"run {cfg.name}", total=tc.steps, enabled=verbose)
@@ -202,6 +214,7 @@ def run(cfg: RunConfig, out_dir: str | None = None, verbose: bool = True, force:
                         combined_ms=(t1 - t0 + t2 - t1b) * 1e3, compiled=info["compiled"],
                         compile_s=info["compile_s"],
                         wait_ms=getattr(stream, "last_wait_s", float("nan")) * 1e3,
+                        transfer_ms=batch.transfer_ms,
                         real_graphs=batch.n_real_graphs, real_nodes=batch.n_real_nodes,
                         real_edges=batch.n_real_edges, n_node=n_node, n_edge=n_edge, n_graph=n_graph, loss=loss,
                         graphs_seen=graphs_seen)
