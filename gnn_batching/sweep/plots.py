@@ -215,12 +215,12 @@ def plot_cumulative(df, out_dir, fmt):
             kw = {"color": st["color"], "linestyle": st["linestyle"], "label": v}
             axes[i, 0].plot(mean["step"] + 1, mean["cum_s"], **kw)
             axes[i, 1].plot(mean["graphs_seen"], mean["cum_s"], **kw)
-        title = " / ".join(f"{k.removeprefix('axis:')}={v}" if k.startswith("axis:") else str(v)
-                           for k, v in zip(cells, key))
+        title = " / ".join(f"{k.removeprefix('axis:')}={v}" if k.startswith("axis:") else
+                           (f"bs {v}" if k == "batch_size" else str(v)) for k, v in zip(cells, key))
         for j, xl in enumerate(["training steps", "graphs seen"]):
             axes[i, j].set_xlabel(xl)
             axes[i, j].set_ylabel("cumulative training time [s]")
-            axes[i, j].set_title(f"{title} (bs = batch size)" if i == 0 and j == 0 else title, fontsize=9)
+            axes[i, j].set_title(title, fontsize=9)
             axes[i, j].grid(alpha=0.3)
     axes[0, 0].legend(fontsize=8)
     fig.suptitle("Time to train, compilation included (assembly + update of every step, evaluation excluded; "
