@@ -147,6 +147,7 @@ def test_smoke_run_through_cli(tmp_path):
         assert (out / f).exists()
     prov = json.loads((out / "provenance.json").read_text())
     assert prov["jax_backend"] and prov["packages"]["jax"] and prov["cpu_count"]
+    assert prov["jax_environment"].startswith("jax:") and prov["allocator"]
     import pandas as pd
 
     steps = pd.read_csv(out / "steps.csv")
@@ -198,3 +199,27 @@ def test_eval_weighted_by_real_graphs():
     assert float(o1["n"]) == float(o2["n"]) == 3
     np.testing.assert_allclose(float(o1["sse"]), float(o2["sse"]), rtol=1e-5)
     assert jnp.isfinite(o1["sae"])
+
+
+def test_compile_counting_never_silently_reads_zero(monkeypatch):
+    from gnn_batching.train.instruments import CompileCountError
+
+    f = jax.jit(lambda x: (x * 2.0).sum())
+
+    def opaque(x):  # a callable that hides the jitted function's cache size
+        return f(x)
+
+    mon = CompileMonitor()
+    try:
+        for shape, expected in (((3,), 1), ((3,), 0), ((5,), 1)):
+            x = np.ones(shape, np.float32)
+            with mon.track("t", opaque) as info:
+                jax.block_until_ready(opaque(x))
+            assert info["compiled"] == expected  # counted from backend-compile events
+        g = jax.jit(lambda x: x + 1.0)
+        monkeypatch.setattr(mon, "_on_compile_time", lambda *a, **k: None)  # events lost too
+        with pytest.raises(CompileCountError, match="would silently read 0"):
+            with mon.track("u", lambda x: g(x)):
+                g(np.ones(2, np.float32))
+    finally:
+        mon.close()

@@ -38,7 +38,7 @@ def _listener(event: str, duration: float, **_kw) -> None:
     if event in _COMPILE_EVENTS:
         with _lock:
             for mon in _active:
-                mon._on_compile_time(duration)
+                mon._on_compile_time(duration, backend=event == _COMPILE_EVENTS[0])
 
 
 def _hit_listener(event: str, **_kw) -> None:
@@ -90,29 +90,44 @@ def compilation_cache(path: str | None):
         _reset_cache_backend()
 
 
-def cache_size(fn) -> int:
-    """Number of compiled variants held by a jitted function."""
+def cache_size(fn) -> int | None:
+    """Number of compiled variants held by a jitted function (None if JAX does not say)."""
     try:
         return int(fn._cache_size())
-    except AttributeError:  # pragma: no cover - very old/new jax without the private hook
-        return 0
+    except (AttributeError, TypeError):
+        return None
+
+
+class CompileCountError(RuntimeError):
+    """Compilations could not be counted: refusing to report 0 (it would let compiling steps
+    into the steady state)."""
 
 
 class CompileMonitor:
-    """Counts compilations and compile seconds per labelled jitted function."""
+    """Counts compilations and compile seconds per labelled jitted function.
+
+    Counts come from the jitted function's own cache size; where JAX does not expose it, from
+    ``jax.monitoring`` backend-compile events. Either way the first tracked call of a function
+    must compile; if neither source sees that, :class:`CompileCountError` is raised rather than
+    a silent 0.
+    """
 
     def __init__(self) -> None:
         _ensure_listener()
         self.counts: dict[str, int] = {}
         self.seconds: dict[str, float] = {}
         self.cache_hits: dict[str, int] = {}  # executables loaded from the persistent cache
+        self.backend_events: dict[str, int] = {}
         self._label: str | None = None
+        self._seen: set[int] = set()
         with _lock:
             _active.append(self)
 
-    def _on_compile_time(self, duration: float) -> None:
+    def _on_compile_time(self, duration: float, backend: bool = False) -> None:
         if self._label is not None:
             self.seconds[self._label] = self.seconds.get(self._label, 0.0) + duration
+            if backend:
+                self.backend_events[self._label] = self.backend_events.get(self._label, 0) + 1
 
     def _on_cache_hit(self) -> None:
         if self._label is not None:
@@ -123,16 +138,28 @@ class CompileMonitor:
         """Attribute compile time during the block to ``label``; count new variants of ``fn``."""
         before = cache_size(fn)
         sec_before = self.seconds.get(label, 0.0)
+        ev_before = self.backend_events.get(label, 0)
         self._label = label
         info = {"compiled": 0, "compile_s": 0.0}
+        ok = False
         try:
             yield info
+            ok = True
         finally:
             self._label = None
-            new = cache_size(fn) - before
+            after = cache_size(fn)
+            events = self.backend_events.get(label, 0) - ev_before
+            new = after - before if after is not None and before is not None else events
+            first = id(fn) not in self._seen
+            self._seen.add(id(fn))
             self.counts[label] = self.counts.get(label, 0) + max(new, 0)
             info["compiled"] = max(new, 0)
             info["compile_s"] = self.seconds.get(label, 0.0) - sec_before
+        if ok and first and new <= 0:
+            raise CompileCountError(
+                f"the first call of the {label!r} step compiled nothing that could be counted "
+                f"(cache size {before} -> {after}, {events} backend-compile events): this JAX version "
+                "hides both, so compile counts would silently read 0")
 
     def close(self) -> None:
         with _lock:

@@ -45,7 +45,7 @@ def provenance() -> dict:
     devs = jax.devices()
     status = _git("status", "--porcelain", "--untracked-files=no")
     return {
-        "time_utc": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "time_utc": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         "git_commit": _git("rev-parse", "HEAD"),
         "git_dirty": bool(status) if status is not None else None,
         "packages": versions,
@@ -59,4 +59,5 @@ def provenance() -> dict:
         "cpu_count": os.cpu_count(),
         "cpu_affinity": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
         "hostname": platform.node(),
+        "jax_environment": jax.print_environment_info(return_string=True),
     }
