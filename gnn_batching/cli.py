@@ -118,11 +118,27 @@ def cmd_run(a: argparse.Namespace) -> int:
     return 0
 
 
+def _tables_figures_report(sweep_dir: str, fmt: str = "md", show_table: bool = False) -> str:
+    """The sweep's outputs, composed here: collect (tables) -> figures -> report."""
+    from gnn_batching.sweep.plots import plot_all
+    from gnn_batching.sweep.report import write_report
+    from gnn_batching.sweep.results import collect, format_comparison
+
+    df = collect(sweep_dir)
+    if show_table:
+        print(format_comparison(df))
+    return write_report(sweep_dir, df, plot_all(sweep_dir, df=df), fmt=fmt)
+
+
 def cmd_sweep(a: argparse.Namespace) -> int:
-    from gnn_batching.sweep.sweep import load_sweep, run_sweep
+    from gnn_batching.sweep.grid import load_sweep
+    from gnn_batching.sweep.launch import run_sweep
 
     sw = load_sweep(a.sweep, a.set or [])
-    return run_sweep(sw, jobs=a.jobs, dry_run=a.dry_run)
+    code = run_sweep(sw, jobs=a.jobs, dry_run=a.dry_run)
+    if code == 0 and sw.report and not a.dry_run:
+        print(f"report: {_tables_figures_report(sw.output_dir, show_table=True)}")
+    return code
 
 
 def cmd_results(a: argparse.Namespace) -> int:
@@ -142,9 +158,7 @@ def cmd_plot(a: argparse.Namespace) -> int:
 
 
 def cmd_report(a: argparse.Namespace) -> int:
-    from gnn_batching.sweep.report import write_report
-
-    print(write_report(a.sweep_dir, fmt=a.format))
+    print(_tables_figures_report(a.sweep_dir, fmt=a.format))
     return 0
 
 

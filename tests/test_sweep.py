@@ -14,8 +14,9 @@ import pytest
 import yaml
 
 from gnn_batching.errors import ConfigError, UserError
-from gnn_batching.sweep.stats import holm, pairwise_tests
-from gnn_batching.sweep.sweep import load_sweep, run_sweep
+from gnn_batching.sweep.grid import load_sweep
+from gnn_batching.sweep.launch import run_sweep
+from gnn_batching.sweep.significance import holm, pairwise_tests
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -95,7 +96,8 @@ def test_kill_9_then_resume_then_refuse_changed_config(tmp_path):
     assert set(df["axis:batching.method"]) == {"static-pow2", "dynamic"} and set(df["axis:train.seed"]) == {0, 1}
     assert (df["test_graphs"] == 4).all() and (out / "results.parquet").exists()
     assert pd.read_parquet(out / "results.parquet").shape == df.shape
-    for fig in ("timing", "speedup", "compiles", "cumulative", "learning", "batch_sizes", "fill", "significance"):
+    for fig in ("timing", "speedup", "compiles", "cumulative", "time_to_accuracy", "learning", "batch_sizes", "fill",
+                "significance"):
         assert (out / "figures" / f"{fig}.png").stat().st_size > 10_000
     assert (out / "significance.csv").exists() and (out / "comparison.csv").exists()
     if len(os.sched_getaffinity(0)) >= 2:  # --jobs 2 pins each cell to its own core, and the run saw it
@@ -115,10 +117,13 @@ def test_kill_9_then_resume_then_refuse_changed_config(tmp_path):
     # a sweep directory that was moved still plots and reports; a missing run file is named, not skipped
     moved = tmp_path / "moved"
     os.rename(out, moved)
-    for cmd in ("plot", "report"):
-        r = subprocess.run([sys.executable, "-m", "gnn_batching.cli", cmd, str(moved)], capture_output=True,
+    for cmd in (["plot"], ["report", "--format", "html"]):
+        r = subprocess.run([sys.executable, "-m", "gnn_batching.cli", *cmd, str(moved)], capture_output=True,
                            text=True, cwd=tmp_path)
         assert r.returncode == 0, r.stderr
+    page = (moved / "report.html").read_text()  # real tables and images, not Markdown in <pre>
+    assert "<table>" in page and "<th>method</th>" in page and '<img alt="Time per training step" ' \
+        'src="figures/timing.png"' in page and "<pre>" not in page.split("<h2>Provenance</h2>")[0]
     assert "runs/" in pd.read_csv(moved / "results.csv")["run_dir"].iloc[0]
     victim = next(moved.glob("runs/*/evals.csv"))
     victim.unlink()

@@ -230,7 +230,7 @@ def test_speedups_and_break_even_from_the_raw_records(tmp_path):
 
 
 def test_welch_on_two_constant_groups_is_not_testable():
-    from gnn_batching.sweep.stats import pairwise_tests
+    from gnn_batching.sweep.significance import pairwise_tests
 
     rows = [{"dataset": "d", "model": "m", "batch_size": 8, "method": m, "seed": s, "test_rmse": v}
             for m, v in (("a", 1.0), ("b", 2.0)) for s in range(3)]
@@ -403,7 +403,7 @@ def test_registered_dataset_cache_is_keyed_on_limit_and_module_source(tmp_path, 
 
 
 def test_child_processes_get_only_valid_xla_flags(monkeypatch):
-    from gnn_batching.sweep.sweep import _child_env
+    from gnn_batching.sweep.launch import _child_env
 
     monkeypatch.setenv("XLA_FLAGS", "--xla_force_host_platform_device_count=1")
     for jobs in (1, 2):

@@ -6,10 +6,11 @@
 3. ``compiles``      train-step compilations and compile seconds vs batch size
 4. ``cumulative``    cumulative training wall time (compiles included) vs step and vs graphs seen:
                      where a method that compiles more catches up, if it does
-5. ``learning``      test RMSE / MAE vs training steps and vs graphs seen (mean over seeds)
-6. ``batch_sizes``   histograms of real nodes, edges and graphs per batch, by method
-7. ``fill``          node / edge / graph fill by method and batch size
-8. ``significance``  Holm-adjusted p-values of pairwise tests on final test RMSE (heatmaps)
+5. ``time_to_accuracy`` test RMSE vs training wall time incl. compilation, and vs graphs seen
+6. ``learning``      test RMSE / MAE vs training steps and vs graphs seen (mean over seeds)
+7. ``batch_sizes``   histograms of real nodes, edges and graphs per batch, by method
+8. ``fill``          node / edge / graph fill by method and batch size
+9. ``significance``  Holm-adjusted p-values of pairwise tests on final test RMSE (heatmaps)
 
 Lines are keyed by *variant*: the method plus any other grid axis (seeds are never pooled with
 anything else). Each method keeps one colour and marker in every figure; extra axes change the
@@ -30,7 +31,7 @@ import pandas as pd
 from gnn_batching.errors import UserError
 from gnn_batching.io import write_csv_atomic
 from gnn_batching.sweep.results import cell_keys, collect, comparison, extra_axes, variant, with_variant
-from gnn_batching.sweep.stats import pairwise_tests
+from gnn_batching.sweep.significance import pairwise_tests
 
 METHOD_STYLE = {  # one colour and marker per method, whichever methods a sweep contains
     "static-pow2": ("tab:blue", "s"), "static-64": ("tab:orange", "^"), "static-max": ("tab:red", "D"),
@@ -256,6 +257,39 @@ def plot_learning(df, out_dir, fmt):
     return _save(fig, out_dir, "learning", fmt)
 
 
+def plot_time_to_accuracy(df, out_dir, fmt):
+    """Test RMSE against training wall time INCLUDING compilation (``train_wall_s`` recorded with
+    every evaluation), next to graphs seen: what a user waiting for a model sees."""
+    ev = _per_run(df, "evals.csv")
+    if "train_wall_s" not in ev:
+        raise UserError("evals.csv has no train_wall_s (runs from an older version): re-run the sweep's cells")
+    ev = ev[ev["split"] == "test"]
+    style = _Styles(df)
+    cells = cell_keys(df)
+    groups = sorted(df.groupby(cells, dropna=False).groups)
+    fig, axes = _subplots(len(groups), 2, figsize=(11, 3.6 * len(groups)), squeeze=False)
+    for i, key in enumerate(groups):
+        mask = np.ones(len(ev), bool)
+        for k, v in zip(cells, key):
+            mask &= (ev[k] == v).to_numpy() | (pd.isna(v) & ev[k].isna()).to_numpy()
+        for v, g in ev[mask].groupby("variant"):
+            c = g.groupby("step")[["rmse", "train_wall_s", "graphs_seen"]].mean().reset_index()
+            st = style(v)
+            kw = {"color": st["color"], "marker": st["marker"], "linestyle": st["linestyle"], "label": v}
+            axes[i, 0].plot(c["train_wall_s"], c["rmse"], **kw)
+            axes[i, 1].plot(c["graphs_seen"], c["rmse"], **kw)
+        title = " / ".join(f"{k.removeprefix('axis:')}={v}" if k.startswith("axis:") else
+                           (f"bs {v}" if k == "batch_size" else str(v)) for k, v in zip(cells, key))
+        for j, xl in enumerate(["training time incl. compilation [s]", "graphs seen"]):
+            axes[i, j].set_xlabel(xl)
+            axes[i, j].set_ylabel(f"test RMSE [{df['unit'].iloc[0]}]")
+            axes[i, j].set_title(title, fontsize=9)
+            axes[i, j].grid(alpha=0.3)
+    axes[0, 0].legend(fontsize=8)
+    fig.suptitle(f"Time to accuracy (mean over seeds; evaluation time excluded)\n{_subtitle(df)}")
+    return _save(fig, out_dir, "time_to_accuracy", fmt)
+
+
 def plot_batch_sizes(df, out_dir, fmt):
     sizes = sorted(df["batch_size"].unique())
     style = _Styles(df)
@@ -330,8 +364,8 @@ def plot_significance(df, out_dir, fmt, tests: pd.DataFrame | None = None):
     return _save(fig, out_dir, "significance", fmt)
 
 
-FIGURES = [plot_timing, plot_speedup, plot_compiles, plot_cumulative, plot_learning, plot_batch_sizes, plot_fill,
-           plot_significance]
+FIGURES = [plot_timing, plot_speedup, plot_compiles, plot_cumulative, plot_time_to_accuracy, plot_learning,
+           plot_batch_sizes, plot_fill, plot_significance]
 
 
 def plot_all(sweep_dir: str, fmt: str = "png", df: pd.DataFrame | None = None) -> list[str]:

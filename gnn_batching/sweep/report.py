@@ -9,36 +9,30 @@ import os
 import pandas as pd
 
 from gnn_batching.io import write_text_atomic
-from gnn_batching.sweep.results import COMPARISON_NOTE, collect, format_comparison
-from gnn_batching.sweep.stats import pairwise_tests
+from gnn_batching.sweep.layout import read_json
+from gnn_batching.sweep.results import COMPARISON_NOTE, format_comparison
+from gnn_batching.sweep.significance import pairwise_tests
 
-FIGURES = [
-    ("timing", "Time per training step"),
-    ("speedup", "Speedup over the slowest method"),
-    ("compiles", "Compilations"),
-    ("cumulative", "Time to train, compilation included"),
-    ("learning", "Test error during training"),
-    ("batch_sizes", "What the batches hold"),
-    ("fill", "Padding efficiency"),
-    ("significance", "Significance of test-error differences"),
-]
+FIGURE_TITLES = {
+    "timing": "Time per training step",
+    "speedup": "Throughput over the slowest method, steady state and including compilation",
+    "compiles": "Compilations",
+    "cumulative": "Time to train, compilation included",
+    "time_to_accuracy": "Test error against training time",
+    "learning": "Test error during training",
+    "batch_sizes": "What the batches hold",
+    "fill": "Padding efficiency",
+    "significance": "Significance of test-error differences",
+}
 
 
 def _provenance(df: pd.DataFrame) -> dict:
-    from gnn_batching.sweep.results import _read_json
-
-    return _read_json(os.path.join(df["run_dir"].iloc[0], "provenance.json"))
+    return read_json(os.path.join(df["run_dir"].iloc[0], "provenance.json"))
 
 
-def build_markdown(sweep_dir: str, df: pd.DataFrame | None = None) -> str:
-    """``df``: the sweep's collected table, if the caller already has it."""
-    from gnn_batching.sweep.plots import plot_all
-
-    if df is None:
-        df = collect(sweep_dir)
-    fig_dir = os.path.join(sweep_dir, "figures")
-    if not all(os.path.exists(os.path.join(fig_dir, f"{n}.png")) for n, _ in FIGURES):
-        plot_all(sweep_dir, df=df)
+def build_markdown(sweep_dir: str, df: pd.DataFrame, figures: list[str]) -> str:
+    """The report as Markdown: ``df`` is the sweep's collected table, ``figures`` the paths of
+    the figures to show (as :func:`gnn_batching.sweep.plots.plot_all` returns them)."""
     prov = _provenance(df)
     tests = pairwise_tests(df)
     lines = [f"# Batching comparison: {os.path.basename(os.path.abspath(sweep_dir))}", ""]
@@ -60,38 +54,37 @@ def build_markdown(sweep_dir: str, df: pd.DataFrame | None = None) -> str:
                  "welch_p_holm", "mannwhitney_p_holm"}
         cols = [c for c in tests.columns if c not in fixed] + ["method_a", "method_b", "n_a", "n_b", "mean_a",
                                                                "mean_b", "welch_p_holm", "mannwhitney_p_holm"]
-        t = tests[cols].copy()
         lines += ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
-        for _, r in t.iterrows():
+        for _, r in tests[cols].iterrows():
             lines.append("| " + " | ".join(f"{v:.4g}" if isinstance(v, float) else str(v) for v in r) + " |")
-        lines += ["", "Welch's t-test and Mann-Whitney U, two-sided, Holm-corrected over all comparisons above. "
-                  "With few seeds the rank test cannot reach small p-values; read the table as 'no evidence of a "
-                  "difference' rather than 'no difference' when p is large.", ""]
-    for name, title in FIGURES:
-        lines += [f"## {title}", "", f"![{title}](figures/{name}.png)", ""]
+        lines += ["", "Welch's t-test and Mann-Whitney U, two-sided, Holm-corrected over all comparisons above "
+                  "(nan: not testable, e.g. no spread in either group). With few seeds the rank test cannot reach "
+                  "small p-values; read the table as 'no evidence of a difference' rather than 'no difference' when "
+                  "p is large.", ""]
+    for path in figures:
+        name = os.path.splitext(os.path.basename(path))[0]
+        title = FIGURE_TITLES.get(name, name)
+        rel = os.path.relpath(path, sweep_dir)
+        lines += [f"## {title}", "", f"![{title}]({rel})", ""]
     lines += ["## Provenance", "", "```", json.dumps(prov, indent=1), "```", ""]
     return "\n".join(lines)
 
 
-def write_report(sweep_dir: str, fmt: str = "md", df: pd.DataFrame | None = None) -> str:
-    md = build_markdown(sweep_dir, df)
+def write_report(sweep_dir: str, df: pd.DataFrame, figures: list[str], fmt: str = "md") -> str:
+    """Write ``report.md`` or ``report.html`` (real tables and images) into ``sweep_dir``."""
+    md = build_markdown(sweep_dir, df, figures)
     if fmt == "md":
         path = os.path.join(sweep_dir, "report.md")
         write_text_atomic(path, md)
         return path
-    body = []
-    for line in md.split("\n"):
-        if line.startswith("!["):
-            src = line[line.index("(") + 1 : -1]
-            body.append(f'<img src="{html.escape(src)}" style="max-width:100%">')
-        elif line.startswith("# "):
-            body.append(f"<h1>{html.escape(line[2:])}</h1>")
-        elif line.startswith("## "):
-            body.append(f"<h2>{html.escape(line[3:])}</h2>")
-        else:
-            body.append(html.escape(line))
-    style = "font-family:sans-serif;white-space:pre-wrap"
-    doc = f"<html><body><pre style='{style}'>" + "\n".join(body) + "</pre></body></html>"
+    import markdown
+
+    body = markdown.markdown(md, extensions=["tables", "fenced_code"])
+    style = ("body{font-family:sans-serif;max-width:1200px;margin:auto}table{border-collapse:collapse;"
+             "font-size:13px}th,td{border:1px solid #bbb;padding:3px 6px}img{max-width:100%}"
+             "pre{background:#f4f4f4;padding:8px;overflow:auto}")
+    doc = (f"<!DOCTYPE html>\n<html><head><meta charset='utf-8'><title>{html.escape(os.path.basename(sweep_dir))}"
+           f"</title><style>{style}</style></head><body>\n{body}\n</body></html>\n")
     path = os.path.join(sweep_dir, "report.html")
     write_text_atomic(path, doc)
     return path

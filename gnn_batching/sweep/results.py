@@ -12,7 +12,6 @@ group keys without the method).
 
 from __future__ import annotations
 
-import glob
 import json
 import math
 import os
@@ -22,6 +21,7 @@ import pandas as pd
 
 from gnn_batching.errors import UserError
 from gnn_batching.io import write_csv_atomic
+from gnn_batching.sweep.layout import RUNS, SUMMARY, finished_runs, read_json, sweep_info
 
 GROUP = ["dataset", "model", "batch_size"]
 # grid axes that are already summary columns, and the axis that makes repeats
@@ -45,23 +45,6 @@ def _flatten(d: dict, prefix: str = "") -> dict:
     return out
 
 
-def _read_json(path: str) -> dict:
-    try:
-        with open(path, encoding="utf-8") as fh:
-            return json.load(fh)
-    except FileNotFoundError:
-        raise UserError(f"{path}: missing; the sweep directory is incomplete (re-run the sweep)") from None
-    except (OSError, ValueError) as exc:
-        raise UserError(f"{path}: unreadable ({exc})") from None
-
-
-def sweep_info(sweep_dir: str) -> dict:
-    path = os.path.join(sweep_dir, "sweep.json")
-    if not os.path.exists(path):
-        raise UserError(f"{sweep_dir}: not a sweep directory (no sweep.json); run `gnn-batching sweep` first")
-    return _read_json(path)
-
-
 def collect(sweep_dir: str, write: bool = True) -> pd.DataFrame:
     """One row per finished run. ``run_dir`` is resolved from ``sweep_dir`` (a sweep directory
     that was moved or copied still works); the written tables hold it relative (``runs/<cell>``)."""
@@ -69,9 +52,8 @@ def collect(sweep_dir: str, write: bool = True) -> pd.DataFrame:
 
     info = sweep_info(sweep_dir)
     rows = []
-    for path in sorted(glob.glob(os.path.join(sweep_dir, "runs", "*", "summary.json"))):
-        run_dir = os.path.dirname(path)
-        s = _read_json(path)
+    for run_dir in finished_runs(sweep_dir):
+        s = read_json(os.path.join(run_dir, SUMMARY))
         cfg_path = os.path.join(run_dir, "config.yaml")
         try:
             with open(cfg_path, encoding="utf-8") as fh:
@@ -90,7 +72,7 @@ def collect(sweep_dir: str, write: bool = True) -> pd.DataFrame:
     df = pd.DataFrame(rows)
     if write:
         out = df.copy()
-        out["run_dir"] = [os.path.join("runs", c) for c in out["cell"]]
+        out["run_dir"] = [os.path.join(RUNS, c) for c in out["cell"]]
         write_csv_atomic(os.path.join(sweep_dir, "results.csv"), out)
         tmp = os.path.join(sweep_dir, ".results.parquet.tmp")
         out.to_parquet(tmp, index=False)

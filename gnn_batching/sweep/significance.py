@@ -15,6 +15,8 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
+from gnn_batching.sweep.results import cell_keys
+
 
 def holm(pvalues: np.ndarray) -> np.ndarray:
     """Holm-Bonferroni step-down adjusted p-values (NaN entries are left NaN and not counted)."""
@@ -38,8 +40,6 @@ def pairwise_tests(df: pd.DataFrame, metric: str = "test_rmse") -> pd.DataFrame:
     Welch's test needs variance: when both groups have zero spread it is "not testable" (NaN),
     never p = 0 (identical constants would otherwise look infinitely significant).
     """
-    from gnn_batching.sweep.results import cell_keys
-
     cells = cell_keys(df)
     rows = []
     for key, g in df.groupby(cells, dropna=False):

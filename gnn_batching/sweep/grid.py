@@ -1,0 +1,142 @@
+"""Sweep files: a base run config x grid axes -> one validated cell (run config) per combination.
+
+Sweep file (YAML, validated strictly)::
+
+    name: quickstart
+    output_dir: results/quickstart
+    base: {dataset: {...}, model: {...}, batching: {...}, train: {...}}   # or a path to a run config
+    grid:
+      batching.method: [static-pow2, static-64, dynamic]
+      batching.batch_size: [16, 64]
+      train.seed: [0, 1]
+
+Every cell is validated before anything runs. A cell directory whose saved config differs from
+the sweep's is refused, naming the cell and the keys (results of different settings never mix).
+Running the cells is ``launch.py``'s job.
+"""
+
+from __future__ import annotations
+
+import copy
+import itertools
+import os
+from dataclasses import dataclass, field
+
+import yaml
+
+from gnn_batching.errors import ConfigError, UserError
+from gnn_batching.sweep.layout import cell_dir, is_finished
+from gnn_batching.train.config import config_from_dict, parse_override, read_yaml, set_dotted
+
+SWEEP_KEYS = ("name", "output_dir", "base", "grid", "report")
+
+
+@dataclass
+class Cell:
+    cell_id: str
+    values: dict
+    config: dict  # resolved run config (plain data)
+    run_dir: str
+
+    def state(self) -> str:
+        if is_finished(self.run_dir):
+            return "done"
+        return "partial" if os.path.exists(self.run_dir) else "pending"
+
+
+@dataclass
+class Sweep:
+    name: str
+    output_dir: str
+    base: dict
+    grid: dict
+    source: str
+    report: bool = True
+    cells: list[Cell] = field(default_factory=list)
+
+
+def _cell_id(values: dict) -> str:
+    parts = []
+    for k, v in values.items():
+        parts_k = k.split(".")
+        short = parts_k[0] if parts_k[-1] == "name" else parts_k[-1].replace("batch_size", "bs")
+        parts.append(f"{short}={v}")
+    slug = "__".join(parts) or "single"
+    return "".join(c if c.isalnum() or c in "=_-." else "_" for c in slug)
+
+
+def load_sweep(path: str, overrides: list[str] | None = None) -> Sweep:
+    data = read_yaml(path)
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: a sweep file is a mapping with keys {', '.join(SWEEP_KEYS)}")
+    for k in data:
+        if k not in SWEEP_KEYS:
+            raise ConfigError(f"{path}: {k}: unknown key; valid keys: {', '.join(SWEEP_KEYS)}")
+    base = data.get("base") or {}
+    if isinstance(base, str):
+        base = read_yaml(os.path.join(os.path.dirname(os.path.abspath(path)), base))
+    base = copy.deepcopy(base)
+    grid = dict(data.get("grid") or {})
+    output_dir = data.get("output_dir")
+    name = data.get("name") or os.path.splitext(os.path.basename(path))[0]
+    report = data.get("report", True)
+    for o in overrides or []:
+        k, v = parse_override(o)
+        if k == "output_dir":
+            output_dir = v
+        elif k == "name":
+            name = v
+        elif k.startswith("grid."):
+            grid[k[5:]] = v if isinstance(v, list) else [v]
+        else:
+            set_dotted(base, k, v)
+            grid.pop(k, None)  # an override of a grid axis pins it
+    if not output_dir or not isinstance(output_dir, str):
+        raise ConfigError(f"{path}: output_dir: required (where the sweep's runs and tables go)")
+    for k, vals in grid.items():
+        if not isinstance(vals, list) or not vals:
+            raise ConfigError(f"{path}: grid.{k}: expected a non-empty list of values")
+    base.setdefault("name", name)
+    config_from_dict(base, f"{path} (base)")  # validate before anything runs
+    sw = Sweep(name=name, output_dir=output_dir, base=base, grid=grid, source=path, report=bool(report))
+    keys = list(grid)
+    for combo in itertools.product(*(grid[k] for k in keys)):
+        values = dict(zip(keys, combo))
+        cfg = copy.deepcopy(base)
+        for k, v in values.items():
+            set_dotted(cfg, k, v)
+        cid = _cell_id(values)
+        cfg["name"] = f"{name}-{cid}"
+        resolved = config_from_dict(cfg, f"{path} (cell {cid})").to_dict()
+        sw.cells.append(Cell(cid, values, resolved, cell_dir(output_dir, cid)))
+    ids = [c.cell_id for c in sw.cells]
+    if len(set(ids)) != len(ids):
+        raise ConfigError(f"{path}: grid values produce duplicate cell names; use distinct values")
+    return sw
+
+
+def _diff(a, b, prefix="") -> list[str]:
+    out = []
+    for k in sorted(set(a) | set(b)):
+        key = f"{prefix}{k}"
+        va, vb = a.get(k), b.get(k)
+        if isinstance(va, dict) and isinstance(vb, dict):
+            out.extend(_diff(va, vb, key + "."))
+        elif va != vb:
+            out.append(f"{key}: {va!r} -> {vb!r}")
+    return out
+
+
+def check_unchanged(sw: Sweep) -> None:
+    """Refuse to mix results of different settings in one output directory."""
+    for c in sw.cells:
+        saved = os.path.join(c.run_dir, "config.yaml")
+        if os.path.exists(saved):
+            with open(saved, encoding="utf-8") as fh:
+                old = yaml.safe_load(fh) or {}
+            diffs = _diff(old, c.config)
+            if diffs:
+                raise UserError(
+                    f"{sw.output_dir}: cell {c.cell_id} was run with different settings ({'; '.join(diffs[:4])}). "
+                    "Use a new output_dir (--set output_dir=...) or delete that cell's folder."
+                )

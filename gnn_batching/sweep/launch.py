@@ -1,0 +1,125 @@
+"""Launching a sweep's cells: each in its own process, resumable, optionally in parallel.
+
+Each cell runs ``gnn-batching run`` in a fresh process (fresh JAX, isolated compile caches, no
+shared state) into ``output_dir/runs/<cell>/``. Re-running skips finished cells and redoes
+unfinished ones. This module only launches; collecting, plotting and reporting are composed by
+the command line.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import yaml
+
+from gnn_batching.errors import ConfigError
+from gnn_batching.io import write_json_atomic, write_text_atomic
+from gnn_batching.progress import Progress
+from gnn_batching.sweep.grid import Cell, Sweep, check_unchanged
+from gnn_batching.sweep.layout import SWEEP_FILE, cell_log
+
+
+def _child_env(threads: int, jobs: int) -> dict:
+    """Environment of a cell process. Threads are bounded by CPU pinning (``_preexec``), not by
+    XLA flags: XLA:CPU sizes its thread pool from the process's CPU affinity (measured here:
+    pinned to one core, its CPU time equals its wall time), and it has no thread-count flag
+    (``--intra_op_parallelism_threads`` is a fatal "unknown flag"; without the dashes it was
+    silently ignored). Each run records the cores it could use (``cpu_affinity``)."""
+    env = dict(os.environ)
+    env["GNN_BATCHING_JOBS"] = str(jobs)
+    for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+        env[var] = str(threads)
+    return env
+
+
+def _preexec(cores: list[int] | None):
+    def fn():
+        try:  # die with the sweep process (Linux), so a killed sweep leaves no orphan writing a cell
+            import ctypes
+
+            ctypes.CDLL("libc.so.6").prctl(1, signal.SIGKILL)
+        except OSError:
+            pass
+        if cores and hasattr(os, "sched_setaffinity"):
+            os.sched_setaffinity(0, cores)
+
+    return fn
+
+
+def _launch(cell: Cell, env: dict, cores: list[int] | None, log_path: str) -> subprocess.Popen:
+    os.makedirs(cell.run_dir, exist_ok=True)
+    cfg_path = os.path.join(cell.run_dir, "config.yaml")
+    write_text_atomic(cfg_path, yaml.safe_dump(cell.config, sort_keys=False))
+    for stale in ("steps.csv", "evals.csv", "epochs.csv", "status.json"):
+        p = os.path.join(cell.run_dir, stale)
+        if os.path.exists(p):
+            os.unlink(p)
+    log = open(log_path, "w", encoding="utf-8")
+    cmd = [sys.executable, "-m", "gnn_batching.cli", "run", cfg_path, "--out", cell.run_dir, "--force"]
+    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, preexec_fn=_preexec(cores))
+    proc.log = log  # type: ignore[attr-defined]
+    return proc
+
+
+def run_sweep(sw: Sweep, jobs: int = 1, dry_run: bool = False) -> int:
+    """Run every unfinished cell; 0 when all cells are finished, 1 if any failed (named)."""
+    if jobs < 1:
+        raise ConfigError(f"--jobs must be >= 1, got {jobs}")
+    check_unchanged(sw)
+    states = [c.state() for c in sw.cells]
+    if dry_run:
+        print(f"sweep {sw.name}: {len(sw.cells)} cells in {sw.output_dir}")
+        for c, s in zip(sw.cells, states):
+            print(f"  {s:<8} {c.cell_id}")
+        return 0
+    os.makedirs(sw.output_dir, exist_ok=True)
+    write_json_atomic(os.path.join(sw.output_dir, SWEEP_FILE),
+                      {"name": sw.name, "source": sw.source, "grid": sw.grid, "base": sw.base})
+    todo = [c for c, s in zip(sw.cells, states) if s != "done"]
+    done = len(sw.cells) - len(todo)
+    ncores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    jobs = min(jobs, max(len(todo), 1))
+    threads = max(1, ncores // jobs)
+    core_sets = ([list(range(i * threads, (i + 1) * threads)) for i in range(jobs)] if jobs > 1 else [None])
+    env = _child_env(threads, jobs)
+    prog = Progress(f"sweep {sw.name}", total=len(sw.cells))
+    prog.note(f"{len(sw.cells)} cells, {done} already done, {len(todo)} to run "
+              f"with {jobs} job(s) x {threads} thread(s)")
+    prog.update(done)
+    running: dict[int, tuple[subprocess.Popen, Cell]] = {}
+    failed: list[str] = []
+    free = list(range(jobs))
+    try:
+        while todo or running:
+            while todo and free:
+                slot = free.pop(0)
+                cell = todo.pop(0)
+                log = cell_log(sw.output_dir, cell.cell_id)
+                running[slot] = (_launch(cell, env, core_sets[slot] if jobs > 1 else None, log), cell)
+            time.sleep(0.2)
+            for slot, (proc, cell) in list(running.items()):
+                if proc.poll() is None:
+                    continue
+                proc.log.close()
+                del running[slot]
+                free.append(slot)
+                if proc.returncode == 0 and cell.state() == "done":
+                    done += 1
+                    prog.update(done, postfix=cell.cell_id)
+                else:
+                    failed.append(cell.cell_id)
+                    log = cell_log(sw.output_dir, cell.cell_id)
+                    prog.note(f"cell {cell.cell_id} failed (exit {proc.returncode}); see {log}")
+    finally:
+        for proc, _ in running.values():
+            proc.kill()
+        prog.close()
+    if failed:
+        print(f"{len(failed)} cell(s) failed: {', '.join(failed)}; re-run the same command to retry them",
+              file=sys.stderr)
+        return 1
+    return 0

@@ -1,0 +1,79 @@
+"""The house: imports flow one way (no cycle between the package's modules)."""
+
+from __future__ import annotations
+
+import ast
+import os
+
+PKG = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "gnn_batching")
+
+
+def _modules() -> dict[str, str]:
+    out = {}
+    for root, _, files in os.walk(PKG):
+        for f in files:
+            if f.endswith(".py"):
+                rel = os.path.relpath(os.path.join(root, f), os.path.dirname(PKG))[:-3].replace(os.sep, ".")
+                out[rel.removesuffix(".__init__")] = os.path.join(root, f)
+    return out
+
+
+def import_graph() -> dict[str, set[str]]:
+    """module -> gnn_batching modules it imports, at any depth (function-level imports count)."""
+    mods = _modules()
+    graph: dict[str, set[str]] = {m: set() for m in mods}
+    for mod, path in mods.items():
+        with open(path, encoding="utf-8") as fh:
+            tree = ast.parse(fh.read())
+        for node in ast.walk(tree):
+            names = []
+            if isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+                names = [f"{node.module}.{a.name}" if f"{node.module}.{a.name}" in mods else node.module
+                         for a in node.names]
+            for n in names:
+                if n in mods and n != mod and n != "gnn_batching":
+                    graph[mod].add(n)
+    return graph
+
+
+def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
+    state: dict[str, int] = {}
+    stack: list[str] = []
+
+    def visit(m: str) -> list[str] | None:
+        state[m] = 1
+        stack.append(m)
+        for n in sorted(graph[m]):
+            if state.get(n) == 1:
+                return stack[stack.index(n):] + [n]
+            if n not in state and (c := visit(n)):
+                return c
+        stack.pop()
+        state[m] = 2
+        return None
+
+    for m in sorted(graph):
+        if m not in state and (c := visit(m)):
+            return c
+    return None
+
+
+def test_no_import_cycle_in_the_package():
+    graph = import_graph()
+    assert "gnn_batching.sweep.layout" in graph and graph["gnn_batching.sweep.launch"]
+    assert find_cycle(graph) is None, " -> ".join(find_cycle(graph))
+
+
+def test_the_cycle_finder_finds_cycles():
+    assert find_cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
+    assert find_cycle({"a": {"b"}, "b": set()}) is None
+
+
+def test_sweep_modules_import_one_way():
+    g = import_graph()
+    s = "gnn_batching.sweep."
+    assert g[s + "layout"] <= {"gnn_batching.errors"}  # the leaf
+    assert not any(m.startswith(s) for m in g[s + "launch"] - {s + "grid", s + "layout"})
+    assert s + "plots" not in g[s + "report"] and s + "launch" not in g[s + "results"]
