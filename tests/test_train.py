@@ -223,3 +223,30 @@ def test_compile_counting_never_silently_reads_zero(monkeypatch):
                 g(np.ones(2, np.float32))
     finally:
         mon.close()
+
+
+def test_peak_device_memory_where_the_backend_reports_it(monkeypatch):
+    from gnn_batching.train import instruments
+
+    class Dev:
+        def __init__(self, stats):
+            self.stats = stats
+
+        def memory_stats(self):
+            return self.stats
+
+    monkeypatch.setattr(instruments.jax, "devices", lambda: [Dev({"peak_bytes_in_use": 123, "bytes_in_use": 7})])
+    assert instruments.peak_device_memory() == 123
+    monkeypatch.setattr(instruments.jax, "devices", lambda: [Dev(None)])  # the CPU backend
+    assert instruments.peak_device_memory() is None
+
+
+def test_dataset_cache_defaults_to_the_per_user_cache(monkeypatch, tmp_path):
+    from gnn_batching.data.datasets import data_root
+
+    monkeypatch.delenv("GNN_BATCHING_DATA")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    monkeypatch.chdir(tmp_path)
+    assert data_root() == str(tmp_path / "xdg" / "gnn_batching")
+    monkeypatch.setenv("GNN_BATCHING_DATA", "elsewhere")
+    assert data_root() == "elsewhere"

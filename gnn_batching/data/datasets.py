@@ -195,7 +195,13 @@ class Dataset:
 
 
 def data_root() -> str:
-    return os.environ.get("GNN_BATCHING_DATA", os.path.join(os.getcwd(), "data"))
+    """Where graph stores and downloads are cached: ``$GNN_BATCHING_DATA``, else the per-user
+    cache folder (``$XDG_CACHE_HOME/gnn_batching``, default ``~/.cache/gnn_batching``), so a
+    notebook started in another folder reuses the QM9 store instead of rebuilding it."""
+    if os.environ.get("GNN_BATCHING_DATA"):
+        return os.environ["GNN_BATCHING_DATA"]
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return os.path.join(base, "gnn_batching")
 
 
 def _file_fingerprint(paths: list[str]) -> list:

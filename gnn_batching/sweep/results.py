@@ -32,7 +32,7 @@ METRICS = ["combined_ms_median", "combined_ms_mean", "assembly_ms_median", "upda
            "graphs_per_s_incl_compile", "ms_per_step_incl_compile", "train_wall_s", "overhead_s",
            "train_step_compiles", "eval_step_compiles", "train_compile_seconds", "compile_seconds", "node_fill",
            "edge_fill", "graph_fill", "real_graphs_per_batch_mean", "test_rmse", "test_mae", "val_rmse",
-           "test_graphs", "val_graphs"]
+           "test_graphs", "val_graphs", "peak_device_memory_bytes"]
 
 
 def _flatten(d: dict, prefix: str = "") -> dict:

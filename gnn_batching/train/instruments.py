@@ -167,6 +167,19 @@ class CompileMonitor:
                 _active.remove(self)
 
 
+def peak_device_memory() -> int | None:
+    """Peak bytes in use on the default device since the process started, where the backend
+    reports it (GPU/TPU ``memory_stats()``); None on backends that do not (the CPU)."""
+    try:
+        stats = jax.devices()[0].memory_stats()
+    except (AttributeError, RuntimeError, NotImplementedError):
+        return None
+    if not stats:
+        return None
+    value = stats.get("peak_bytes_in_use", stats.get("bytes_in_use"))
+    return int(value) if value is not None else None
+
+
 @dataclass
 class StepLog:
     """Per-step records, kept as columns."""

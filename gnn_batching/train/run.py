@@ -41,6 +41,7 @@ from gnn_batching.train.instruments import (
     CompileMonitor,
     StepLog,
     compilation_cache,
+    peak_device_memory,
     summarise_steps,
     timer,
 )
@@ -249,6 +250,7 @@ def run(cfg: RunConfig, out_dir: str | None = None, verbose: bool = True, force:
     epochs_df = pd.DataFrame(train_loader.epoch_stats)
     summary = build_summary(cfg, ds, steps_df, evals_df, epochs_df, monitor, n_params, prov)
     summary["init_s"] = init_s
+    summary["peak_device_memory_bytes"] = peak_device_memory()
     summary["wall_s"] = time.perf_counter() - t_start
     summary["concurrent_jobs"] = int(os.environ.get("GNN_BATCHING_JOBS", "1"))
     summary["run_dir"] = os.path.abspath(out)
