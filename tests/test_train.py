@@ -21,7 +21,7 @@ from gnn_batching.errors import ConfigError
 from gnn_batching.models import ModelConfig, make_model
 from gnn_batching.train.config import config_from_dict, load_config
 from gnn_batching.train.instruments import CompileMonitor
-from gnn_batching.train.steps import count_params, make_loss, make_optimizer, make_steps
+from gnn_batching.train.steps import count_params, init_state, make_loss, make_optimizer, make_steps
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -74,11 +74,9 @@ def test_compile_counting_static_exact_vs_dynamic():
     store = random_store(rng, rng.integers(2, 9, 60), rng.integers(0, 20, 60), n_species=5)
     model = make_model(ModelConfig(name="schnet", latent=8), 5)
     tx = make_optimizer(1e-3, 100, 0.9, True)
-    from gnn_batching.train.steps import init_state
-
     counts = {}
     for method in ("static-exact", "dynamic"):
-        train_step, _ = make_steps(model, tx, TargetStats(0.0, 1.0))
+        train_step, _ = make_steps(model, TargetStats(0.0, 1.0))
         m = make_method(BatchingConfig(method=method, batch_size=6), store, np.arange(60))
         plan = m.plan(np.arange(60))
         mon = CompileMonitor()
@@ -87,7 +85,7 @@ def test_compile_counting_static_exact_vs_dynamic():
             b = assemble(store, plan.batch(bi), tuple(plan.shapes[bi]), store.targets["y"])
             state = state or init_state(model, tx, b.graph, 0)
             with mon.track("train", train_step):
-                state, _ = train_step(state, b.graph, b.targets, b.graph_mask)
+                state, _ = train_step(state, b.arrays)
         mon.close()
         counts[method] = (mon.counts["train"], mon.seconds.get("train", 0.0),
                           len({tuple(s) for s in plan.shapes.tolist()}))
@@ -191,11 +189,11 @@ def test_eval_weighted_by_real_graphs():
     """Eval sums errors over real graphs only, whatever the padding."""
     store = random_store(np.random.default_rng(3), [3, 4, 5], [2, 3, 4], n_species=5)
     model = make_model(ModelConfig(name="schnet", latent=8), 5)
-    _, eval_step = make_steps(model, make_optimizer(1e-3, 10, 0.9, True), TargetStats(1.0, 2.0))
+    tx = make_optimizer(1e-3, 10, 0.9, True)
+    _, eval_step = make_steps(model, TargetStats(1.0, 2.0))
     b1, b2 = _batches(store, np.arange(3), [(13, 9, 4), (40, 50, 10)])
-    params = model.init(jax.random.PRNGKey(0), b1.graph)
-    o1, o2 = eval_step(params, b1.graph, b1.targets, b1.graph_mask), eval_step(params, b2.graph, b2.targets,
-                                                                               b2.graph_mask)
+    state = init_state(model, tx, b1.graph, 0)
+    o1, o2 = eval_step(state, b1.arrays), eval_step(state, b2.arrays)
     assert float(o1["n"]) == float(o2["n"]) == 3
     np.testing.assert_allclose(float(o1["sse"]), float(o2["sse"]), rtol=1e-5)
     assert jnp.isfinite(o1["sae"])
@@ -250,3 +248,33 @@ def test_dataset_cache_defaults_to_the_per_user_cache(monkeypatch, tmp_path):
     assert data_root() == str(tmp_path / "xdg" / "gnn_batching")
     monkeypatch.setenv("GNN_BATCHING_DATA", "elsewhere")
     assert data_root() == "elsewhere"
+
+
+def test_train_and_evaluate_returns_the_state_and_saves_final_params(tmp_path):
+    import flax.serialization
+
+    from gnn_batching.train.run import train_and_evaluate
+
+    cfg = load_config(os.path.join(ROOT, "configs/smoke.yaml"),
+                      ["dataset.name=aflow-synthetic", "dataset.limit=60", "train.steps=3", "model.latent=4"])
+    state, summary = train_and_evaluate(cfg, str(tmp_path / "r"), verbose=False)
+    assert int(state.step) == 3 and summary["steps"] == 3
+    saved = flax.serialization.from_bytes(state.params, (tmp_path / "r" / "params.msgpack").read_bytes())
+    for a, b in zip(jax.tree_util.tree_leaves(saved), jax.tree_util.tree_leaves(state.params)):
+        np.testing.assert_array_equal(a, b)
+    assert summary["n_params"] == count_params(state.params)
+
+
+def test_run_records_are_snapshotted_as_they_come(tmp_path):
+    import pandas as pd
+
+    from gnn_batching.train.records import RunRecords
+
+    rec = RunRecords(str(tmp_path), epoch_stats=[{"epoch": 0}], every_s=0.0)
+    rec.step(step=0, loss=1.0)
+    assert pd.read_csv(tmp_path / "steps.csv")["loss"].tolist() == [1.0]  # on disk before the run ends
+    rec.every_s = 1e9
+    rec.step(step=1, loss=0.5)
+    assert len(pd.read_csv(tmp_path / "steps.csv")) == 1 and len(rec) == 2
+    rec.save()
+    assert len(pd.read_csv(tmp_path / "steps.csv")) == 2

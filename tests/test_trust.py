@@ -357,8 +357,8 @@ def test_interrupted_and_failed_runs_keep_their_records(tmp_path, monkeypatch):
     def nan_step(*a, **k):
         train_step, eval_step = real(*a, **k)
 
-        def step(state, *args):
-            state, m = train_step(state, *args)
+        def step(state, batch):
+            state, m = train_step(state, batch)
             return state, {"loss": m["loss"] * jnp.nan}
 
         step._cache_size = train_step._cache_size

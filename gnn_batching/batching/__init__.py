@@ -1,6 +1,6 @@
 """Batchers: plan an epoch from size arrays (methods), gather from the store (assemble)."""
 
-from gnn_batching.batching.assemble import Batch, assemble, iterate_plan
+from gnn_batching.batching.assemble import Batch, GraphBatch, assemble, iterate_plan
 from gnn_batching.batching.budgets import Budget, budget_from_rule
 from gnn_batching.batching.loader import Loader, make_loaders
 from gnn_batching.batching.methods import METHOD_NAMES, METHODS, BatchingConfig, EpochPlan, make_method
@@ -13,6 +13,7 @@ __all__ = [
     "BatchingConfig",
     "Budget",
     "EpochPlan",
+    "GraphBatch",
     "Loader",
     "Prefetcher",
     "assemble",

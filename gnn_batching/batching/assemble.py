@@ -22,6 +22,7 @@ which avoids one scatter target receiving thousands of updates.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import jraph
 import numpy as np
@@ -29,16 +30,41 @@ import numpy as np
 from gnn_batching.batching.methods import EpochPlan
 
 
-@dataclass
-class Batch:
+class GraphBatch(NamedTuple):
+    """The part of a batch the jitted steps see (a pytree: JAX maps over its three fields).
+
+    * ``graph``   padded jraph ``GraphsTuple`` (layout above)
+    * ``targets`` (n_graph,) float32, physical units; 0 for padding graphs
+    * ``mask``    (n_graph,) bool, True for real graphs
+    """
+
     graph: jraph.GraphsTuple
     targets: np.ndarray
-    graph_mask: np.ndarray
+    mask: np.ndarray
+
+
+@dataclass
+class Batch:
+    """A padded batch: its device part (``arrays``) and host-side statistics about it."""
+
+    arrays: GraphBatch
     n_real_graphs: int
     n_real_nodes: int
     n_real_edges: int
     index: np.ndarray  # (n_real_graphs,) store indices of the real graphs, in batch order
     transfer_ms: float = float("nan")  # host->device copy, when done ahead (prefetch); else in the update
+
+    @property
+    def graph(self) -> jraph.GraphsTuple:
+        return self.arrays.graph
+
+    @property
+    def targets(self) -> np.ndarray:
+        return self.arrays.targets
+
+    @property
+    def graph_mask(self) -> np.ndarray:
+        return self.arrays.mask
 
     @property
     def shape(self) -> tuple[int, int, int]:
@@ -116,7 +142,7 @@ def assemble(store, idx: np.ndarray, shape: tuple[int, int, int], targets: np.nd
     mask[:k] = True
     graph = jraph.GraphsTuple(nodes=nodes, edges=edges, senders=senders, receivers=receivers,
                               n_node=g_n, n_edge=g_e, globals=None)
-    return Batch(graph, t, mask, k, tn, te, idx)
+    return Batch(GraphBatch(graph, t, mask), k, tn, te, idx)
 
 
 def iterate_plan(store, plan: EpochPlan, targets: np.ndarray, pad_edges: str = "hub"):

@@ -47,18 +47,17 @@ def time_steps(spec: DatasetSpec, models: list[str], methods: list[str], batch_s
                 plan = method.plan(order)
                 k = min(n_batches, len(plan))
                 host = [assemble(store, plan.batch(b), tuple(plan.shapes[b]), targets) for b in range(k)]
-                dev = [jax.device_put((b.graph, b.targets, b.graph_mask)) for b in host]
+                dev = [jax.device_put(b.arrays) for b in host]
                 tx = make_optimizer(1e-4, 100_000, 0.96, True)
-                train_step, _ = make_steps(model, tx, ds.stats)
+                train_step, _ = make_steps(model, ds.stats)
                 state = init_state(model, tx, host[0].graph, seed)
-                for g, t, m in dev:  # compile every shape, untimed
-                    state, out = train_step(state, g, t, m)
+                for b in dev:  # compile every shape, untimed
+                    state, out = train_step(state, b)
                 jax.block_until_ready(state)
                 times = np.empty(steps)
                 for i in range(steps):
-                    g, t, m = dev[i % k]
                     t0 = time.perf_counter()
-                    state, out = train_step(state, g, t, m)
+                    state, out = train_step(state, dev[i % k])
                     jax.block_until_ready((state, out))
                     times[i] = time.perf_counter() - t0
                 graphs = sum(host[i % k].n_real_graphs for i in range(steps))

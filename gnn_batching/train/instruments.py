@@ -203,6 +203,28 @@ def timer() -> float:
     return time.perf_counter()
 
 
+class PhaseTimer:
+    """Wall-clock seconds of named phases (``time.perf_counter``): ``with t("update"): ...``.
+
+    Phases are timed by the caller's blocks, so they never overlap; a block that ends with
+    ``jax.block_until_ready`` includes the device work it waited for.
+    """
+
+    def __init__(self) -> None:
+        self.s: dict[str, float] = {}
+
+    @contextlib.contextmanager
+    def __call__(self, name: str):
+        t0 = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.s[name] = self.s.get(name, 0.0) + time.perf_counter() - t0
+
+    def ms(self, name: str) -> float:
+        return self.s[name] * 1e3
+
+
 def summarise_steps(df, warmup_steps: int) -> dict:
     """Steady-state timing stats (ms) over steps past warm-up that did not compile."""
     steady = df[(df["step"] >= warmup_steps) & (df["compiled"] == 0)]

@@ -1,0 +1,52 @@
+"""The records a run writes as it goes: ``steps.csv``, ``evals.csv``, ``epochs.csv`` and ``status.json``.
+
+Rows are kept in memory and written as atomic snapshots every ``every_s`` seconds and on the way
+out (finished, interrupted or failed), so a killed run loses at most the last ``every_s`` seconds
+of records and never leaves a half-written file.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+
+import pandas as pd
+
+from gnn_batching.io import write_csv_atomic, write_json_atomic
+from gnn_batching.train.instruments import StepLog
+
+
+class RunRecords:
+    """Per-step and per-evaluation rows of one run, snapshotted into ``out_dir``."""
+
+    def __init__(self, out_dir: str, epoch_stats: list[dict], every_s: float = 30.0):
+        self.out_dir = out_dir
+        self.steps = StepLog()
+        self.evals: list[dict] = []
+        self._epoch_stats = epoch_stats  # the training loader's list, appended to as epochs start
+        self.every_s = every_s
+        self._last = time.perf_counter()
+
+    def step(self, **row) -> None:
+        self.steps.add(**row)
+        if time.perf_counter() - self._last >= self.every_s:
+            self.save()
+
+    def evaluation(self, row: dict) -> None:
+        self.evals.append(row)
+
+    def frames(self) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+        return self.steps.frame(), pd.DataFrame(self.evals), pd.DataFrame(self._epoch_stats)
+
+    def save(self) -> None:
+        steps, evals, epochs = self.frames()
+        write_csv_atomic(os.path.join(self.out_dir, "steps.csv"), steps)
+        write_csv_atomic(os.path.join(self.out_dir, "evals.csv"), evals)
+        write_csv_atomic(os.path.join(self.out_dir, "epochs.csv"), epochs)
+        self._last = time.perf_counter()
+
+    def status(self, status: dict) -> None:
+        write_json_atomic(os.path.join(self.out_dir, "status.json"), status)
+
+    def __len__(self) -> int:
+        return len(self.steps)
