@@ -107,7 +107,7 @@ def cmd_bench_step(a: argparse.Namespace) -> int:
 
 
 def cmd_run(a: argparse.Namespace) -> int:
-    from gnn_batching.train.config import load_config
+    from gnn_batching.config import load_config
     from gnn_batching.train.run import run
 
 

@@ -14,8 +14,8 @@ import pytest
 from gnn_batching import allocator
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-TINY = ["--set", "dataset.name=aflow-synthetic", "--set", "dataset.limit=60", "--set", "train.steps=5",
-        "--set", "model.latent=8", "--set", "train.eval_every=0"]
+TINY = ["--set", "dataset.name=aflow-synthetic", "--set", "dataset.limit=60", "--set", "train.num_train_steps=5",
+        "--set", "model.latent_size=8", "--set", "train.eval_every=0"]
 
 
 def _run(tmp_path, name, setting):
@@ -53,10 +53,10 @@ def test_choices_and_child_environment(monkeypatch):
 
 
 def test_compilation_cache_is_opt_in_and_counted(tmp_path):
-    from gnn_batching.train.config import load_config
+    from gnn_batching.config import load_config
     from gnn_batching.train.run import run
 
-    args = ["dataset.name=aflow-synthetic", "dataset.limit=60", "train.steps=4", "model.latent=4",
+    args = ["dataset.name=aflow-synthetic", "dataset.limit=60", "train.num_train_steps=4", "model.latent_size=4",
             "batching.method=static-64", f"train.compilation_cache={tmp_path / 'cc'}"]
     cfg = load_config(os.path.join(ROOT, "configs/smoke.yaml"), args)
     first = run(cfg, out_dir=str(tmp_path / "a"), verbose=False)

@@ -77,3 +77,37 @@ def test_sweep_modules_import_one_way():
     assert g[s + "layout"] <= {"gnn_batching.errors"}  # the leaf
     assert not any(m.startswith(s) for m in g[s + "launch"] - {s + "grid", s + "layout"})
     assert s + "plots" not in g[s + "report"] and s + "launch" not in g[s + "results"]
+
+
+def test_renamed_config_keys_are_refused_with_the_new_name(tmp_path):
+    import pytest
+
+    from gnn_batching.config import config_from_dict, load_config
+    from gnn_batching.errors import ConfigError
+
+    for section, old, new in (("train", "steps", "num_train_steps"), ("model", "steps", "message_passing_steps"),
+                              ("model", "latent", "latent_size")):
+        with pytest.raises(ConfigError, match=rf"{section}\.{old} was renamed: use {section}\.{new}"):
+            config_from_dict({section: {old: 3}})
+    p = tmp_path / "c.yaml"
+    p.write_text("name: x\n")
+    with pytest.raises(ConfigError, match=r"c.yaml: train.steps was renamed: use train.num_train_steps"):
+        load_config(str(p), ["train.steps=5"])
+    cfg = load_config(str(p), ["train.num_train_steps=5", "model.latent_size=8", "model.message_passing_steps=2"])
+    assert (cfg.train.num_train_steps, cfg.model.latent_size, cfg.model.message_passing_steps) == (5, 8, 2)
+    assert cfg.model.hyperparameters()["n_rbf"] == 150  # unset fields keep the study's default
+
+
+def test_every_config_file_uses_the_current_names():
+    from gnn_batching.config import load_config
+    from gnn_batching.sweep.grid import load_sweep
+
+    configs = os.path.join(os.path.dirname(PKG), "configs")
+    for f in sorted(os.listdir(configs)):
+        path = os.path.join(configs, f)
+        with open(path, encoding="utf-8") as fh:
+            text = fh.read()
+        if "grid:" in text:
+            assert load_sweep(path).cells
+        else:
+            load_config(path)

@@ -25,8 +25,8 @@ def _sweep_file(tmp_path, steps=4, seeds=(0, 1), methods=("static-pow2", "dynami
     d = {
         "name": "t",
         "output_dir": str(tmp_path / "out"),
-        "base": {"dataset": {"name": "aflow-synthetic", "limit": 40}, "model": {"name": "schnet", "latent": 4},
-                 "batching": {"batch_size": 6}, "train": {"steps": steps, "eval_every": 2}},
+        "base": {"dataset": {"name": "aflow-synthetic", "limit": 40}, "model": {"name": "schnet", "latent_size": 4},
+                 "batching": {"batch_size": 6}, "train": {"num_train_steps": steps, "eval_every": 2}},
         "grid": {"batching.method": list(methods), "train.seed": list(seeds)},
     }
     p = tmp_path / "sweep.yaml"
@@ -109,8 +109,8 @@ def test_kill_9_then_resume_then_refuse_changed_config(tmp_path):
     sw = load_sweep(str(p))
     assert {c.state() for c in sw.cells} == {"done"}
     with pytest.raises(UserError, match=r"cell method=static-pow2__seed=0 was run with different settings "
-                                         r"\(train.steps: 4 -> 6"):
-        run_sweep(load_sweep(str(p), ["train.steps=6"]), dry_run=True)
+                                         r"\(train.num_train_steps: 4 -> 6"):
+        run_sweep(load_sweep(str(p), ["train.num_train_steps=6"]), dry_run=True)
     r = subprocess.run([sys.executable, "-m", "gnn_batching.cli", "results", str(out)], capture_output=True,
                        text=True)
     assert r.returncode == 0 and "speedup" in r.stdout and "dynamic" in r.stdout

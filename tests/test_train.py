@@ -16,10 +16,10 @@ import pytest
 from conftest import random_store
 
 from gnn_batching.batching import BatchingConfig, assemble, make_method
+from gnn_batching.config import config_from_dict, load_config
 from gnn_batching.data.store import TargetStats
 from gnn_batching.errors import ConfigError
 from gnn_batching.models import ModelConfig, make_model
-from gnn_batching.train.config import config_from_dict, load_config
 from gnn_batching.train.instruments import CompileMonitor
 from gnn_batching.train.steps import count_params, init_state, make_loss, make_optimizer, make_steps
 
@@ -44,7 +44,7 @@ def test_padding_never_leaks_into_loss_or_gradients(name):
     rng = np.random.default_rng(1)
     store = random_store(rng, [3, 6, 1, 5], [4, 12, 0, 9], n_species=5)
     idx = np.arange(4)
-    model = make_model(ModelConfig(name=name, latent=16 if name == "painn" else None), 5)
+    model = make_model(ModelConfig(name=name, latent_size=16 if name == "painn" else None), 5)
     loss_fn = make_loss(model, TargetStats(0.3, 2.0))
     # unpadded: jraph's own batch of the four graphs, every graph real
     singles = []
@@ -72,7 +72,7 @@ def test_padding_never_leaks_into_loss_or_gradients(name):
 def test_compile_counting_static_exact_vs_dynamic():
     rng = np.random.default_rng(2)
     store = random_store(rng, rng.integers(2, 9, 60), rng.integers(0, 20, 60), n_species=5)
-    model = make_model(ModelConfig(name="schnet", latent=8), 5)
+    model = make_model(ModelConfig(name="schnet", latent_size=8), 5)
     tx = make_optimizer(1e-3, 100, 0.9, True)
     counts = {}
     for method in ("static-exact", "dynamic"):
@@ -99,8 +99,8 @@ def test_config_validation_errors(tmp_path):
     p.write_text("dataset:\n  name: qm9\n  limt: 10\n")
     with pytest.raises(ConfigError, match=r"c.yaml: dataset.limt: unknown key"):
         load_config(str(p))
-    p.write_text("train:\n  steps: lots\n")
-    with pytest.raises(ConfigError, match=r"train.steps: expected an integer"):
+    p.write_text("train:\n  num_train_steps: lots\n")
+    with pytest.raises(ConfigError, match=r"train.num_train_steps: expected an integer"):
         load_config(str(p))
     p.write_text("batching:\n  method: static-pow3\n")
     with pytest.raises(ConfigError, match="static-pow2, static-64"):
@@ -109,10 +109,10 @@ def test_config_validation_errors(tmp_path):
     with pytest.raises(ConfigError, match="modle: unknown key"):
         load_config(str(p))
     p.write_text("name: x\n")
-    cfg = load_config(str(p), ["batching.method=dynamic", "batching.batch_size=64", "train.steps=200",
+    cfg = load_config(str(p), ["batching.method=dynamic", "batching.batch_size=64", "train.num_train_steps=200",
                                "dataset.limit=2000", "model.name=schnet", "dataset.name=qm9", "train.seed=3",
                                "train.eval_every=100", "dataset.split=[0.5, 0.25, 0.25]"])
-    assert (cfg.batching.batch_size, cfg.train.steps, cfg.dataset.limit, cfg.train.seed) == (64, 200, 2000, 3)
+    assert (cfg.batching.batch_size, cfg.train.num_train_steps, cfg.dataset.limit, cfg.train.seed) == (64, 200, 2000, 3)
     assert cfg.dataset.split == (0.5, 0.25, 0.25)
     with pytest.raises(ConfigError, match="expected KEY=VALUE"):
         load_config(str(p), ["batching.batch_size"])
@@ -121,8 +121,8 @@ def test_config_validation_errors(tmp_path):
 
 
 def _smoke_overrides(out):
-    return ["--set", "dataset.name=aflow-synthetic", "--set", "dataset.limit=80", "--set", "train.steps=12",
-            "--set", "train.eval_every=6", "--set", "model.latent=8", "--out", str(out)]
+    return ["--set", "dataset.name=aflow-synthetic", "--set", "dataset.limit=80", "--set", "train.num_train_steps=12",
+            "--set", "train.eval_every=6", "--set", "model.latent_size=8", "--out", str(out)]
 
 
 def test_smoke_run_through_cli(tmp_path):
@@ -173,7 +173,7 @@ def test_prefetch_run_records_wait(tmp_path):
     from gnn_batching.train.run import run
 
     cfg = load_config(os.path.join(ROOT, "configs/smoke.yaml"),
-                      ["dataset.name=aflow-synthetic", "dataset.limit=60", "train.steps=6", "model.latent=8",
+                      ["dataset.name=aflow-synthetic", "dataset.limit=60", "train.num_train_steps=6", "model.latent_size=8",
                        "batching.prefetch=2", "model.name=mpeu"])
     s = run(cfg, out_dir=str(tmp_path / "p"), verbose=False)
     assert s["prefetch"] == 2 and s["wait_ms_mean"] >= 0 and np.isfinite(s["test_rmse"])
@@ -188,7 +188,7 @@ def test_prefetch_run_records_wait(tmp_path):
 def test_eval_weighted_by_real_graphs():
     """Eval sums errors over real graphs only, whatever the padding."""
     store = random_store(np.random.default_rng(3), [3, 4, 5], [2, 3, 4], n_species=5)
-    model = make_model(ModelConfig(name="schnet", latent=8), 5)
+    model = make_model(ModelConfig(name="schnet", latent_size=8), 5)
     tx = make_optimizer(1e-3, 10, 0.9, True)
     _, eval_step = make_steps(model, TargetStats(1.0, 2.0))
     b1, b2 = _batches(store, np.arange(3), [(13, 9, 4), (40, 50, 10)])
@@ -256,7 +256,7 @@ def test_train_and_evaluate_returns_the_state_and_saves_final_params(tmp_path):
     from gnn_batching.train.run import train_and_evaluate
 
     cfg = load_config(os.path.join(ROOT, "configs/smoke.yaml"),
-                      ["dataset.name=aflow-synthetic", "dataset.limit=60", "train.steps=3", "model.latent=4"])
+                      ["dataset.name=aflow-synthetic", "dataset.limit=60", "train.num_train_steps=3", "model.latent_size=4"])
     state, summary = train_and_evaluate(cfg, str(tmp_path / "r"), verbose=False)
     assert int(state.step) == 3 and summary["steps"] == 3
     saved = flax.serialization.from_bytes(state.params, (tmp_path / "r" / "params.msgpack").read_bytes())

@@ -22,17 +22,17 @@ from conftest import random_store
 from gnn_batching.batching import BatchingConfig, make_loaders
 from gnn_batching.batching.methods import METHOD_NAMES
 from gnn_batching.cli import main
+from gnn_batching.config import load_config
 from gnn_batching.data import DatasetSpec, load_dataset
 from gnn_batching.data.store import make_splits
 from gnn_batching.errors import ConfigError, OversizeGraphError
-from gnn_batching.train.config import load_config
 from gnn_batching.train.instruments import summarise_steps
 from gnn_batching.train.run import default_run_dir, run
 from gnn_batching.train.steps import masked_mse
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SMOKE = os.path.join(ROOT, "configs", "smoke.yaml")
-TINY = ["dataset.name=aflow-synthetic", "dataset.limit=60", "train.steps=6", "model.latent=4", "train.eval_every=3"]
+TINY = ["dataset.name=aflow-synthetic", "dataset.limit=60", "train.num_train_steps=6", "model.latent_size=4", "train.eval_every=3"]
 SET_TINY = [arg for o in TINY for arg in ("--set", o)]
 
 
@@ -68,7 +68,7 @@ def _run_tiny(tmp_path, name, *overrides, **kw):
 
 def test_summary_is_what_a_reviewer_computes_from_the_records(tmp_path):
     """static-64 on crystals: several compiled shapes, so warm-up/compile exclusion matters."""
-    s, out = _run_tiny(tmp_path, "r", "batching.method=static-64", "train.steps=10", "train.warmup_steps=2")
+    s, out = _run_tiny(tmp_path, "r", "batching.method=static-64", "train.num_train_steps=10", "train.warmup_steps=2")
     steps = pd.read_csv(out / "steps.csv")
     data = json.loads((out / "data.json").read_text())
     steady = steps[(steps["step"] >= 2) & (steps["compiled"] == 0)]

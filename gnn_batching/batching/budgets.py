@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from gnn_batching.config import BUDGET_RULES
 from gnn_batching.errors import ConfigError
 
 
@@ -49,9 +50,6 @@ class Budget:
 
     def fits(self, n_node: np.ndarray, n_edge: np.ndarray) -> np.ndarray:
         return (n_node <= self.n_node - 1) & (n_edge <= self.n_edge)
-
-
-BUDGET_RULES = ("full", "paper", "fit-or-skip", "percentile")
 
 
 def budget_from_rule(

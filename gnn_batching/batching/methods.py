@@ -26,47 +26,9 @@ from typing import ClassVar
 
 import numpy as np
 
-from gnn_batching.batching.budgets import BUDGET_RULES, Budget, budget_from_rule, ceil_multiple, next_pow2
+from gnn_batching.batching.budgets import Budget, budget_from_rule, ceil_multiple, next_pow2
+from gnn_batching.config import METHOD_NAMES, BatchingConfig
 from gnn_batching.errors import ConfigError, OversizeGraphError
-
-METHOD_NAMES = ("static-pow2", "static-64", "static-max", "static-exact", "dynamic")
-
-
-@dataclass(frozen=True)
-class BatchingConfig:
-    """The ``batching`` config section."""
-
-    method: str = "dynamic"
-    batch_size: int = 32
-    budget: str = "full"  # dynamic only: full | paper | fit-or-skip | percentile
-    success_ratio: float = 0.99  # fit-or-skip
-    percentile: float = 90.0  # percentile
-    oversize: str = "error"  # error | skip: a graph larger than a fixed budget
-    skip_overflow: bool = False  # fit-or-skip: drop (and count) groups that do not fit, TF-GNN style
-    # hub (default, jraph's layout: all padding edges on one node) | spread (round-robin over the
-    # padding nodes, TF-GNN's). On QM9/SchNet on a 2-core CPU the two were within run-to-run noise.
-    pad_edges: str = "hub"
-    prefetch: int = 0  # batches assembled ahead in a background thread (0 = off)
-
-    def __post_init__(self) -> None:
-        if self.method not in METHOD_NAMES:
-            raise ConfigError(
-                f"batching.method: unknown method {self.method!r}; choose one of {', '.join(METHOD_NAMES)}"
-            )
-        if int(self.batch_size) < 2:
-            raise ConfigError(f"batching.batch_size must be >= 2 (it counts the padding graph), got {self.batch_size}")
-        if self.budget not in BUDGET_RULES:
-            raise ConfigError(f"batching.budget: unknown rule {self.budget!r}; choose one of {', '.join(BUDGET_RULES)}")
-        if self.oversize not in ("error", "skip"):
-            raise ConfigError(f"batching.oversize must be 'error' or 'skip', got {self.oversize!r}")
-        if self.pad_edges not in ("hub", "spread"):
-            raise ConfigError(f"batching.pad_edges must be 'hub' or 'spread', got {self.pad_edges!r}")
-        if self.prefetch < 0:
-            raise ConfigError(f"batching.prefetch must be >= 0, got {self.prefetch}")
-        if not 0 < self.percentile <= 100:
-            raise ConfigError(f"batching.percentile must be in (0, 100], got {self.percentile}")
-        if not 0 < self.success_ratio <= 1:
-            raise ConfigError(f"batching.success_ratio must be in (0, 1], got {self.success_ratio}")
 
 
 @dataclass
@@ -306,6 +268,7 @@ def greedy_bounds(nodes: np.ndarray, edges: np.ndarray, cap_n: int, cap_e: int, 
 METHODS: dict[str, type[BatchingMethod]] = {
     m.name: m for m in (StaticPow2, Static64, StaticMax, StaticExact, Dynamic)
 }
+assert tuple(METHODS) == METHOD_NAMES  # the config schema validates names against this list
 
 
 def make_method(cfg: BatchingConfig, store, train_index: np.ndarray, seed: int = 0) -> BatchingMethod:

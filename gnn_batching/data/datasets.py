@@ -29,6 +29,7 @@ import numpy as np
 from gnn_batching.data.graphs import GraphRecipe
 from gnn_batching.data.store import GraphStore, Splits, TargetStats, make_splits
 from gnn_batching.data.structures import StructureSet, from_atoms_list
+from gnn_batching.config import DatasetSpec
 from gnn_batching.errors import ConfigError, DataError
 from gnn_batching.progress import Progress
 
@@ -96,65 +97,10 @@ def describe(name: str) -> DatasetEntry:
     return _REGISTRY[name]
 
 
-@dataclass(frozen=True)
-class DatasetSpec:
-    """What to load and how to turn it into graphs (the ``dataset`` config section)."""
-
-    name: str = "qm9"
-    source: str | None = None
-    limit: int | None = None
-    target: str | None = None
-    graph: str | None = None
-    cutoff: float = 5.0
-    k: int = 12
-    split: tuple = (0.8, 0.1, 0.1)
-    split_seed: int = 0
-    skip_bad: bool = False
-    targets_csv: str | None = None
-    download: bool = False
-    dft_type: str | None = None
-    ef_range: tuple | None = None
-    module: str | None = None
-    options: dict = field(default_factory=dict)
-
-    def __post_init__(self) -> None:
-        """Check everything that can be checked without reading data (messages name the key)."""
-        if self.limit is not None and self.limit < 1:
-            raise ConfigError(f"dataset.limit must be >= 1 (or null for every graph), got {self.limit}")
-        if self.split_seed < 0:
-            raise ConfigError(f"dataset.split_seed must be >= 0, got {self.split_seed}")
-        check_split(self.split)
-        if self.ef_range is not None and (len(self.ef_range) != 2 or not all(_is_number(x) for x in self.ef_range)):
-            raise ConfigError(f"dataset.ef_range must be [low, high] in eV/atom, got {list(self.ef_range)}")
-
-    def recipe(self) -> GraphRecipe:
-        kind = self.graph or (
-            "fully-connected" if self.name.startswith("file:") else _entry(self).default_graph
-        )
-        return GraphRecipe(kind, float(self.cutoff), int(self.k))
-
-
-def _is_number(x: Any) -> bool:
-    return isinstance(x, (int, float)) and not isinstance(x, bool) and np.isfinite(x)
-
-
-def check_split(split: Any) -> None:
-    """``dataset.split``: three fractions summing to 1, or three sizes (test may be -1 = the rest).
-
-    Fractions must give every split a share > 0; an empty validation or test split would
-    report a meaningless error, so it is refused here rather than evaluated.
-    """
-    if not isinstance(split, (list, tuple)) or len(split) != 3:
-        raise ConfigError(f"dataset.split must be [train, val, test] (3 numbers), got {split!r}")
-    if not all(_is_number(x) for x in split):
-        raise ConfigError(f"dataset.split must hold 3 numbers, got {list(split)!r}")
-    if all(isinstance(x, int) for x in split) and any(x > 1 for x in split):
-        a, b, c = split
-        if a < 1 or b < 1 or (c < 1 and c != -1):
-            raise ConfigError(f"dataset.split: sizes {list(split)} must be >= 1 (test may be -1 = the rest)")
-        return
-    if min(split) <= 0 or max(split) >= 1 or abs(sum(split) - 1.0) > 1e-6:
-        raise ConfigError(f"dataset.split: fractions {list(split)} must each be in (0, 1) and sum to 1")
+def recipe_of(spec: DatasetSpec) -> GraphRecipe:
+    """The graph recipe of a dataset spec (``dataset.graph``, else the dataset's default)."""
+    kind = spec.graph or ("fully-connected" if spec.name.startswith("file:") else _entry(spec).default_graph)
+    return GraphRecipe(kind, float(spec.cutoff), int(spec.k))
 
 
 def _entry(spec: DatasetSpec) -> DatasetEntry:
@@ -251,7 +197,7 @@ def cache_key(spec: DatasetSpec) -> str:
     ident = {
         "v": CACHE_VERSION,
         "name": spec.name,
-        "recipe": asdict(spec.recipe()),
+        "recipe": asdict(recipe_of(spec)),
         "limit": spec.limit if entry is not None and not entry.ignores_limit else None,
         "code": _code_fingerprint(entry) if entry is not None else None,
         "skip_bad": spec.skip_bad,
@@ -263,7 +209,7 @@ def cache_key(spec: DatasetSpec) -> str:
     }
     digest = hashlib.sha1(json.dumps(ident, sort_keys=True, default=str).encode()).hexdigest()[:12]
     slug = "".join(c if c.isalnum() or c in "-_" else "_" for c in spec.name)[:40]
-    return f"{slug}-{spec.recipe().key()}-{digest}"
+    return f"{slug}-{recipe_of(spec).key()}-{digest}"
 
 
 def load_structures(spec: DatasetSpec, progress: Progress | None = None) -> StructureSet:
@@ -313,8 +259,8 @@ def load_store(spec: DatasetSpec, use_cache: bool = True, verbose: bool = True) 
     prog = Progress(f"loading {spec.name}", enabled=verbose)
     s = load_structures(spec, prog)
     s.validate()
-    prog.note(f"building {spec.recipe().kind} graphs for {len(s)} structures")
-    store = GraphStore.from_structures(s, spec.recipe(), prog)
+    prog.note(f"building {recipe_of(spec).kind} graphs for {len(s)} structures")
+    store = GraphStore.from_structures(s, recipe_of(spec), prog)
     if use_cache:
         store.save(path)
     prog.close()

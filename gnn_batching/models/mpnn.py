@@ -17,14 +17,14 @@ class _MessagePassing(nn.Module):
     """The study's shared hyperparameters and start of both models."""
 
     n_species: int
-    latent: int = 64
-    steps: int = 3
+    latent_size: int = 64
+    message_passing_steps: int = 3
     n_rbf: int = 150
 
     def embed(self, graph: jraph.GraphsTuple):
         """Node states h (N, C) from one-hot species through a bias-free linear layer, and the
         150-Gaussian expansion of edge distances (E, n_rbf)."""
-        h = nn.Dense(self.latent, use_bias=False, name="embed")(one_hot_species(graph, self.n_species))
+        h = nn.Dense(self.latent_size, use_bias=False, name="embed")(one_hot_species(graph, self.n_species))
         return h, gaussian_rbf(graph.edges[:, 3], self.n_rbf)
 
 
@@ -40,10 +40,10 @@ class MPEU(_MessagePassing):
 
     @nn.compact
     def __call__(self, graph: jraph.GraphsTuple):
-        c, n = self.latent, graph.nodes.shape[0]
+        c, n = self.latent_size, graph.nodes.shape[0]
         h, e = self.embed(graph)
         s, r = graph.senders, graph.receivers
-        for t in range(self.steps):
+        for t in range(self.message_passing_steps):
             e = MLP([2 * c, c], name=f"edge_update_{t}")(jnp.concatenate([h[s], h[r], e], axis=-1))
             m = MLP([c, c], activate_final=True, name=f"message_{t}")(e) * nn.Dense(
                 c, use_bias=False, name=f"sender_{t}")(h)[s]
@@ -63,10 +63,10 @@ class SchNet(_MessagePassing):
 
     @nn.compact
     def __call__(self, graph: jraph.GraphsTuple):
-        c, n = self.latent, graph.nodes.shape[0]
+        c, n = self.latent_size, graph.nodes.shape[0]
         h, rbf = self.embed(graph)
         s, r = graph.senders, graph.receivers
-        for t in range(self.steps):
+        for t in range(self.message_passing_steps):
             filt = MLP([c, c], activate_final=True, name=f"filter_{t}")(rbf)
             m = filt * nn.Dense(c, use_bias=False, name=f"sender_{t}")(h)[s]
             h = h + MLP([c, c], name=f"node_update_{t}")(segment_mean(m, r, n))

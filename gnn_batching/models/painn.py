@@ -21,14 +21,14 @@ def cosine_cutoff(d: jax.Array, cutoff: float) -> jax.Array:
 
 class PaiNN(nn.Module):
     n_species: int
-    latent: int = 256
-    steps: int = 3
+    latent_size: int = 256
+    message_passing_steps: int = 3
     n_rbf: int = 20
     cutoff: float = 6.0
 
     @nn.compact
     def __call__(self, graph: jraph.GraphsTuple):
-        f = self.latent
+        f = self.latent_size
         n = graph.nodes.shape[0]
         s_idx, r_idx = graph.senders, graph.receivers
         vec = graph.edges[:, :3]
@@ -41,7 +41,7 @@ class PaiNN(nn.Module):
 
         s = nn.Dense(f, name="embed")(one_hot_species(graph, self.n_species))
         v = jnp.zeros((n, 3, f), s.dtype)
-        for t in range(self.steps):
+        for t in range(self.message_passing_steps):
             # message
             phi = nn.Dense(3 * f, name=f"msg_phi2_{t}")(jax.nn.silu(nn.Dense(f, name=f"msg_phi1_{t}")(s)))
             w = nn.Dense(3 * f, name=f"msg_filter_{t}")(rbf) * fcut

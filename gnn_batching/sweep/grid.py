@@ -24,9 +24,9 @@ from dataclasses import dataclass, field
 
 import yaml
 
+from gnn_batching.config import config_from_dict, parse_override, read_yaml, set_dotted
 from gnn_batching.errors import ConfigError, UserError
 from gnn_batching.sweep.layout import cell_dir, is_finished
-from gnn_batching.train.config import config_from_dict, parse_override, read_yaml, set_dotted
 
 SWEEP_KEYS = ("name", "output_dir", "base", "grid", "report")
 

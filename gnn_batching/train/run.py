@@ -39,12 +39,12 @@ import yaml
 from gnn_batching.batching.assemble import Batch
 from gnn_batching.batching.loader import Loader, make_loaders
 from gnn_batching.batching.methods import BatchingMethod
+from gnn_batching.config import RunConfig
 from gnn_batching.data import Dataset, load_dataset
 from gnn_batching.errors import ConfigError, UserError
 from gnn_batching.io import write_bytes_atomic, write_json_atomic, write_text_atomic
 from gnn_batching.models import make_model
 from gnn_batching.progress import Progress
-from gnn_batching.train.config import RunConfig
 from gnn_batching.train.instruments import CompileMonitor, PhaseTimer, compilation_cache, peak_device_memory, timer
 from gnn_batching.train.provenance import provenance
 from gnn_batching.train.records import RunRecords
@@ -216,7 +216,7 @@ def train_and_evaluate(cfg: RunConfig, workdir: str | None = None, verbose: bool
     monitor = CompileMonitor()
     stream = p.train_loader.stream(cfg.batching.prefetch, transform=to_device)
     records = RunRecords(out, p.train_loader.epoch_stats)
-    prog = Progress(f"run {cfg.name}", total=tc.steps, enabled=verbose)
+    prog = Progress(f"run {cfg.name}", total=tc.num_train_steps, enabled=verbose)
     state: TrainState | None = None
     init_s = 0.0
     graphs_seen = 0
@@ -224,7 +224,7 @@ def train_and_evaluate(cfg: RunConfig, workdir: str | None = None, verbose: bool
     status = {"status": "running"}
     try:
         with _sigterm_as_exception(), compilation_cache(tc.compilation_cache):
-            for step in range(tc.steps):
+            for step in range(tc.num_train_steps):
                 phase = PhaseTimer()
                 with phase("assembly"):
                     batch = next(stream)
@@ -249,7 +249,7 @@ def train_and_evaluate(cfg: RunConfig, workdir: str | None = None, verbose: bool
                 if not np.isfinite(loss):
                     raise UserError(f"{cfg.name}: loss became {loss} at step {step}; lower train.lr? "
                                     f"(records so far kept in {out})")
-                if step == tc.steps - 1 or (tc.eval_every and (step + 1) % tc.eval_every == 0):
+                if step == tc.num_train_steps - 1 or (tc.eval_every and (step + 1) % tc.eval_every == 0):
                     for split in tc.eval_splits:
                         r = evaluate(eval_step, state, p.eval_loaders[split], monitor)
                         records.evaluation({"step": step + 1, "split": split, "graphs_seen": graphs_seen,

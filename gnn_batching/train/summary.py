@@ -36,7 +36,7 @@ def build_summary(cfg, ds, steps_df: pd.DataFrame, evals_df: pd.DataFrame, epoch
 
     s = {
         "dataset": cfg.dataset.name, "model": cfg.model.name, "method": cfg.batching.method,
-        "batch_size": cfg.batching.batch_size, "seed": tc.seed, "steps": tc.steps, "n_params": n_params,
+        "batch_size": cfg.batching.batch_size, "seed": tc.seed, "steps": tc.num_train_steps, "n_params": n_params,
         "target": ds.target, "unit": ds.unit, "synthetic": ds.synthetic,
         "n_train": len(ds.splits.train), "limit": cfg.dataset.limit,
         "budget": cfg.batching.budget if cfg.batching.method == "dynamic" else None,

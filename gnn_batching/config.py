@@ -1,0 +1,363 @@
+"""The config schema: every section of a run config, validated strictly, in one module.
+
+Sections: ``dataset`` (:class:`DatasetSpec`), ``model`` (:class:`ModelConfig`), ``batching``
+(:class:`BatchingConfig`), ``train`` (:class:`TrainConfig`), gathered in :class:`RunConfig`.
+An unknown key, a wrong type, an impossible value or a renamed key fails at load time, naming
+the file and the dotted key. Overrides are ``key=value`` strings with dotted keys
+(``batching.batch_size=64``); values are parsed as YAML (``true``, ``64``, ``[0.8, 0.1, 0.1]``,
+``null``). Configs are frozen: facts derived from data live elsewhere (``data.json``).
+
+This is a leaf module (it imports nothing else of the package but its errors), so every layer
+can read its section from here.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import yaml
+
+from gnn_batching.errors import ConfigError
+
+METHOD_NAMES = ("static-pow2", "static-64", "static-max", "static-exact", "dynamic")
+BUDGET_RULES = ("full", "paper", "fit-or-skip", "percentile")
+MODEL_NAMES = ("mpeu", "schnet", "painn")
+# the study's settings; PaiNN's width/RBF/cutoff differ from the message-passing pair
+MODEL_DEFAULTS = {
+    "mpeu": {"latent_size": 64, "message_passing_steps": 3, "n_rbf": 150},
+    "schnet": {"latent_size": 64, "message_passing_steps": 3, "n_rbf": 150},
+    "painn": {"latent_size": 256, "message_passing_steps": 3, "n_rbf": 20, "cutoff": 6.0},
+}
+# old key -> new key, per section: an old key is refused with the new name
+RENAMED = {
+    "train": {"steps": "num_train_steps"},
+    "model": {"steps": "message_passing_steps", "latent": "latent_size"},
+}
+
+
+@dataclass(frozen=True)
+class DatasetSpec:
+    """What to load and how to turn it into graphs (the ``dataset`` config section)."""
+
+    name: str = "qm9"
+    source: str | None = None
+    limit: int | None = None
+    target: str | None = None
+    graph: str | None = None
+    cutoff: float = 5.0
+    k: int = 12
+    split: tuple = (0.8, 0.1, 0.1)
+    split_seed: int = 0
+    skip_bad: bool = False
+    targets_csv: str | None = None
+    download: bool = False
+    dft_type: str | None = None
+    ef_range: tuple | None = None
+    module: str | None = None
+    options: dict = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        """Check everything that can be checked without reading data (messages name the key)."""
+        if self.limit is not None and self.limit < 1:
+            raise ConfigError(f"dataset.limit must be >= 1 (or null for every graph), got {self.limit}")
+        if self.split_seed < 0:
+            raise ConfigError(f"dataset.split_seed must be >= 0, got {self.split_seed}")
+        check_split(self.split)
+        if self.ef_range is not None and (len(self.ef_range) != 2 or not all(_is_number(x) for x in self.ef_range)):
+            raise ConfigError(f"dataset.ef_range must be [low, high] in eV/atom, got {list(self.ef_range)}")
+
+
+
+def _is_number(x: Any) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool) and np.isfinite(x)
+
+
+def check_split(split: Any) -> None:
+    """``dataset.split``: three fractions summing to 1, or three sizes (test may be -1 = the rest).
+
+    Fractions must give every split a share > 0; an empty validation or test split would
+    report a meaningless error, so it is refused here rather than evaluated.
+    """
+    if not isinstance(split, (list, tuple)) or len(split) != 3:
+        raise ConfigError(f"dataset.split must be [train, val, test] (3 numbers), got {split!r}")
+    if not all(_is_number(x) for x in split):
+        raise ConfigError(f"dataset.split must hold 3 numbers, got {list(split)!r}")
+    if all(isinstance(x, int) for x in split) and any(x > 1 for x in split):
+        a, b, c = split
+        if a < 1 or b < 1 or (c < 1 and c != -1):
+            raise ConfigError(f"dataset.split: sizes {list(split)} must be >= 1 (test may be -1 = the rest)")
+        return
+    if min(split) <= 0 or max(split) >= 1 or abs(sum(split) - 1.0) > 1e-6:
+        raise ConfigError(f"dataset.split: fractions {list(split)} must each be in (0, 1) and sum to 1")
+
+
+@dataclass(frozen=True)
+class BatchingConfig:
+    """The ``batching`` config section."""
+
+    method: str = "dynamic"
+    batch_size: int = 32
+    budget: str = "full"  # dynamic only: full | paper | fit-or-skip | percentile
+    success_ratio: float = 0.99  # fit-or-skip
+    percentile: float = 90.0  # percentile
+    oversize: str = "error"  # error | skip: a graph larger than a fixed budget
+    skip_overflow: bool = False  # fit-or-skip: drop (and count) groups that do not fit, TF-GNN style
+    # hub (default, jraph's layout: all padding edges on one node) | spread (round-robin over the
+    # padding nodes, TF-GNN's). On QM9/SchNet on a 2-core CPU the two were within run-to-run noise.
+    pad_edges: str = "hub"
+    prefetch: int = 0  # batches assembled ahead in a background thread (0 = off)
+
+    def __post_init__(self) -> None:
+        if self.method not in METHOD_NAMES:
+            raise ConfigError(
+                f"batching.method: unknown method {self.method!r}; choose one of {', '.join(METHOD_NAMES)}"
+            )
+        if int(self.batch_size) < 2:
+            raise ConfigError(f"batching.batch_size must be >= 2 (it counts the padding graph), got {self.batch_size}")
+        if self.budget not in BUDGET_RULES:
+            raise ConfigError(f"batching.budget: unknown rule {self.budget!r}; choose one of {', '.join(BUDGET_RULES)}")
+        if self.oversize not in ("error", "skip"):
+            raise ConfigError(f"batching.oversize must be 'error' or 'skip', got {self.oversize!r}")
+        if self.pad_edges not in ("hub", "spread"):
+            raise ConfigError(f"batching.pad_edges must be 'hub' or 'spread', got {self.pad_edges!r}")
+        if self.prefetch < 0:
+            raise ConfigError(f"batching.prefetch must be >= 0, got {self.prefetch}")
+        if not 0 < self.percentile <= 100:
+            raise ConfigError(f"batching.percentile must be in (0, 100], got {self.percentile}")
+        if not 0 < self.success_ratio <= 1:
+            raise ConfigError(f"batching.success_ratio must be in (0, 1], got {self.success_ratio}")
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """The ``model`` section. ``None`` fields take the model's study default (``MODEL_DEFAULTS``).
+
+    Attributes:
+        name: one of ``MODEL_NAMES``.
+        latent_size: width C of node/edge states (64; PaiNN 256).
+        message_passing_steps: interaction blocks (3).
+        n_rbf: radial basis functions of the edge distance (150; PaiNN 20).
+        cutoff: PaiNN's cosine cutoff in Angstrom (6.0).
+    """
+
+    name: str = "schnet"
+    latent_size: int | None = None
+    message_passing_steps: int | None = None
+    n_rbf: int | None = None
+    cutoff: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.name not in MODEL_NAMES:
+            raise ConfigError(f"model.name: unknown model {self.name!r}; choose one of {', '.join(MODEL_NAMES)}")
+        if self.cutoff is not None and self.name != "painn":
+            raise ConfigError("model.cutoff applies to painn only")
+        for key in ("latent_size", "message_passing_steps", "n_rbf"):
+            v = getattr(self, key)
+            if v is not None and v < 1:
+                raise ConfigError(f"model.{key} must be >= 1, got {v}")
+
+    def hyperparameters(self) -> dict:
+        """The model's keyword arguments: study defaults, overridden by the set fields."""
+        out = dict(MODEL_DEFAULTS[self.name])
+        out.update({k: getattr(self, k) for k in ("latent_size", "message_passing_steps", "n_rbf", "cutoff")
+                    if getattr(self, k) is not None})
+        return out
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """The ``train`` section."""
+
+    num_train_steps: int = 1000
+    seed: int = 0  # model init AND training data order; repeats must differ here
+    lr: float = 1e-4
+    decay_steps: int = 100_000  # staircase exponential decay, as in the study
+    decay_rate: float = 0.96
+    staircase: bool = True
+    eval_every: int = 0  # 0: evaluate only at the end
+    eval_splits: tuple = ("val", "test")
+    warmup_steps: int = 1  # steps reported apart from the steady state (the first always is)
+    # a folder for JAX's persistent compilation cache (off by default: a warm cache hides compile cost)
+    compilation_cache: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.num_train_steps < 1:
+            raise ConfigError(f"train.num_train_steps must be >= 1, got {self.num_train_steps}")
+        if self.seed < 0:
+            raise ConfigError(f"train.seed must be >= 0, got {self.seed}")
+        if self.lr <= 0:
+            raise ConfigError(f"train.lr must be > 0, got {self.lr}")
+        if self.eval_every < 0 or self.warmup_steps < 1:
+            raise ConfigError("train.eval_every must be >= 0 and train.warmup_steps >= 1")
+        if self.warmup_steps >= self.num_train_steps and self.num_train_steps > 1:
+            raise ConfigError(f"train.warmup_steps ({self.warmup_steps}) must be < train.num_train_steps "
+                              f"({self.num_train_steps})")
+        for s in self.eval_splits:
+            if s not in ("val", "test"):
+                raise ConfigError(f"train.eval_splits: unknown split {s!r} (val, test)")
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    name: str = "run"
+    dataset: DatasetSpec = field(default_factory=DatasetSpec)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    batching: BatchingConfig = field(default_factory=BatchingConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    def to_dict(self) -> dict:
+        return _plain(dataclasses.asdict(self))
+
+
+SECTIONS = {"dataset": DatasetSpec, "model": ModelConfig, "batching": BatchingConfig, "train": TrainConfig}
+
+
+def _plain(x):
+    if isinstance(x, dict):
+        return {k: _plain(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_plain(v) for v in x]
+    return x
+
+
+def _coerce(value: Any, tp: Any, key: str) -> Any:
+    """Check ``value`` against the annotation ``tp``; ints are accepted for floats, lists for tuples."""
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        args = typing.get_args(tp)
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for a in args:
+            if a is type(None):
+                continue
+            try:
+                return _coerce(value, a, key)
+            except ConfigError as exc:
+                errors.append(str(exc))
+        raise ConfigError(errors[0] if errors else f"{key}: invalid value {value!r}")
+    if tp is Any:
+        return value
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        raise ConfigError(f"{key}: expected true/false, got {value!r}")
+    if tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        raise ConfigError(f"{key}: expected an integer, got {value!r}")
+    if tp is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        raise ConfigError(f"{key}: expected a number, got {value!r}")
+    if tp is str:
+        if isinstance(value, str):
+            return value
+        raise ConfigError(f"{key}: expected a string, got {value!r}")
+    if tp is tuple or origin is tuple:
+        if isinstance(value, (list, tuple)):
+            return tuple(value)
+        raise ConfigError(f"{key}: expected a list, got {value!r}")
+    if tp is dict or origin is dict:
+        if isinstance(value, dict):
+            return value
+        raise ConfigError(f"{key}: expected a mapping, got {value!r}")
+    return value
+
+
+def _build(cls, data: dict, prefix: str):
+    if not isinstance(data, dict):
+        raise ConfigError(f"{prefix}: expected a mapping of keys, got {data!r}")
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    for k in data:
+        if k in RENAMED.get(prefix, {}):
+            raise ConfigError(f"{prefix}.{k} was renamed: use {prefix}.{RENAMED[prefix][k]} "
+                              "(names now say what they count)")
+        if k not in names:
+            raise ConfigError(f"{prefix}.{k}: unknown key; valid keys: {', '.join(sorted(names))}")
+    kwargs = {k: _coerce(v, hints[k], f"{prefix}.{k}") for k, v in data.items()}
+    try:
+        return cls(**kwargs)
+    except ConfigError as exc:
+        raise ConfigError(str(exc)) from None
+
+
+def set_dotted(d: dict, dotted: str, value: Any) -> None:
+    parts = dotted.split(".")
+    cur = d
+    for p in parts[:-1]:
+        nxt = cur.setdefault(p, {})
+        if not isinstance(nxt, dict):
+            raise ConfigError(f"--set {dotted}: {p} is not a section")
+        cur = nxt
+    cur[parts[-1]] = value
+
+
+def parse_override(text: str) -> tuple[str, Any]:
+    if "=" not in text:
+        raise ConfigError(f"--set {text!r}: expected KEY=VALUE, e.g. batching.batch_size=64")
+    key, raw = text.split("=", 1)
+    try:
+        value = yaml.safe_load(raw) if raw != "" else ""
+    except yaml.YAMLError:
+        value = raw
+    return key.strip(), value
+
+
+def config_from_dict(data: dict, source: str = "<config>") -> RunConfig:
+    if not isinstance(data, dict):
+        raise ConfigError(f"{source}: expected a mapping at the top level")
+    allowed = {"name", *SECTIONS}
+    for k in data:
+        if k not in allowed:
+            raise ConfigError(f"{source}: {k}: unknown key; valid keys: {', '.join(sorted(allowed))}")
+    try:
+        kwargs: dict[str, Any] = {}
+        if "name" in data:
+            kwargs["name"] = _coerce(data["name"], str, "name")
+        for sec, cls in SECTIONS.items():
+            if sec in data and data[sec] is not None:
+                kwargs[sec] = _build(cls, data[sec], sec)
+        return RunConfig(**kwargs)
+    except ConfigError as exc:
+        raise ConfigError(f"{source}: {exc}") from None
+
+
+def read_yaml(path: str) -> dict:
+    """A YAML file's contents; every way it can be unreadable is a ConfigError naming the file."""
+    try:
+        with open(path, encoding="utf-8") as fh:
+            data = yaml.safe_load(fh) or {}
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: no such config file") from None
+    except IsADirectoryError:
+        raise ConfigError(f"{path}: is a directory, not a config file") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: not a UTF-8 text file ({exc.reason} at byte {exc.start})") from None
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read ({exc.strerror})") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML ({exc})") from None
+    return data
+
+
+def apply_overrides(data: dict, overrides: list[str]) -> dict:
+    import copy
+
+    data = copy.deepcopy(data)
+    for o in overrides:
+        k, v = parse_override(o)
+        set_dotted(data, k, v)
+    return data
+
+
+def load_config(path: str, overrides: list[str] | None = None) -> RunConfig:
+    """Read, override and validate a run config (nothing else happens before this succeeds)."""
+    data = apply_overrides(read_yaml(path), overrides or [])
+    return config_from_dict(data, path)
