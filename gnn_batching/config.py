@@ -358,6 +358,18 @@ def apply_overrides(data: dict, overrides: list[str]) -> dict:
 
 
 def load_config(path: str, overrides: list[str] | None = None) -> RunConfig:
-    """Read, override and validate a run config (nothing else happens before this succeeds)."""
+    """Read, override and validate a run config (nothing else happens before this succeeds).
+
+    Args:
+        path: a YAML run config, e.g. ``configs/smoke.yaml``.
+        overrides: dotted ``key=value`` strings (values parsed as YAML).
+
+    Returns:
+        A frozen :class:`RunConfig`.
+
+    Raises:
+        ConfigError: unreadable file, unknown or renamed key, wrong type or impossible value,
+            with the file and the dotted key named.
+    """
     data = apply_overrides(read_yaml(path), overrides or [])
     return config_from_dict(data, path)

@@ -111,3 +111,18 @@ def test_every_config_file_uses_the_current_names():
             assert load_sweep(path).cells
         else:
             load_config(path)
+
+
+def test_public_api_is_importable_lazily_and_documented():
+    import subprocess
+    import sys
+
+    import gnn_batching as gb
+
+    for name in gb.__all__:
+        obj = getattr(gb, name)
+        if callable(obj):
+            assert obj.__doc__ and len(obj.__doc__.strip()) > 20, name
+    code = "import sys, gnn_batching; print('jax' in sys.modules, 'matplotlib' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.split() == ["False", "False"]

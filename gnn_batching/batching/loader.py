@@ -56,7 +56,18 @@ class Loader:
 
 
 def make_loaders(cfg: BatchingConfig, store, targets: np.ndarray, splits, seed: int = 0):
-    """(method, train loader, {"val": loader, "test": loader}).
+    """The batching method and loaders for one run.
+
+    Args:
+        cfg: the ``batching`` config section.
+        store: the dataset's ``GraphStore``.
+        targets: (G,) target values, physical units.
+        splits: the dataset's ``Splits`` (train/val/test index arrays).
+        seed: training data order (epoch e is shuffled with ``default_rng([seed, e])``).
+
+    Returns:
+        ``(method, train_loader, {"val": loader, "test": loader})``; a loader's ``epoch(e)``
+        yields :class:`Batch` objects (padded ``GraphsTuple``, targets, mask, real sizes).
 
     Evaluation uses ``method.for_eval()``: the training layout (so shapes are shared and compile
     once) unless a skip policy is active, in which case a layout that never skips, so that every

@@ -277,6 +277,21 @@ def limit_index(n: int, limit: int | None) -> np.ndarray:
 
 
 def load_dataset(spec: DatasetSpec, use_cache: bool = True, verbose: bool = True) -> Dataset:
+    """Load a dataset as graphs, with its splits and training-split target statistics.
+
+    Args:
+        spec: the ``dataset`` config section (name, source, graph recipe, limit, split, ...).
+        use_cache: read and write the graph store cache (see :func:`data_root`).
+        verbose: show progress on stderr.
+
+    Returns:
+        A :class:`Dataset`: ``store`` (columnar graphs), ``target``/``unit``, ``splits``
+        (index arrays) and ``stats`` (mean and std of the target over the TRAINING split only).
+
+    Raises:
+        ConfigError: an unknown dataset, target or impossible split.
+        DataError: a source that cannot be read or an entry that cannot be used (named).
+    """
     store = load_store(spec, use_cache, verbose)
     if spec.limit is not None and len(store) > spec.limit:
         store = store.subset(limit_index(len(store), spec.limit))

@@ -54,7 +54,10 @@ class GraphStore:
     def __post_init__(self) -> None:
         self.node_offsets = _offsets(self.n_node)
         self.edge_offsets = _offsets(self.n_edge)
-        # fast-gather views: one 16-byte element per edge; sender/receiver int16 pairs as one int32
+        # Fast-gather views. Why: np.take on an (E, 4) float32 array gathers element by element;
+        # viewing each 16-byte row [dx, dy, dz, d] as ONE complex128 makes it one 16-byte copy per
+        # edge (measured 0.44 -> 0.20 ms per bs-128 QM9 batch). Likewise a sender/receiver pair of
+        # int16 LOCAL indices (molecules have < 32,768 atoms) is gathered as one int32.
         self.edges = np.ascontiguousarray(self.edges, dtype=np.float32).reshape(-1, 4)
         self.edge_records = self.edges.view(np.complex128).reshape(-1)
         if self.senders.dtype == np.int16 and self.receivers.dtype == np.int16:

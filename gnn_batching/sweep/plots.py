@@ -369,8 +369,17 @@ FIGURES = [plot_timing, plot_speedup, plot_compiles, plot_cumulative, plot_time_
 
 
 def plot_all(sweep_dir: str, fmt: str = "png", df: pd.DataFrame | None = None) -> list[str]:
-    """Write every figure into ``sweep_dir/figures``, and the significance table into
-    ``sweep_dir/significance.csv``; ``df`` is the sweep's collected table, if the caller has it."""
+    """Write every figure into ``sweep_dir/figures`` and the significance table into
+    ``sweep_dir/significance.csv``.
+
+    Args:
+        sweep_dir: the sweep's ``output_dir``.
+        fmt: ``png`` or ``pdf``.
+        df: the sweep's collected table (:func:`collect`), if the caller already has it.
+
+    Returns:
+        The paths of the figures written.
+    """
     if df is None:
         df = collect(sweep_dir)
     out_dir = os.path.join(sweep_dir, "figures")

@@ -46,8 +46,20 @@ def _flatten(d: dict, prefix: str = "") -> dict:
 
 
 def collect(sweep_dir: str, write: bool = True) -> pd.DataFrame:
-    """One row per finished run. ``run_dir`` is resolved from ``sweep_dir`` (a sweep directory
-    that was moved or copied still works); the written tables hold it relative (``runs/<cell>``)."""
+    """A sweep's tidy results table: one row per finished run.
+
+    Args:
+        sweep_dir: the sweep's ``output_dir``.
+        write: also write ``results.csv``/``.parquet`` and ``comparison.csv`` (atomically).
+
+    Returns:
+        Every grid axis as an ``axis:<key>`` column plus every summary metric. ``run_dir`` is
+        resolved from ``sweep_dir`` (a sweep directory that was moved or copied still works);
+        the written tables hold it relative (``runs/<cell>``).
+
+    Raises:
+        UserError: not a sweep directory, no finished run, or a run file missing (named).
+    """
     import yaml
 
     info = sweep_info(sweep_dir)
