@@ -195,19 +195,29 @@ def _per_run(df: pd.DataFrame, name: str) -> pd.DataFrame:
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
 
 
+def _by_cell(df: pd.DataFrame, frame: pd.DataFrame) -> list[tuple[str, pd.DataFrame]]:
+    """(title, rows of ``frame`` in that cell) for every cell of the sweep (dataset, model, batch
+    size and extra axes; NaN axis values match NaN)."""
+    keys = cell_keys(df)
+    out = []
+    for key in sorted(df.groupby(keys, dropna=False).groups):
+        mask = np.ones(len(frame), bool)
+        for k, v in zip(keys, key):
+            mask &= (frame[k] == v).to_numpy() | (pd.isna(v) & frame[k].isna()).to_numpy()
+        title = " / ".join(f"{k.removeprefix('axis:')}={v}" if k.startswith("axis:") else
+                           (f"bs {v}" if k == "batch_size" else str(v)) for k, v in zip(keys, key))
+        out.append((title, frame[mask]))
+    return out
+
+
 def plot_cumulative(df, out_dir, fmt):
     """Cumulative training wall time (assembly + update of every step, compiles included) per
     (dataset, model, batch size and extra axes), mean over seeds: vs step and vs graphs seen."""
     steps = _per_run(df, "steps.csv")
     style = _Styles(df)
-    cells = [k for k in cell_keys(df)]
-    groups = sorted(df.groupby(cells, dropna=False).groups)
-    fig, axes = _subplots(len(groups), 2, figsize=(11, 3.6 * len(groups)), squeeze=False)
-    for i, key in enumerate(groups):
-        mask = np.ones(len(steps), bool)
-        for k, v in zip(cells, key):
-            mask &= (steps[k] == v).to_numpy() | (pd.isna(v) & steps[k].isna()).to_numpy()
-        sub = steps[mask]
+    cells = _by_cell(df, steps)
+    fig, axes = _subplots(len(cells), 2, figsize=(11, 3.6 * len(cells)), squeeze=False)
+    for i, (title, sub) in enumerate(cells):
         for v, g in sub.groupby("variant"):
             g = g.sort_values(["seed", "step"]).copy()
             g["cum_s"] = g.groupby("seed")["combined_ms"].cumsum() / 1e3
@@ -216,8 +226,6 @@ def plot_cumulative(df, out_dir, fmt):
             kw = {"color": st["color"], "linestyle": st["linestyle"], "label": v}
             axes[i, 0].plot(mean["step"] + 1, mean["cum_s"], **kw)
             axes[i, 1].plot(mean["graphs_seen"], mean["cum_s"], **kw)
-        title = " / ".join(f"{k.removeprefix('axis:')}={v}" if k.startswith("axis:") else
-                           (f"bs {v}" if k == "batch_size" else str(v)) for k, v in zip(cells, key))
         for j, xl in enumerate(["training steps", "graphs seen"]):
             axes[i, j].set_xlabel(xl)
             axes[i, j].set_ylabel("cumulative training time [s]")
@@ -265,21 +273,15 @@ def plot_time_to_accuracy(df, out_dir, fmt):
         raise UserError("evals.csv has no train_wall_s (runs from an older version): re-run the sweep's cells")
     ev = ev[ev["split"] == "test"]
     style = _Styles(df)
-    cells = cell_keys(df)
-    groups = sorted(df.groupby(cells, dropna=False).groups)
-    fig, axes = _subplots(len(groups), 2, figsize=(11, 3.6 * len(groups)), squeeze=False)
-    for i, key in enumerate(groups):
-        mask = np.ones(len(ev), bool)
-        for k, v in zip(cells, key):
-            mask &= (ev[k] == v).to_numpy() | (pd.isna(v) & ev[k].isna()).to_numpy()
-        for v, g in ev[mask].groupby("variant"):
+    cells = _by_cell(df, ev)
+    fig, axes = _subplots(len(cells), 2, figsize=(11, 3.6 * len(cells)), squeeze=False)
+    for i, (title, sub) in enumerate(cells):
+        for v, g in sub.groupby("variant"):
             c = g.groupby("step")[["rmse", "train_wall_s", "graphs_seen"]].mean().reset_index()
             st = style(v)
             kw = {"color": st["color"], "marker": st["marker"], "linestyle": st["linestyle"], "label": v}
             axes[i, 0].plot(c["train_wall_s"], c["rmse"], **kw)
             axes[i, 1].plot(c["graphs_seen"], c["rmse"], **kw)
-        title = " / ".join(f"{k.removeprefix('axis:')}={v}" if k.startswith("axis:") else
-                           (f"bs {v}" if k == "batch_size" else str(v)) for k, v in zip(cells, key))
         for j, xl in enumerate(["training time incl. compilation [s]", "graphs seen"]):
             axes[i, j].set_xlabel(xl)
             axes[i, j].set_ylabel(f"test RMSE [{df['unit'].iloc[0]}]")
