@@ -19,9 +19,12 @@ own memory map (:func:`active_allocator`) and recorded in provenance and summari
 from __future__ import annotations
 
 import ctypes.util
+import logging
 import os
 import sys
 from importlib import metadata
+
+log = logging.getLogger(__name__)
 
 ENV = "GNN_BATCHING_ALLOCATOR"
 _GUARD = "GNN_BATCHING_ALLOCATOR_EXECED"
@@ -97,8 +100,8 @@ def ensure(argv: list[str]) -> None:
     if name == "system":
         if lib is None and (os.environ.get(ENV) or "auto").lower() != "system" and not os.environ.get(_NOTED):
             os.environ[_NOTED] = "1"
-            print("note: no caching allocator found (pip install cmeel-mimalloc, or apt install "
-                  "libtcmalloc-minimal4); CPU training steps may be ~1.5x slower", file=sys.stderr)
+            log.warning("note: no caching allocator found (pip install cmeel-mimalloc, or apt install "
+                        "libtcmalloc-minimal4); CPU training steps may be ~1.5x slower")
         return
     if active_allocator() == name:
         return

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 
 from gnn_batching.errors import UserError
@@ -39,6 +40,7 @@ def _spec_from_args(a: argparse.Namespace):
 
 
 def cmd_data_list(a: argparse.Namespace) -> int:
+    """``gnn-batching data list``: registered datasets (or a user module's) and their recipes."""
     from gnn_batching.data.datasets import DatasetSpec, _entry, dataset_names, describe
 
     if a.module:
@@ -53,6 +55,7 @@ def cmd_data_list(a: argparse.Namespace) -> int:
 
 
 def cmd_data_stats(a: argparse.Namespace) -> int:
+    """``gnn-batching data stats``: size distributions of a dataset's graphs."""
     from gnn_batching.data import load_dataset
     from gnn_batching.data.stats import dataset_stats, format_stats
 
@@ -67,6 +70,7 @@ def cmd_data_stats(a: argparse.Namespace) -> int:
 
 
 def cmd_bench_batching(a: argparse.Namespace) -> int:
+    """``gnn-batching bench batching``: host assembly throughput per method against jraph and a copy."""
     from gnn_batching.batching.bench import format_table, run_bench
 
     a.dataset = a.dataset_flag or a.dataset
@@ -84,6 +88,7 @@ def cmd_bench_batching(a: argparse.Namespace) -> int:
 
 
 def cmd_bench_step(a: argparse.Namespace) -> int:
+    """``gnn-batching bench step``: jitted train-step time per allocator, model and method."""
     from gnn_batching.train.bench_step import format_step_table, run_bench_step, time_steps
 
     a.dataset = a.dataset_flag or a.dataset
@@ -107,6 +112,7 @@ def cmd_bench_step(a: argparse.Namespace) -> int:
 
 
 def cmd_run(a: argparse.Namespace) -> int:
+    """``gnn-batching run``: train and evaluate one configuration into a run directory."""
     from gnn_batching.config import load_config
     from gnn_batching.train.run import run
 
@@ -131,17 +137,23 @@ def _tables_figures_report(sweep_dir: str, fmt: str = "md", show_table: bool = F
 
 
 def cmd_sweep(a: argparse.Namespace) -> int:
-    from gnn_batching.sweep.grid import load_sweep
-    from gnn_batching.sweep.launch import run_sweep
+    """``gnn-batching sweep``: run (or resume) a sweep, then write its tables, figures and report."""
+    from gnn_batching.sweep.grid import check_unchanged, load_sweep
+    from gnn_batching.sweep.launch import describe_cells, run_sweep
 
     sw = load_sweep(a.sweep, a.set or [])
-    code = run_sweep(sw, jobs=a.jobs, dry_run=a.dry_run)
-    if code == 0 and sw.report and not a.dry_run:
+    if a.dry_run:
+        check_unchanged(sw)
+        print(describe_cells(sw))
+        return 0
+    code = run_sweep(sw, jobs=a.jobs)
+    if code == 0 and sw.report:
         print(f"report: {_tables_figures_report(sw.output_dir, show_table=True)}")
     return code
 
 
 def cmd_results(a: argparse.Namespace) -> int:
+    """``gnn-batching results``: print a sweep's comparison table."""
     from gnn_batching.sweep.results import collect, format_comparison
 
     df = collect(a.sweep_dir)
@@ -150,6 +162,7 @@ def cmd_results(a: argparse.Namespace) -> int:
 
 
 def cmd_plot(a: argparse.Namespace) -> int:
+    """``gnn-batching plot``: write a sweep's figures and print their paths."""
     from gnn_batching.sweep.plots import plot_all
 
     for path in plot_all(a.sweep_dir, fmt=a.format):
@@ -158,11 +171,13 @@ def cmd_plot(a: argparse.Namespace) -> int:
 
 
 def cmd_report(a: argparse.Namespace) -> int:
+    """``gnn-batching report``: rewrite a sweep's tables, figures and report."""
     print(_tables_figures_report(a.sweep_dir, fmt=a.format))
     return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The ``gnn-batching`` argument parser with all sub-commands."""
     p = argparse.ArgumentParser(
         prog="gnn-batching",
         description="Benchmark graph batching strategies for GNN training in JAX.",
@@ -234,7 +249,35 @@ def build_parser() -> argparse.ArgumentParser:
 FAST_ALLOCATOR_COMMANDS = ("run", "sweep", "bench")  # commands that train or time training steps
 
 
+class _StderrHandler(logging.StreamHandler):
+    """Writes to whatever ``sys.stderr`` is at the time of the record (pytest swaps it)."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.stream = sys.stderr
+        super().emit(record)
+
+
+def _log_to_stderr() -> None:
+    """Show the package's INFO lines (progress, notes) on stderr, once per process."""
+    logger = logging.getLogger("gnn_batching")
+    if not any(isinstance(h, _StderrHandler) for h in logger.handlers):
+        handler = _StderrHandler()
+        handler.setFormatter(logging.Formatter("%(message)s"))
+        logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+
+
 def main(argv: list[str] | None = None) -> int:
+    """Entry point of ``gnn-batching``.
+
+    Args:
+      argv: arguments (default ``sys.argv[1:]``; only then may the process re-execute itself
+        with the fast allocator).
+
+    Returns:
+      The exit status: 0 on success, 2 for a user error (printed without a traceback).
+    """
+    _log_to_stderr()
     args = build_parser().parse_args(sys.argv[1:] if argv is None else argv)
     args.argv = list(sys.argv[1:] if argv is None else argv)
     try:

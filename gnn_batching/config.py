@@ -204,6 +204,7 @@ class TrainConfig:
 
 @dataclass(frozen=True)
 class RunConfig:
+    """One run: a dataset, a model, a batching method and training settings."""
     name: str = "run"
     dataset: DatasetSpec = field(default_factory=DatasetSpec)
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -211,6 +212,7 @@ class RunConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
 
     def to_dict(self) -> dict:
+        """The configuration as plain data (YAML/JSON-ready)."""
         return _plain(dataclasses.asdict(self))
 
 
@@ -289,6 +291,7 @@ def _build(cls, data: dict, prefix: str):
 
 
 def set_dotted(d: dict, dotted: str, value: Any) -> None:
+    """Set ``d[a][b][c] = value`` for ``dotted = "a.b.c"``, creating sub-mappings."""
     parts = dotted.split(".")
     cur = d
     for p in parts[:-1]:
@@ -300,6 +303,11 @@ def set_dotted(d: dict, dotted: str, value: Any) -> None:
 
 
 def parse_override(text: str) -> tuple[str, Any]:
+    """Parse a ``--set KEY=VALUE`` override; the value is read as YAML (``64`` -> int).
+
+    Raises:
+      ConfigError: if there is no ``=`` or the value is not valid YAML.
+    """
     if "=" not in text:
         raise ConfigError(f"--set {text!r}: expected KEY=VALUE, e.g. batching.batch_size=64")
     key, raw = text.split("=", 1)
@@ -311,6 +319,16 @@ def parse_override(text: str) -> tuple[str, Any]:
 
 
 def config_from_dict(data: dict, source: str = "<config>") -> RunConfig:
+    """Validate plain data into a :class:`RunConfig`.
+
+    Args:
+      data: the mapping read from a config file (sections ``dataset``, ``model``,
+        ``batching``, ``train`` and ``name``).
+      source: where it came from, named in error messages.
+
+    Raises:
+      ConfigError: naming the key for unknown, renamed or invalid entries.
+    """
     if not isinstance(data, dict):
         raise ConfigError(f"{source}: expected a mapping at the top level")
     allowed = {"name", *SECTIONS}
@@ -348,6 +366,7 @@ def read_yaml(path: str) -> dict:
 
 
 def apply_overrides(data: dict, overrides: list[str]) -> dict:
+    """A copy of ``data`` with ``--set KEY=VALUE`` overrides applied in order."""
     import copy
 
     data = copy.deepcopy(data)

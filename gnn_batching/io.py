@@ -52,10 +52,12 @@ def dumps_json(obj: Any, indent: int | None = 1) -> str:
 
 
 def write_json_atomic(path: str, obj: Any) -> None:
+    """Write ``obj`` as JSON to ``path`` atomically (temporary file, then rename)."""
     write_text_atomic(path, dumps_json(obj) + "\n")
 
 
 def write_csv_atomic(path: str, df) -> None:
+    """Write a pandas DataFrame as CSV to ``path`` atomically."""
     write_text_atomic(path, df.to_csv(index=False))
 
 

@@ -1,13 +1,20 @@
-"""Progress for long work: a tqdm bar on a terminal, periodic plain lines otherwise."""
+"""Progress for long work: a tqdm bar on a terminal, periodic log lines otherwise.
+
+Lines go to the ``gnn_batching`` logger at INFO level; the command line shows them on stderr,
+a notebook or script shows them after ``logging.basicConfig(level=logging.INFO)``.
+"""
 
 from __future__ import annotations
 
+import logging
 import sys
 import time
 
+log = logging.getLogger(__name__)
+
 
 class Progress:
-    """``update(done, total)`` and ``note(text)``; prints to stderr at most every ``every`` s."""
+    """``update(done, total)`` and ``note(text)``; logs a line at most every ``every`` s."""
 
     def __init__(self, label: str, total: int | None = None, enabled: bool = True, every: float = 5.0):
         self.label = label
@@ -23,6 +30,7 @@ class Progress:
             self._bar = tqdm(total=total, desc=label, file=sys.stderr, dynamic_ncols=True)
 
     def update(self, done: int, total: int | None = None, postfix: str = "") -> None:
+        """Report ``done`` of ``total`` items, with an optional ``postfix`` (e.g. the loss)."""
         if not self.enabled:
             return
         total = total or self.total
@@ -40,19 +48,21 @@ class Progress:
             if total and done:
                 eta = f", ETA {elapsed / done * (total - done):.0f} s"
             frac = f"{done}/{total}" if total else f"{done}"
-            print(f"[{self.label}] {frac} ({elapsed:.0f} s{eta}) {postfix}".rstrip(), file=sys.stderr, flush=True)
+            log.info(f"[{self.label}] {frac} ({elapsed:.0f} s{eta}) {postfix}".rstrip())
 
     __call__ = update
 
     def note(self, text: str) -> None:
+        """Log a line without breaking the progress bar."""
         if self.enabled:
             msg = f"[{self.label}] {text}"
             if self._bar is not None:
                 self._bar.write(msg, file=sys.stderr)
             else:
-                print(msg, file=sys.stderr, flush=True)
+                log.info(msg)
 
     def close(self) -> None:
+        """Finish the bar (safe to call twice)."""
         if self._bar is not None:
             self._bar.close()
             self._bar = None

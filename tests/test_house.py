@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import logging
 import os
 
 PKG = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "gnn_batching")
@@ -126,3 +127,29 @@ def test_public_api_is_importable_lazily_and_documented():
     code = "import sys, gnn_batching; print('jax' in sys.modules, 'matplotlib' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.split() == ["False", "False"]
+
+
+def test_library_code_logs_instead_of_printing():
+    """Only the command line prints; everything else goes through ``logging``."""
+    offenders = []
+    for root, _, files in os.walk(PKG):
+        for f in files:
+            if not f.endswith(".py") or (f == "cli.py" and root == PKG):
+                continue
+            path = os.path.join(root, f)
+            with open(path, encoding="utf-8") as fh:
+                tree = ast.parse(fh.read())
+            offenders += [f"{path}:{n.lineno}" for n in ast.walk(tree)
+                          if isinstance(n, ast.Call) and getattr(n.func, "id", None) == "print"]
+    assert not offenders, offenders
+
+
+def test_progress_lines_reach_the_package_logger(caplog):
+    from gnn_batching.progress import Progress
+
+    with caplog.at_level(logging.INFO, logger="gnn_batching"):
+        p = Progress("job", total=3, every=0.0)
+        p.update(3, postfix="loss 1.0")
+        p.note("hello")
+    lines = [r.getMessage() for r in caplog.records if r.name.startswith("gnn_batching")]
+    assert lines[0].startswith("[job] 3/3") and lines[0].endswith("loss 1.0") and lines[1] == "[job] hello"

@@ -14,8 +14,7 @@ import pytest
 import yaml
 
 from gnn_batching.errors import ConfigError, UserError
-from gnn_batching.sweep.grid import load_sweep
-from gnn_batching.sweep.launch import run_sweep
+from gnn_batching.sweep.grid import check_unchanged, load_sweep
 from gnn_batching.sweep.significance import holm, pairwise_tests
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -110,7 +109,7 @@ def test_kill_9_then_resume_then_refuse_changed_config(tmp_path):
     assert {c.state() for c in sw.cells} == {"done"}
     with pytest.raises(UserError, match=r"cell method=static-pow2__seed=0 was run with different settings "
                                          r"\(train.num_train_steps: 4 -> 6"):
-        run_sweep(load_sweep(str(p), ["train.num_train_steps=6"]), dry_run=True)
+        check_unchanged(load_sweep(str(p), ["train.num_train_steps=6"]))
     r = subprocess.run([sys.executable, "-m", "gnn_batching.cli", "results", str(out)], capture_output=True,
                        text=True)
     assert r.returncode == 0 and "speedup" in r.stdout and "dynamic" in r.stdout

@@ -56,24 +56,30 @@ class Batch:
 
     @property
     def graph(self) -> jraph.GraphsTuple:
+        """The padded jraph graph (host NumPy arrays)."""
         return self.arrays.graph
 
     @property
     def targets(self) -> np.ndarray:
+        """Per-graph regression targets, shape ``(n_graph, n_targets)``; padding rows are zero."""
         return self.arrays.targets
 
     @property
     def graph_mask(self) -> np.ndarray:
+        """Boolean mask of real graphs, shape ``(n_graph,)``; False for the padding graph(s)."""
         return self.arrays.mask
 
     @property
     def shape(self) -> tuple[int, int, int]:
+        """The padded ``(n_node, n_edge, n_graph)`` shape, which decides the compiled program."""
         return int(self.graph.nodes.shape[0]), int(self.graph.edges.shape[0]), int(self.graph.n_node.shape[0])
 
     def node_mask(self) -> np.ndarray:
+        """Boolean mask of real nodes, shape ``(n_node,)`` (real nodes come first)."""
         return np.arange(self.graph.nodes.shape[0]) < self.n_real_nodes
 
     def edge_mask(self) -> np.ndarray:
+        """Boolean mask of real edges, shape ``(n_edge,)`` (real edges come first)."""
         return np.arange(self.graph.edges.shape[0]) < self.n_real_edges
 
 

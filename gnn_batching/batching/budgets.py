@@ -46,9 +46,11 @@ class Budget:
 
     @property
     def capacity(self) -> tuple[int, int, int]:
+        """Real capacity ``(nodes, edges, graphs)``: the budget minus what the padding graph needs."""
         return self.n_node - 1, self.n_edge, self.n_graph - 1
 
     def fits(self, n_node: np.ndarray, n_edge: np.ndarray) -> np.ndarray:
+        """Whether each graph fits on its own, shape ``(k,)`` bool for ``(k,)`` size arrays."""
         return (n_node <= self.n_node - 1) & (n_edge <= self.n_edge)
 
 

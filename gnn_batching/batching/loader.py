@@ -17,6 +17,17 @@ from gnn_batching.batching.prefetch import Prefetcher
 
 
 class Loader:
+    """Iterates one split as padded batches, epoch after epoch, in a seeded order.
+
+    Args:
+      store: the dataset's ``GraphStore``.
+      targets: targets of every graph, shape ``(n_graphs, n_targets)``.
+      index: store indices of the split.
+      method: the batching method that plans each epoch.
+      shuffle: shuffle the split each epoch (seeded by ``(seed, epoch)``).
+      seed: the run seed.
+      pad_edges: where padding edges point (``hub`` or ``self``).
+    """
     def __init__(self, store, targets: np.ndarray, index: np.ndarray, method: BatchingMethod,
                  shuffle: bool, seed: int = 0, pad_edges: str = "hub"):
         self.store = store
@@ -29,10 +40,16 @@ class Loader:
         self.epoch_stats: list[dict] = []
 
     def plan(self, epoch: int) -> EpochPlan:
+        """The method's plan for ``epoch`` (shuffled by ``(seed, epoch)`` if ``shuffle``)."""
         order = np.random.default_rng([self.seed, epoch]).permutation(self.index) if self.shuffle else self.index
         return self.method.plan(order)
 
     def epoch(self, epoch: int = 0) -> Iterator[Batch]:
+        """Yield the padded batches of ``epoch`` in plan order.
+
+        Every graph of the split appears exactly once (unless the method's documented skip
+        policy removes it; skips are counted in the epoch statistics).
+        """
         plan = self.plan(epoch)
         stats = plan.stats(self.store.n_node, self.store.n_edge)
         stats.update({"epoch": epoch, "split_size": len(self.index)})

@@ -44,6 +44,7 @@ class EpochPlan:
         return int(self.shapes.shape[0])
 
     def batch(self, b: int) -> np.ndarray:
+        """Store indices of batch ``b``, shape ``(real graphs of b,)``."""
         return self.order[self.bounds[b] : self.bounds[b + 1]]
 
     def stats(self, n_node: np.ndarray, n_edge: np.ndarray) -> dict:
@@ -90,9 +91,19 @@ class BatchingMethod:
         self.ids = ids
 
     def plan(self, order: np.ndarray) -> EpochPlan:
+        """Plan one epoch.
+
+        Args:
+          order: store indices in the order the epoch visits them, shape ``(k,)``.
+
+        Returns:
+          The epoch's plan: batches as cut points into (a possibly reordered) ``order``, their
+          padded shapes, and any graphs skipped by a documented policy.
+        """
         raise NotImplementedError
 
     def describe(self) -> dict:
+        """The method's settings as plain data, for the run's ``summary.json``."""
         return {"method": self.name, **{k: v for k, v in asdict(self.cfg).items() if k != "method"}}
 
     def fixed_shape(self) -> tuple[int, int, int] | None:
@@ -109,9 +120,11 @@ class StaticMethod(BatchingMethod):
     """A fixed number (``batch_size - 1``) of real graphs per batch; the last batch may hold fewer."""
 
     def shapes_for(self, sum_n: np.ndarray, sum_e: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Padded node and edge counts for batches whose real sums are ``sum_n``, ``sum_e``."""
         raise NotImplementedError
 
     def plan(self, order: np.ndarray) -> EpochPlan:
+        """Cut ``order`` into groups of ``batch_size - 1`` graphs and pad each with :meth:`shapes_for`."""
         order = np.asarray(order, dtype=np.int64)
         per = self.bs - 1
         bounds = np.append(np.arange(0, len(order), per), len(order)).astype(np.int64)
@@ -126,23 +139,29 @@ class StaticMethod(BatchingMethod):
 
 
 class StaticPow2(StaticMethod):
+    """The study's static batching with nodes and edges rounded up to powers of two."""
     name = "static-pow2"
 
     def shapes_for(self, sum_n, sum_e):
+        """Next power of two >= sum + 1 nodes (the padding node) and >= sum edges."""
         return next_pow2(sum_n + 1), next_pow2(sum_e)
 
 
 class Static64(StaticMethod):
+    """The study's static batching with nodes and edges rounded up to multiples of 64."""
     name = "static-64"
 
     def shapes_for(self, sum_n, sum_e):
+        """Next multiple of 64 >= sum + 1 nodes and >= sum edges."""
         return ceil_multiple(sum_n + 1, 64), ceil_multiple(sum_e, 64)
 
 
 class StaticExact(StaticMethod):
+    """Static batching without rounding: a new compiled shape for almost every batch."""
     name = "static-exact"
 
     def shapes_for(self, sum_n, sum_e):
+        """Exactly the real sums (+1 padding node)."""
         return sum_n + 1, sum_e
 
 
@@ -159,9 +178,11 @@ class StaticMax(StaticMethod):
         self._ne = int(np.sort(self.n_edge)[::-1][:k].sum())
 
     def shapes_for(self, sum_n, sum_e):
+        """Every batch gets the dataset-wide worst case."""
         return np.full_like(sum_n, self._nn), np.full_like(sum_e, self._ne)
 
     def fixed_shape(self):
+        """The one padded shape ``(n_node, n_edge, n_graph)``."""
         return self._nn, self._ne, self.bs
 
 
@@ -190,6 +211,7 @@ class Dynamic(BatchingMethod):
             )
 
     def fixed_shape(self):
+        """The budget, which every batch is padded to."""
         return self.budget.n_node, self.budget.n_edge, self.budget.n_graph
 
     def _skips_overflow(self) -> bool:
@@ -206,12 +228,16 @@ class Dynamic(BatchingMethod):
         return Dynamic(cfg, self.n_node, self.n_edge, self.train_index, ids=self.ids, budget=budget)
 
     def describe(self) -> dict:
+        """Settings plus the resolved budget and the number of graphs it cannot hold."""
         d = super().describe()
         d.update({"budget_n_node": self.budget.n_node, "budget_n_edge": self.budget.n_edge,
                   "budget_n_graph": self.budget.n_graph, "oversize_graphs": len(self.oversize)})
         return d
 
     def plan(self, order: np.ndarray) -> EpochPlan:
+        """Greedy next-fit in stream order; oversize graphs (and, with ``skip_overflow``, overflowing
+        groups) are moved to ``skipped``.
+        """
         order = np.asarray(order, dtype=np.int64)
         skipped = np.zeros(0, np.int64)
         if len(self.oversize):

@@ -23,6 +23,14 @@ class _Raised:
 
 
 class Prefetcher(Generic[T]):
+    """Runs an iterator on a background thread, ``depth`` items ahead of the consumer.
+
+    Exceptions in the producer are re-raised in the consumer; :meth:`close` stops the thread.
+
+    Args:
+      source: the iterator to run ahead (e.g. batch assembly plus the host-to-device copy).
+      depth: how many items may wait in the queue.
+    """
     def __init__(self, source: Iterator[T], depth: int = 2):
         if depth < 1:
             raise ValueError(f"prefetch depth must be >= 1, got {depth}")
@@ -74,6 +82,7 @@ class Prefetcher(Generic[T]):
         return item
 
     def close(self) -> None:
+        """Stop the producer thread and wait for it (at most 5 s)."""
         self._stop.set()
         self._done = True
         self._thread.join(timeout=5.0)

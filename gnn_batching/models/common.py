@@ -40,6 +40,7 @@ class MLP(nn.Module):
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
+        """Apply the layers to ``x`` of shape ``(..., d_in)``; returns ``(..., features[-1])``."""
         for i, f in enumerate(self.features):
             x = nn.Dense(f, use_bias=self.use_bias, name=f"dense_{i}")(x)
             if i < len(self.features) - 1 or self.activate_final:
@@ -70,4 +71,5 @@ def graph_mean_readout(per_node: jax.Array, graph: jraph.GraphsTuple) -> jax.Arr
 
 
 def one_hot_species(graph: jraph.GraphsTuple, n_species: int) -> jax.Array:
+    """Node features from species indices: shape ``(n_node, n_species)`` float32."""
     return jax.nn.one_hot(graph.nodes, n_species, dtype=jnp.float32)

@@ -16,10 +16,19 @@ from gnn_batching.models.common import graph_mean_readout, one_hot_species
 
 
 def cosine_cutoff(d: jax.Array, cutoff: float) -> jax.Array:
+    """Smooth cutoff ``0.5 (cos(pi d / cutoff) + 1)`` for ``d < cutoff``, else 0; same shape as ``d``."""
     return jnp.where(d < cutoff, 0.5 * (jnp.cos(jnp.pi * d / cutoff) + 1.0), 0.0)
 
 
 class PaiNN(nn.Module):
+    """PaiNN (Schuett et al. 2021): equivariant scalar and vector features, summed per graph.
+
+    Attributes:
+      n_species: number of element types (one-hot input size).
+      latent_size: width of scalar and vector features.
+      message_passing_steps: interaction blocks.
+      n_rbf: radial basis functions on edge lengths.
+    """
     n_species: int
     latent_size: int = 256
     message_passing_steps: int = 3
@@ -28,6 +37,7 @@ class PaiNN(nn.Module):
 
     @nn.compact
     def __call__(self, graph: jraph.GraphsTuple):
+        """Per-graph predictions, shape ``(n_graph, n_targets)`` (padding graphs included)."""
         f = self.latent_size
         n = graph.nodes.shape[0]
         s_idx, r_idx = graph.senders, graph.receivers

@@ -33,12 +33,14 @@ SWEEP_KEYS = ("name", "output_dir", "base", "grid", "report")
 
 @dataclass
 class Cell:
+    """One run of a sweep: its grid values, resolved config and run directory."""
     cell_id: str
     values: dict
     config: dict  # resolved run config (plain data)
     run_dir: str
 
     def state(self) -> str:
+        """``done`` (has a summary), ``partial`` (started, no summary) or ``pending``."""
         if is_finished(self.run_dir):
             return "done"
         return "partial" if os.path.exists(self.run_dir) else "pending"
@@ -46,6 +48,7 @@ class Cell:
 
 @dataclass
 class Sweep:
+    """A sweep file resolved into its cells (the cartesian product of ``grid`` over ``base``)."""
     name: str
     output_dir: str
     base: dict
@@ -66,6 +69,18 @@ def _cell_id(values: dict) -> str:
 
 
 def load_sweep(path: str, overrides: list[str] | None = None) -> Sweep:
+    """Read and validate a sweep file.
+
+    Args:
+      path: the sweep YAML (keys ``name``, ``output_dir``, ``base``, ``grid``, ...).
+      overrides: ``--set KEY=VALUE`` overrides applied to ``base``.
+
+    Returns:
+      The sweep with every cell's config validated (a bad cell fails before any run).
+
+    Raises:
+      ConfigError: naming the file and key.
+    """
     data = read_yaml(path)
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: a sweep file is a mapping with keys {', '.join(SWEEP_KEYS)}")

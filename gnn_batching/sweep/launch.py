@@ -8,6 +8,7 @@ the command line.
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
 import subprocess
@@ -21,6 +22,8 @@ from gnn_batching.io import write_json_atomic, write_text_atomic
 from gnn_batching.progress import Progress
 from gnn_batching.sweep.grid import Cell, Sweep, check_unchanged
 from gnn_batching.sweep.layout import SWEEP_FILE, cell_log
+
+log = logging.getLogger(__name__)
 
 
 def _child_env(threads: int, jobs: int) -> dict:
@@ -65,17 +68,27 @@ def _launch(cell: Cell, env: dict, cores: list[int] | None, log_path: str) -> su
     return proc
 
 
-def run_sweep(sw: Sweep, jobs: int = 1, dry_run: bool = False) -> int:
-    """Run every unfinished cell; 0 when all cells are finished, 1 if any failed (named)."""
+def describe_cells(sw: Sweep) -> str:
+    """The sweep's cells and their states (``done``/``partial``/``pending``), one per line."""
+    lines = [f"sweep {sw.name}: {len(sw.cells)} cells in {sw.output_dir}"]
+    lines += [f"  {c.state():<8} {c.cell_id}" for c in sw.cells]
+    return "\n".join(lines)
+
+
+def run_sweep(sw: Sweep, jobs: int = 1) -> int:
+    """Run every unfinished cell; 0 when all cells are finished, 1 if any failed (named).
+
+    Args:
+      sw: the sweep (from :func:`gnn_batching.sweep.grid.load_sweep`).
+      jobs: cells run at once; each gets ``cores // jobs`` pinned cores.
+
+    Raises:
+      ConfigError: if ``jobs < 1`` or the sweep file changed under a started sweep.
+    """
     if jobs < 1:
         raise ConfigError(f"--jobs must be >= 1, got {jobs}")
     check_unchanged(sw)
     states = [c.state() for c in sw.cells]
-    if dry_run:
-        print(f"sweep {sw.name}: {len(sw.cells)} cells in {sw.output_dir}")
-        for c, s in zip(sw.cells, states):
-            print(f"  {s:<8} {c.cell_id}")
-        return 0
     os.makedirs(sw.output_dir, exist_ok=True)
     write_json_atomic(os.path.join(sw.output_dir, SWEEP_FILE),
                       {"name": sw.name, "source": sw.source, "grid": sw.grid, "base": sw.base})
@@ -119,7 +132,6 @@ def run_sweep(sw: Sweep, jobs: int = 1, dry_run: bool = False) -> int:
             proc.kill()
         prog.close()
     if failed:
-        print(f"{len(failed)} cell(s) failed: {', '.join(failed)}; re-run the same command to retry them",
-              file=sys.stderr)
+        log.error(f"{len(failed)} cell(s) failed: {', '.join(failed)}; re-run the same command to retry them")
         return 1
     return 0

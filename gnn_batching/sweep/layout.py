@@ -25,18 +25,22 @@ SUMMARY = "summary.json"
 
 
 def runs_dir(sweep_dir: str) -> str:
+    """Directory holding a sweep's run directories."""
     return os.path.join(sweep_dir, RUNS)
 
 
 def cell_dir(sweep_dir: str, cell_id: str) -> str:
+    """Run directory of cell ``cell_id``."""
     return os.path.join(sweep_dir, RUNS, cell_id)
 
 
 def cell_log(sweep_dir: str, cell_id: str) -> str:
+    """Log file of cell ``cell_id`` (next to its run directory)."""
     return cell_dir(sweep_dir, cell_id) + ".log"
 
 
 def is_finished(run_dir: str) -> bool:
+    """A run is finished once its ``summary.json`` exists (written last, atomically)."""
     return os.path.exists(os.path.join(run_dir, SUMMARY))
 
 
@@ -57,6 +61,11 @@ def read_json(path: str) -> dict:
 
 
 def sweep_info(sweep_dir: str) -> dict:
+    """The sweep's ``sweep.json`` (its grid and cells).
+
+    Raises:
+      UserError: if ``sweep_dir`` is not a sweep directory.
+    """
     path = os.path.join(sweep_dir, SWEEP_FILE)
     if not os.path.exists(path):
         raise UserError(f"{sweep_dir}: not a sweep directory (no {SWEEP_FILE}); run `gnn-batching sweep` first")

@@ -42,6 +42,7 @@ LINESTYLES = ["-", "--", ":", "-."]
 
 
 def method_style(method: str) -> tuple:
+    """``(colour, marker)`` of a method, the same in every figure whatever the sweep holds."""
     if method in METHOD_STYLE:
         return METHOD_STYLE[method]
     cmap = plt.get_cmap("tab20")
@@ -102,6 +103,7 @@ def _agg(df):
 
 
 def plot_timing(df, out_dir, fmt):
+    """Figure ``timing``: assembly, update and combined ms per step against batch size, per method."""
     agg = _agg(df)
     style = _Styles(df)
     panels = _panels(df)
@@ -138,6 +140,7 @@ def _bars(ax, sub, col, style, sizes):
 
 
 def plot_speedup(df, out_dir, fmt):
+    """Figure ``speedup``: graphs/s over the slowest method, steady and including compiles."""
     agg = _agg(df)
     style = _Styles(df)
     panels = _panels(df)
@@ -162,6 +165,7 @@ def plot_speedup(df, out_dir, fmt):
 
 
 def plot_compiles(df, out_dir, fmt):
+    """Figure ``compiles``: compiled variants and compile seconds per method."""
     agg = _agg(df)
     style = _Styles(df)
     fig, axes = _subplots(1, 2, figsize=(11, 4.2))
@@ -238,6 +242,7 @@ def plot_cumulative(df, out_dir, fmt):
 
 
 def plot_learning(df, out_dir, fmt):
+    """Figure ``learning``: test error against steps and graphs seen, per method and batch size."""
     ev = _per_run(df, "evals.csv")
     ev = ev[ev["split"] == "test"] if len(ev) else ev
     panels = _panels(df)
@@ -293,6 +298,7 @@ def plot_time_to_accuracy(df, out_dir, fmt):
 
 
 def plot_batch_sizes(df, out_dir, fmt):
+    """Figure ``batch_sizes``: histograms of real nodes, edges and graphs per training batch."""
     sizes = sorted(df["batch_size"].unique())
     style = _Styles(df)
     dfv = with_variant(df)
@@ -315,6 +321,7 @@ def plot_batch_sizes(df, out_dir, fmt):
 
 
 def plot_fill(df, out_dir, fmt):
+    """Figure ``fill``: node, edge and graph fill against batch size, per method."""
     agg = _agg(df)
     style = _Styles(df)
     sizes = sorted(agg["batch_size"].unique())
@@ -332,6 +339,7 @@ def plot_fill(df, out_dir, fmt):
 
 
 def plot_significance(df, out_dir, fmt, tests: pd.DataFrame | None = None):
+    """Figure ``significance``: pairwise test-error differences with Holm-corrected p-values."""
     tests = pairwise_tests(df) if tests is None else tests
     keys = [k.removeprefix("axis:") for k in cell_keys(df)]
     groups = sorted(tests.groupby(keys, dropna=False).groups) if len(tests) else []

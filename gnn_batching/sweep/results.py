@@ -116,6 +116,7 @@ def variant(row, extras: list[str]) -> str:
 
 
 def with_variant(df: pd.DataFrame) -> pd.DataFrame:
+    """A copy of ``df`` with a ``variant`` column naming each run's extra grid axes."""
     extras = extra_axes(df)
     out = df.copy()
     out["variant"] = [variant(r, extras) for _, r in out.iterrows()] if len(out) else []
@@ -203,6 +204,7 @@ def _x(v: float) -> str:
 
 
 def format_comparison(df: pd.DataFrame, markdown: bool = False) -> str:
+    """The comparison table (:func:`comparison`) as text, or Markdown if ``markdown``."""
     agg = comparison(df)
     extras = extra_axes(df)
     incl = "graphs_per_s_incl_compile_mean" in agg

@@ -96,6 +96,7 @@ def run_bench_step(argv_worker: list[str], settings: list[str]) -> list[dict]:
 
 
 def format_step_table(rows: list[dict]) -> str:
+    """The rows of ``bench step`` as a fixed-width text table with ratios against the system allocator."""
     head = f"{'model':<7} {'method':<12} {'bs':>4} {'setting':<9} {'allocator':<9} {'ms/step':>9} {'p90':>8} " \
            f"{'graphs/s':>9} {'vs system':>9}"
     lines = [head]

@@ -162,6 +162,7 @@ class CompileMonitor:
                 "hides both, so compile counts would silently read 0")
 
     def close(self) -> None:
+        """Stop counting compilations for this monitor."""
         with _lock:
             if self in _active:
                 _active.remove(self)
@@ -187,6 +188,7 @@ class StepLog:
     rows: dict[str, list] = field(default_factory=dict)
 
     def add(self, **kw) -> None:
+        """Append one value per column, e.g. ``add(step=3, update_ms=12.5)``."""
         for k, v in kw.items():
             self.rows.setdefault(k, []).append(v)
 
@@ -194,12 +196,14 @@ class StepLog:
         return len(next(iter(self.rows.values()))) if self.rows else 0
 
     def frame(self):
+        """The rows as a pandas DataFrame."""
         import pandas as pd
 
         return pd.DataFrame(self.rows)
 
 
 def timer() -> float:
+    """A monotonic clock in seconds (``time.perf_counter``)."""
     return time.perf_counter()
 
 
@@ -215,6 +219,7 @@ class PhaseTimer:
 
     @contextlib.contextmanager
     def __call__(self, name: str):
+        """Context manager adding the time spent inside to phase ``name``."""
         t0 = time.perf_counter()
         try:
             yield
@@ -222,6 +227,7 @@ class PhaseTimer:
             self.s[name] = self.s.get(name, 0.0) + time.perf_counter() - t0
 
     def ms(self, name: str) -> float:
+        """Time spent in phase ``name`` so far, in milliseconds."""
         return self.s[name] * 1e3
 
 

@@ -23,6 +23,7 @@ def _git(*args: str) -> str | None:
 
 
 def cpu_model() -> str:
+    """The CPU model name from ``/proc/cpuinfo`` (``unknown`` where there is none)."""
     try:
         with open("/proc/cpuinfo", encoding="utf-8") as fh:
             for line in fh:
@@ -34,6 +35,9 @@ def cpu_model() -> str:
 
 
 def provenance() -> dict:
+    """Where a number came from: host, CPU, devices, package versions, git commit, allocator,
+    CPU affinity and ``jax.print_environment_info`` output.
+    """
     import jax
 
     versions = {}

@@ -28,17 +28,21 @@ class RunRecords:
         self._last = time.perf_counter()
 
     def step(self, **row) -> None:
+        """Record one training step; saves a snapshot if the last one is older than ``every_s``."""
         self.steps.add(**row)
         if time.perf_counter() - self._last >= self.every_s:
             self.save()
 
     def evaluation(self, row: dict) -> None:
+        """Record one evaluation row (split, step, metrics, elapsed training time)."""
         self.evals.append(row)
 
     def frames(self) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+        """Steps, evaluations and per-epoch statistics as DataFrames."""
         return self.steps.frame(), pd.DataFrame(self.evals), pd.DataFrame(self._epoch_stats)
 
     def save(self) -> None:
+        """Write ``steps.csv``, ``evals.csv`` and ``epochs.csv`` atomically."""
         steps, evals, epochs = self.frames()
         write_csv_atomic(os.path.join(self.out_dir, "steps.csv"), steps)
         write_csv_atomic(os.path.join(self.out_dir, "evals.csv"), evals)
@@ -46,6 +50,7 @@ class RunRecords:
         self._last = time.perf_counter()
 
     def status(self, status: dict) -> None:
+        """Write ``status.json`` (state of the run, steps done) atomically."""
         write_json_atomic(os.path.join(self.out_dir, "status.json"), status)
 
     def __len__(self) -> int:

@@ -65,6 +65,7 @@ def safe_name(name: str) -> str:
 
 
 def default_run_dir(cfg: RunConfig) -> str:
+    """``results/runs/<name>-<timestamp>``: where a run goes unless told otherwise."""
     stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
     return os.path.join("results", "runs", f"{safe_name(cfg.name)}-{stamp}")
 
@@ -193,7 +194,7 @@ def train_and_evaluate(cfg: RunConfig, workdir: str | None = None, verbose: bool
     Args:
         cfg: a validated run config (:func:`gnn_batching.load_config`).
         workdir: the run directory (default ``results/runs/<name>-<time>``).
-        verbose: show progress on stderr.
+        verbose: log progress on the ``gnn_batching`` logger (INFO; the CLI shows it on stderr).
         force: redo a partial run found in ``workdir`` (never a finished one).
 
     Returns:

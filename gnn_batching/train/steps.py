@@ -84,4 +84,5 @@ def init_state(model, tx: optax.GradientTransformation, graph: jraph.GraphsTuple
 
 
 def count_params(params) -> int:
+    """Number of scalar parameters in a parameter pytree."""
     return int(sum(x.size for x in jax.tree_util.tree_leaves(params)))
