@@ -129,10 +129,14 @@ def _tables_figures_report(sweep_dir: str, fmt: str = "md", show_table: bool = F
     from gnn_batching.sweep.plots import plot_all
     from gnn_batching.sweep.report import write_report
     from gnn_batching.sweep.results import collect, format_comparison
+    from gnn_batching.sweep.versus import format_versus, write_versus
 
     df = collect(sweep_dir)
+    versus = write_versus(sweep_dir, df)
     if show_table:
         print(format_comparison(df))
+        if len(versus):
+            print(format_versus(versus))
     return write_report(sweep_dir, df, plot_all(sweep_dir, df=df), fmt=fmt)
 
 
@@ -153,11 +157,15 @@ def cmd_sweep(a: argparse.Namespace) -> int:
 
 
 def cmd_results(a: argparse.Namespace) -> int:
-    """``gnn-batching results``: print a sweep's comparison table."""
+    """``gnn-batching results``: print a sweep's comparison table (and best new vs best study method)."""
     from gnn_batching.sweep.results import collect, format_comparison
+    from gnn_batching.sweep.versus import format_versus, versus_study
 
     df = collect(a.sweep_dir)
     print(format_comparison(df))
+    versus = versus_study(df)
+    if len(versus):
+        print(format_versus(versus))
     return 0
 
 

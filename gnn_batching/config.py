@@ -24,7 +24,7 @@ import yaml
 
 from gnn_batching.errors import ConfigError
 
-METHOD_NAMES = ("static-pow2", "static-64", "static-max", "static-exact", "dynamic")
+METHOD_NAMES = ("static-pow2", "static-64", "static-max", "static-exact", "dynamic", "buckets", "packed")
 BUDGET_RULES = ("full", "paper", "fit-or-skip", "percentile")
 MODEL_NAMES = ("mpeu", "schnet", "painn")
 # the study's settings; PaiNN's width/RBF/cutoff differ from the message-passing pair
@@ -111,6 +111,9 @@ class BatchingConfig:
     # padding nodes, TF-GNN's). On QM9/SchNet on a 2-core CPU the two were within run-to-run noise.
     pad_edges: str = "hub"
     prefetch: int = 0  # batches assembled ahead in a background thread (0 = off)
+    buckets: int = 4  # buckets only: padded shapes on the menu (all compiled ahead of time)
+    # packed only: graph slots per batch as a multiple of batch_size - 1 (nodes and edges bind first)
+    graph_slack: float = 1.25
 
     def __post_init__(self) -> None:
         if self.method not in METHOD_NAMES:
@@ -131,6 +134,10 @@ class BatchingConfig:
             raise ConfigError(f"batching.percentile must be in (0, 100], got {self.percentile}")
         if not 0 < self.success_ratio <= 1:
             raise ConfigError(f"batching.success_ratio must be in (0, 1], got {self.success_ratio}")
+        if not 1 <= int(self.buckets) <= 64:
+            raise ConfigError(f"batching.buckets must be in [1, 64] (shapes compiled ahead), got {self.buckets}")
+        if not 1.0 <= float(self.graph_slack) <= 8.0:
+            raise ConfigError(f"batching.graph_slack must be in [1, 8], got {self.graph_slack}")
 
 
 @dataclass(frozen=True)

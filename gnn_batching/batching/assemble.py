@@ -61,7 +61,7 @@ class Batch:
 
     @property
     def targets(self) -> np.ndarray:
-        """Per-graph regression targets, shape ``(n_graph, n_targets)``; padding rows are zero."""
+        """Per-graph regression targets, shape ``(n_graph,)``, physical units; 0 for padding graphs."""
         return self.arrays.targets
 
     @property

@@ -7,6 +7,7 @@ pass over the split, final partial batch included. Each graph appears exactly on
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterator
 
 import numpy as np
@@ -21,7 +22,7 @@ class Loader:
 
     Args:
       store: the dataset's ``GraphStore``.
-      targets: targets of every graph, shape ``(n_graphs, n_targets)``.
+      targets: targets of every graph of the store, shape ``(G,)``.
       index: store indices of the split.
       method: the batching method that plans each epoch.
       shuffle: shuffle the split each epoch (seeded by ``(seed, epoch)``).
@@ -50,9 +51,11 @@ class Loader:
         Every graph of the split appears exactly once (unless the method's documented skip
         policy removes it; skips are counted in the epoch statistics).
         """
+        t0 = time.perf_counter()
         plan = self.plan(epoch)
+        plan_ms = (time.perf_counter() - t0) * 1e3
         stats = plan.stats(self.store.n_node, self.store.n_edge)
-        stats.update({"epoch": epoch, "split_size": len(self.index)})
+        stats.update({"epoch": epoch, "split_size": len(self.index), "plan_ms": plan_ms})
         self.epoch_stats.append(stats)
         return iterate_plan(self.store, plan, self.targets, self.pad_edges)
 

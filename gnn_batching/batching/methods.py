@@ -14,6 +14,14 @@ Methods (``batch_size`` counts the padding graph, as in the study: a static batc
 * ``static-exact`` fixed count; no rounding (a new shape almost every batch)
 * ``dynamic``      greedy order-preserving next-fit into a budget (jraph ``dynamically_batch``
                    semantics), every batch padded to the budget (one shape)
+* ``buckets``      up to ``batch_size - 1`` graphs (cut early only at the largest menu shape),
+                   each batch padded to the smallest of ``batching.buckets`` menu shapes chosen
+                   from the size distribution (``menu.py``); every menu shape compiled AHEAD of time
+* ``packed``       two-dimensional balanced bin packing (``packing.py``) into one budget of
+                   ``batch_size - 1`` mean-sized graphs' nodes and edges (one shape, compiled ahead)
+
+Beyond the study, a method may name shapes to compile before the timed steps
+(:meth:`BatchingMethod.compile_ahead`); the training loop compiles them without knowing why.
 
 Every graph of the order is used exactly once per epoch, except graphs removed by an
 explicit ``skip`` policy, which are returned in ``EpochPlan.skipped`` and counted.
@@ -27,6 +35,8 @@ from typing import ClassVar
 import numpy as np
 
 from gnn_batching.batching.budgets import Budget, budget_from_rule, ceil_multiple, next_pow2
+from gnn_batching.batching.menu import choose_menu, random_batch_sums, smallest_cover
+from gnn_batching.batching.packing import pack_balanced
 from gnn_batching.config import METHOD_NAMES, BatchingConfig
 from gnn_batching.errors import ConfigError, OversizeGraphError
 
@@ -82,8 +92,9 @@ class BatchingMethod:
     name: ClassVar[str] = ""
 
     def __init__(self, cfg: BatchingConfig, n_node: np.ndarray, n_edge: np.ndarray, train_index: np.ndarray,
-                 ids: np.ndarray | None = None):
+                 ids: np.ndarray | None = None, seed: int = 0):
         self.cfg = cfg
+        self.seed = seed
         self.bs = int(cfg.batch_size)
         self.n_node = np.asarray(n_node, dtype=np.int64)
         self.n_edge = np.asarray(n_edge, dtype=np.int64)
@@ -109,6 +120,14 @@ class BatchingMethod:
     def fixed_shape(self) -> tuple[int, int, int] | None:
         """The single padded shape, for methods that have one."""
         return None
+
+    def compile_ahead(self) -> list[tuple[int, int, int]]:
+        """Padded ``(n_node, n_edge, n_graph)`` shapes to compile before the first timed step.
+
+        Empty (the study's methods): each shape compiles when it first occurs, inside the timed
+        run. A method that returns shapes promises that every batch it plans has one of them.
+        """
+        return []
 
     def for_eval(self) -> BatchingMethod:
         """The layout that evaluates a split: it must never skip a graph, so every method is
@@ -191,12 +210,12 @@ class Dynamic(BatchingMethod):
 
     name = "dynamic"
 
-    def __init__(self, *args, budget: Budget | None = None, seed: int = 0, **kwargs):
+    def __init__(self, *args, budget: Budget | None = None, **kwargs):
         super().__init__(*args, **kwargs)
         tn, te = self.n_node[self.train_index], self.n_edge[self.train_index]
         self.budget = budget or budget_from_rule(
             self.cfg.budget, self.bs, tn, te, self.n_node, self.n_edge,
-            success_ratio=self.cfg.success_ratio, percentile=self.cfg.percentile, seed=seed,
+            success_ratio=self.cfg.success_ratio, percentile=self.cfg.percentile, seed=self.seed,
         )
         too_big = ~self.budget.fits(self.n_node, self.n_edge)
         self.oversize = np.flatnonzero(too_big)
@@ -225,7 +244,7 @@ class Dynamic(BatchingMethod):
         b = self.budget
         budget = Budget(max(b.n_node, int(self.n_node.max()) + 1), max(b.n_edge, int(self.n_edge.max())), b.n_graph)
         cfg = replace(self.cfg, oversize="error", skip_overflow=False)
-        return Dynamic(cfg, self.n_node, self.n_edge, self.train_index, ids=self.ids, budget=budget)
+        return Dynamic(cfg, self.n_node, self.n_edge, self.train_index, ids=self.ids, budget=budget, seed=self.seed)
 
     def describe(self) -> dict:
         """Settings plus the resolved budget and the number of graphs it cannot hold."""
@@ -291,8 +310,96 @@ def greedy_bounds(nodes: np.ndarray, edges: np.ndarray, cap_n: int, cap_e: int, 
     return np.asarray(bounds, dtype=np.int64)
 
 
+class Buckets(BatchingMethod):
+    """Up to ``batch_size - 1`` graphs per batch, padded to the smallest of a few menu shapes.
+
+    The menu (``batching.buckets`` shapes) minimises the expected padded ``n_node + n_edge`` of a
+    random batch of ``batch_size - 1`` training graphs (:func:`~gnn_batching.batching.menu.choose_menu`,
+    from 4,000 seeded samples); its largest shape holds the sampled maximum and the dataset's
+    largest graph. A batch that would exceed the largest shape is cut before the graph that
+    overflows (rare: about 1 in the number of samples), so no graph is ever skipped. Every menu
+    shape is compiled ahead of time, so no step compiles while timed.
+    """
+
+    name = "buckets"
+    n_samples = 4000
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        per = self.bs - 1
+        sn, se = random_batch_sums(self.n_node[self.train_index], self.n_edge[self.train_index], per,
+                                   self.n_samples, self.seed)
+        top = (int(self.n_node.max()) + 1, int(self.n_edge.max()))
+        self.menu = choose_menu(sn, se, int(self.cfg.buckets), min_top=top)
+
+    def compile_ahead(self) -> list[tuple[int, int, int]]:
+        """Every menu shape."""
+        return [(int(n), int(e), self.bs) for n, e in self.menu]
+
+    def describe(self) -> dict:
+        """Settings plus the menu of ``(n_node, n_edge, n_graph)`` shapes."""
+        return {**super().describe(), "menu": [list(s) for s in self.compile_ahead()]}
+
+    def plan(self, order: np.ndarray) -> EpochPlan:
+        """Next-fit into (largest menu shape, ``batch_size - 1`` graphs), then the smallest cover."""
+        order = np.asarray(order, dtype=np.int64)
+        top_n, top_e = (int(x) for x in self.menu[-1])
+        bounds = greedy_bounds(self.n_node[order], self.n_edge[order], top_n - 1, top_e, self.bs - 1)
+        if len(order) == 0:
+            return EpochPlan(order, bounds, np.zeros((0, 3), np.int64))
+        starts = bounds[:-1]
+        sum_n = np.add.reduceat(self.n_node[order], starts)
+        sum_e = np.add.reduceat(self.n_edge[order], starts)
+        pick = self.menu[smallest_cover(self.menu, sum_n + 1, sum_e)]
+        shapes = np.column_stack([pick, np.full(len(pick), self.bs)]).astype(np.int64)
+        return EpochPlan(order, bounds, shapes)
+
+
+class Packed(BatchingMethod):
+    """Balanced two-dimensional bin packing into one budget (:func:`~gnn_batching.batching.packing.pack_balanced`).
+
+    The budget holds the nodes and edges of ``batch_size - 1`` mean-sized training graphs (at
+    least the dataset's largest graph) and ``graph_slack * (batch_size - 1)`` graph slots, so a
+    batch averages about ``batch_size - 1`` graphs like the static methods. The epoch order
+    (shuffled per epoch by the loader) decides which graphs meet; every graph is packed exactly
+    once. One shape, compiled ahead of time.
+    """
+
+    name = "packed"
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        per = self.bs - 1
+        tn, te = self.n_node[self.train_index], self.n_edge[self.train_index]
+        cap_n = max(int(np.ceil(per * tn.mean())), int(self.n_node.max())) if len(tn) else int(self.n_node.max())
+        cap_e = max(int(np.ceil(per * te.mean())), int(self.n_edge.max())) if len(te) else int(self.n_edge.max())
+        cap_g = max(1, int(np.ceil(per * float(self.cfg.graph_slack))))
+        self.budget = Budget(cap_n + 1, cap_e, cap_g + 1)
+
+    def fixed_shape(self) -> tuple[int, int, int]:
+        """The budget, which every batch is padded to."""
+        return self.budget.n_node, self.budget.n_edge, self.budget.n_graph
+
+    def compile_ahead(self) -> list[tuple[int, int, int]]:
+        """The one budget shape."""
+        return [self.fixed_shape()]
+
+    def describe(self) -> dict:
+        """Settings plus the budget."""
+        return {**super().describe(), "budget_n_node": self.budget.n_node, "budget_n_edge": self.budget.n_edge,
+                "budget_n_graph": self.budget.n_graph}
+
+    def plan(self, order: np.ndarray) -> EpochPlan:
+        """Pack ``order`` (already shuffled for training) into balanced batches."""
+        order = np.asarray(order, dtype=np.int64)
+        cap_n, cap_e, cap_g = self.budget.capacity
+        perm, bounds = pack_balanced(self.n_node[order], self.n_edge[order], cap_n, cap_e, cap_g)
+        shapes = np.tile(np.array(self.fixed_shape(), dtype=np.int64), (len(bounds) - 1, 1))
+        return EpochPlan(order[perm], bounds, shapes)
+
+
 METHODS: dict[str, type[BatchingMethod]] = {
-    m.name: m for m in (StaticPow2, Static64, StaticMax, StaticExact, Dynamic)
+    m.name: m for m in (StaticPow2, Static64, StaticMax, StaticExact, Dynamic, Buckets, Packed)
 }
 assert tuple(METHODS) == METHOD_NAMES  # the config schema validates names against this list
 
@@ -302,5 +409,4 @@ def make_method(cfg: BatchingConfig, store, train_index: np.ndarray, seed: int =
     cls = METHODS.get(cfg.method)
     if cls is None:
         raise ConfigError(f"batching.method: unknown method {cfg.method!r}; choose one of {', '.join(METHODS)}")
-    kwargs = {"seed": seed} if cls is Dynamic else {}
-    return cls(cfg, store.n_node, store.n_edge, train_index, ids=store.ids, **kwargs)
+    return cls(cfg, store.n_node, store.n_edge, train_index, ids=store.ids, seed=seed)

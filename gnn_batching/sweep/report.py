@@ -12,6 +12,7 @@ from gnn_batching.io import write_text_atomic
 from gnn_batching.sweep.layout import read_json
 from gnn_batching.sweep.results import COMPARISON_NOTE, format_comparison
 from gnn_batching.sweep.significance import pairwise_tests
+from gnn_batching.sweep.versus import format_versus, versus_study
 
 FIGURE_TITLES = {
     "timing": "Time per training step",
@@ -47,8 +48,14 @@ def build_markdown(sweep_dir: str, df: pd.DataFrame, figures: list[str]) -> str:
         COMPARISON_NOTE.replace("\n", " "),
         "Methods hold different numbers of graphs per batch, so speedups compare graphs/s, not ms/step. "
         "Every row pools only runs that differ in their seed (`comparison.csv` holds the same table).", "",
-        "## Significance of test-RMSE differences", "",
     ]
+    versus = format_versus(versus_study(df))
+    if versus:
+        lines += ["## Beyond the study: best new method against the best of the study's three", "", versus,
+                  "", "Study methods: static-pow2, static-64, dynamic. Holm p: Welch's test on test RMSE between "
+                  "the two steady-state winners, corrected over every comparison of the sweep "
+                  "(`versus_study.csv` holds this table).", ""]
+    lines += ["## Significance of test-RMSE differences", ""]
     if len(tests):
         fixed = {"method_a", "method_b", "metric", "n_a", "n_b", "mean_a", "mean_b", "welch_p", "mannwhitney_p",
                  "welch_p_holm", "mannwhitney_p_holm"}

@@ -1,4 +1,5 @@
-"""The records a run writes as it goes: ``steps.csv``, ``evals.csv``, ``epochs.csv`` and ``status.json``.
+"""The records a run writes as it goes: ``steps.csv``, ``evals.csv``, ``epochs.csv``, ``precompile.csv``
+and ``status.json``.
 
 Rows are kept in memory and written as atomic snapshots every ``every_s`` seconds and on the way
 out (finished, interrupted or failed), so a killed run loses at most the last ``every_s`` seconds
@@ -23,6 +24,7 @@ class RunRecords:
         self.out_dir = out_dir
         self.steps = StepLog()
         self.evals: list[dict] = []
+        self.ahead: list[dict] = []  # shapes compiled ahead of time (train/eval) and their seconds
         self._epoch_stats = epoch_stats  # the training loader's list, appended to as epochs start
         self.every_s = every_s
         self._last = time.perf_counter()
@@ -37,16 +39,25 @@ class RunRecords:
         """Record one evaluation row (split, step, metrics, elapsed training time)."""
         self.evals.append(row)
 
+    def precompiled(self, rows: list[dict]) -> None:
+        """Record shapes compiled ahead of time (rows of :func:`~gnn_batching.train.precompile.precompile`)."""
+        self.ahead.extend(rows)
+
+    def precompile_frame(self) -> pd.DataFrame:
+        """The ahead-of-time compilations: label, n_node, n_edge, n_graph, compile_s (may be empty)."""
+        return pd.DataFrame(self.ahead, columns=["label", "n_node", "n_edge", "n_graph", "compile_s"])
+
     def frames(self) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
         """Steps, evaluations and per-epoch statistics as DataFrames."""
         return self.steps.frame(), pd.DataFrame(self.evals), pd.DataFrame(self._epoch_stats)
 
     def save(self) -> None:
-        """Write ``steps.csv``, ``evals.csv`` and ``epochs.csv`` atomically."""
+        """Write ``steps.csv``, ``evals.csv``, ``epochs.csv`` and ``precompile.csv`` atomically."""
         steps, evals, epochs = self.frames()
         write_csv_atomic(os.path.join(self.out_dir, "steps.csv"), steps)
         write_csv_atomic(os.path.join(self.out_dir, "evals.csv"), evals)
         write_csv_atomic(os.path.join(self.out_dir, "epochs.csv"), epochs)
+        write_csv_atomic(os.path.join(self.out_dir, "precompile.csv"), self.precompile_frame())
         self._last = time.perf_counter()
 
     def status(self, status: dict) -> None:

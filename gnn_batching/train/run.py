@@ -12,7 +12,8 @@ presence means the run finished):
 * ``data.json``        facts derived from the data: split sizes, target stats, budget, method
 * ``steps.csv``        one row per step: timings, compile flags, real and padded sizes, loss
 * ``evals.csv``        one row per (step, split): RMSE, MAE (physical units), graphs evaluated
-* ``epochs.csv``       per-epoch batcher statistics (batches, graphs, shapes, fill)
+* ``epochs.csv``       per-epoch batcher statistics (batches, graphs, shapes, fill, planning ms)
+* ``precompile.csv``   shapes compiled ahead of time (methods with a menu) and their seconds
 * ``status.json``      ``complete``, or ``interrupted`` / ``failed`` with the reason and steps done
                        (the records above are kept for a run that stopped early)
 * ``params.msgpack``   the final parameters (``flax.serialization.to_bytes``)
@@ -46,13 +47,14 @@ from gnn_batching.io import write_bytes_atomic, write_json_atomic, write_text_at
 from gnn_batching.models import make_model
 from gnn_batching.progress import Progress
 from gnn_batching.train.instruments import CompileMonitor, PhaseTimer, compilation_cache, peak_device_memory, timer
+from gnn_batching.train.precompile import precompile
 from gnn_batching.train.provenance import provenance
 from gnn_batching.train.records import RunRecords
 from gnn_batching.train.steps import TrainState, count_params, init_state, make_optimizer, make_steps
 from gnn_batching.train.summary import build_summary
 
-RUN_FILES = ("config.yaml", "provenance.json", "data.json", "steps.csv", "evals.csv", "epochs.csv", "status.json",
-             "params.msgpack", "summary.json")
+RUN_FILES = ("config.yaml", "provenance.json", "data.json", "steps.csv", "evals.csv", "epochs.csv", "precompile.csv",
+             "status.json", "params.msgpack", "summary.json")
 
 
 def safe_name(name: str) -> str:
@@ -116,6 +118,16 @@ def evaluate(eval_step, state, loader, monitor: CompileMonitor) -> dict:
     if graphs == 0:
         return {"rmse": float("nan"), "mae": float("nan"), "graphs": 0}
     return {"rmse": math.sqrt(sse / n), "mae": sae / n, "graphs": graphs}
+
+
+def _compile_ahead(p: Prepared, cfg: RunConfig, monitor: CompileMonitor, train_step, eval_step, state,
+                   example) -> list[dict]:
+    """Compile the shapes the methods name ahead of time (none for the study's methods)."""
+    rows = precompile(monitor, "train", train_step, state, example, p.method.compile_ahead())
+    eval_shapes: list = []
+    for split in cfg.train.eval_splits:
+        eval_shapes += [s for s in p.eval_loaders[split].method.compile_ahead() if s not in eval_shapes]
+    return rows + precompile(monitor, "eval", eval_step, state, example, eval_shapes)
 
 
 class _Interrupted(Exception):
@@ -233,6 +245,9 @@ def train_and_evaluate(cfg: RunConfig, workdir: str | None = None, verbose: bool
                     with phase("init"):
                         state = init_state(p.model, tx, batch.graph, tc.seed)
                     init_s = phase.s["init"]
+                    ahead = _compile_ahead(p, cfg, monitor, train_step, eval_step, state, batch.arrays)
+                    records.precompiled(ahead)
+                    train_wall_s += sum(r["compile_s"] for r in ahead if r["label"] == "train")
                 with phase("update"), monitor.track("train", train_step) as info:
                     state, metrics = train_step(state, batch.arrays)
                     jax.block_until_ready((state, metrics))
@@ -271,7 +286,8 @@ def train_and_evaluate(cfg: RunConfig, workdir: str | None = None, verbose: bool
             records.status(status)
 
     write_bytes_atomic(os.path.join(out, "params.msgpack"), flax.serialization.to_bytes(state.params))
-    summary = build_summary(cfg, p.ds, *records.frames(), monitor, count_params(state.params), prov)
+    summary = build_summary(cfg, p.ds, *records.frames(), monitor, count_params(state.params), prov,
+                            precompile_df=records.precompile_frame())
     summary["init_s"] = init_s
     summary["peak_device_memory_bytes"] = peak_device_memory()
     summary["wall_s"] = time.perf_counter() - t_start
