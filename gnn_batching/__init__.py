@@ -14,6 +14,9 @@ The public API (imported lazily, so ``import gnn_batching`` does not start JAX):
 
     df = gb.collect("results/quickstart")                  # a sweep's tidy results table
     gb.plot_all("results/quickstart", df=df)               # its figures
+
+Write the model for ONE graph and let same-shape graphs run under ``jax.vmap``:
+:mod:`gnn_batching.autobatch`.
 """
 
 __version__ = "0.1.0"
@@ -24,6 +27,7 @@ _LAZY = {
     "dynamically_batch": "gnn_batching.batching.jraph_compat",
     "load_config": "gnn_batching.config",
     "RunConfig": "gnn_batching.config",
+    "DatasetSpec": "gnn_batching.config",
     "load_dataset": "gnn_batching.data.datasets",
     "make_loaders": "gnn_batching.batching.loader",
     "make_model": "gnn_batching.models",
@@ -42,5 +46,5 @@ def __getattr__(name: str):
     raise AttributeError(name)
 
 
-__all__ = ["RunConfig", "__version__", "collect", "dynamically_batch", "load_config", "load_dataset", "make_loaders",
-           "make_model", "plot_all", "register_dataset", "train_and_evaluate"]
+__all__ = ["DatasetSpec", "RunConfig", "__version__", "collect", "dynamically_batch", "load_config", "load_dataset",
+           "make_loaders", "make_model", "plot_all", "register_dataset", "train_and_evaluate"]

@@ -97,7 +97,7 @@ def cmd_bench_step(a: argparse.Namespace) -> int:
     if a.steps < 1 or any(b < 2 for b in a.batch_sizes):
         raise UserError("bench step: --steps must be >= 1 and --batch-sizes >= 2")
     if a.worker:
-        rows = time_steps(_spec_from_args(a), a.models, a.methods, a.batch_sizes, a.steps)
+        rows = time_steps(_spec_from_args(a), a.models, a.methods, a.batch_sizes, a.steps, forms=tuple(a.forms))
         print(dumps_json(rows, indent=None))
         return 0
     from gnn_batching.allocator import CHOICES
@@ -216,6 +216,8 @@ def build_parser() -> argparse.ArgumentParser:
     bs_.add_argument("--models", nargs="+", default=["schnet", "mpeu"])
     bs_.add_argument("--methods", nargs="+", default=["dynamic"])
     bs_.add_argument("--batch-sizes", type=int, nargs="+", default=[32, 64])
+    bs_.add_argument("--forms", nargs="+", choices=["sparse", "dense"], default=["sparse"],
+                     help="model forms; dense (an n x n neighbourhood per graph) runs with --methods autobatch only")
     bs_.add_argument("--steps", type=int, default=30, help="timed steps per row (after an untimed warm-up)")
     bs_.add_argument("--allocators", nargs="+", default=["system", "auto"],
                      help="settings of GNN_BATCHING_ALLOCATOR to compare (auto = the default)")

@@ -24,7 +24,7 @@ import yaml
 
 from gnn_batching.errors import ConfigError
 
-METHOD_NAMES = ("static-pow2", "static-64", "static-max", "static-exact", "dynamic", "buckets", "packed")
+METHOD_NAMES = ("static-pow2", "static-64", "static-max", "static-exact", "dynamic", "buckets", "packed", "autobatch")
 BUDGET_RULES = ("full", "paper", "fit-or-skip", "percentile")
 MODEL_NAMES = ("mpeu", "schnet", "painn")
 # the study's settings; PaiNN's width/RBF/cutoff differ from the message-passing pair
@@ -111,7 +111,7 @@ class BatchingConfig:
     # padding nodes, TF-GNN's). On QM9/SchNet on a 2-core CPU the two were within run-to-run noise.
     pad_edges: str = "hub"
     prefetch: int = 0  # batches assembled ahead in a background thread (0 = off)
-    buckets: int = 4  # buckets only: padded shapes on the menu (all compiled ahead of time)
+    buckets: int = 4  # buckets: padded shapes on the menu (compiled ahead); autobatch: per-graph buckets
     # packed only: graph slots per batch as a multiple of batch_size - 1 (nodes and edges bind first)
     graph_slack: float = 1.25
 
@@ -150,6 +150,8 @@ class ModelConfig:
         message_passing_steps: interaction blocks (3).
         n_rbf: radial basis functions of the edge distance (150; PaiNN 20).
         cutoff: PaiNN's cosine cutoff in Angstrom (6.0).
+        form: ``sparse`` (gather/scatter over the edge list) or ``dense`` (an n x n neighbourhood
+            per graph; MPEU and SchNet with ``batching.method: autobatch`` only).
     """
 
     name: str = "schnet"
@@ -157,12 +159,17 @@ class ModelConfig:
     message_passing_steps: int | None = None
     n_rbf: int | None = None
     cutoff: float | None = None
+    form: str = "sparse"
 
     def __post_init__(self) -> None:
         if self.name not in MODEL_NAMES:
             raise ConfigError(f"model.name: unknown model {self.name!r}; choose one of {', '.join(MODEL_NAMES)}")
         if self.cutoff is not None and self.name != "painn":
             raise ConfigError("model.cutoff applies to painn only")
+        if self.form not in ("sparse", "dense"):
+            raise ConfigError(f"model.form must be 'sparse' or 'dense', got {self.form!r}")
+        if self.form == "dense" and self.name == "painn":
+            raise ConfigError("model.form: dense exists for mpeu and schnet only")
         for key in ("latent_size", "message_passing_steps", "n_rbf"):
             v = getattr(self, key)
             if v is not None and v < 1:
@@ -217,6 +224,11 @@ class RunConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     batching: BatchingConfig = field(default_factory=BatchingConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+
+    def __post_init__(self) -> None:
+        if self.model.form == "dense" and self.batching.method != "autobatch":
+            raise ConfigError("model.form: dense runs one graph at a time; it needs batching.method: autobatch "
+                              f"(got {self.batching.method!r})")
 
     def to_dict(self) -> dict:
         """The configuration as plain data (YAML/JSON-ready)."""

@@ -11,9 +11,10 @@ from conftest import random_store
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from gnn_batching.batching import BatchingConfig, Loader, Prefetcher, assemble, make_method
+from gnn_batching.batching import Batch, BatchingConfig, GraphBatch, Loader, Prefetcher, assemble, make_method
 from gnn_batching.batching.budgets import Budget, budget_from_rule, ceil_multiple, next64_strict, next_pow2
-from gnn_batching.batching.methods import METHOD_NAMES, greedy_bounds
+from gnn_batching.batching.methods import greedy_bounds
+from gnn_batching.config import METHOD_NAMES
 from gnn_batching.errors import ConfigError, OversizeGraphError
 
 sizes = st.lists(st.tuples(st.integers(1, 12), st.integers(0, 30)), min_size=1, max_size=60)
@@ -55,6 +56,28 @@ def _check_batch(store, batch, shape, pad_edges):
     assert jraph.get_edge_padding_mask(g).tolist() == batch.edge_mask().tolist()
 
 
+def _check_slots(store, batch):
+    """Each real slot of a slots-layout batch is one graph padded alone (hub padding), as ``_check_batch`` wants."""
+    pos = 0
+    for bucket in batch.arrays:
+        real = int(bucket.mask.sum())
+        assert bucket.mask.tolist() == [True] * real + [False] * (len(bucket.mask) - real)
+        for j in range(len(bucket.mask)):
+            graph = jax_tree_index(bucket.graph, j)
+            one = Batch(GraphBatch(graph, np.array([bucket.targets[j], 0], np.float32), np.array([j < real, False])),
+                        int(j < real), int(graph.n_node[0]) if j < real else 0,
+                        int(graph.n_edge[0]) if j < real else 0, batch.index[pos + j : pos + j + 1] if j < real else
+                        batch.index[:0])
+            _check_batch(store, one, (graph.nodes.shape[0], graph.edges.shape[0], 2), "hub")
+        pos += real
+    assert pos == batch.n_real_graphs
+
+
+def jax_tree_index(graph, j):
+    return graph._replace(**{f: getattr(graph, f)[j] for f in ("nodes", "edges", "senders", "receivers", "n_node",
+                                                                "n_edge")})
+
+
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(sizes=sizes, bs=st.integers(2, 9), method=st.sampled_from(METHOD_NAMES),
        pad_edges=st.sampled_from(["hub", "spread"]), seed=st.integers(0, 3))
@@ -68,7 +91,10 @@ def test_every_graph_exactly_once_and_roundtrip(sizes, bs, method, pad_edges, se
     for epoch in range(2):
         seen = []
         for batch in loader.epoch(epoch):
-            _check_batch(store, batch, batch.shape, pad_edges)
+            if m.layout == "slots":  # graphs padded one by one: check every real slot on its own
+                _check_slots(store, batch)
+            else:
+                _check_batch(store, batch, batch.shape, pad_edges)
             seen.extend(batch.index.tolist())
             if method.startswith("static"):
                 assert batch.n_real_graphs <= bs - 1 and batch.shape[2] == bs

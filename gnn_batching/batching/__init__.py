@@ -3,8 +3,11 @@
 from gnn_batching.batching.assemble import Batch, GraphBatch, assemble, iterate_plan
 from gnn_batching.batching.budgets import Budget, budget_from_rule
 from gnn_batching.batching.loader import Loader, make_loaders
-from gnn_batching.batching.methods import METHOD_NAMES, METHODS, BatchingConfig, EpochPlan, make_method
+from gnn_batching.batching.methods import BatchingConfig
+from gnn_batching.batching.plan import EpochPlan
 from gnn_batching.batching.prefetch import Prefetcher
+from gnn_batching.batching.registry import METHODS, make_method
+from gnn_batching.config import METHOD_NAMES
 
 __all__ = [
     "METHODS",

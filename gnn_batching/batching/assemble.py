@@ -27,7 +27,7 @@ from typing import NamedTuple
 import jraph
 import numpy as np
 
-from gnn_batching.batching.methods import EpochPlan
+from gnn_batching.batching.plan import EpochPlan
 
 
 class GraphBatch(NamedTuple):
@@ -53,6 +53,8 @@ class Batch:
     n_real_edges: int
     index: np.ndarray  # (n_real_graphs,) store indices of the real graphs, in batch order
     transfer_ms: float = float("nan")  # host->device copy, when done ahead (prefetch); else in the update
+    # (n_node, n_edge, n_graph) summed over the arrays, for layouts that are not one GraphsTuple
+    padded: tuple[int, int, int] | None = None
 
     @property
     def graph(self) -> jraph.GraphsTuple:
@@ -72,6 +74,8 @@ class Batch:
     @property
     def shape(self) -> tuple[int, int, int]:
         """The padded ``(n_node, n_edge, n_graph)`` shape, which decides the compiled program."""
+        if self.padded is not None:
+            return tuple(int(x) for x in self.padded)
         return int(self.graph.nodes.shape[0]), int(self.graph.edges.shape[0]), int(self.graph.n_node.shape[0])
 
     def node_mask(self) -> np.ndarray:

@@ -12,9 +12,11 @@ from collections.abc import Callable, Iterator
 
 import numpy as np
 
-from gnn_batching.batching.assemble import Batch, iterate_plan
-from gnn_batching.batching.methods import BatchingConfig, BatchingMethod, EpochPlan, make_method
+from gnn_batching.batching.assemble import Batch
+from gnn_batching.batching.methods import BatchingConfig, BatchingMethod
+from gnn_batching.batching.plan import EpochPlan
 from gnn_batching.batching.prefetch import Prefetcher
+from gnn_batching.batching.registry import make_method
 
 
 class Loader:
@@ -57,7 +59,7 @@ class Loader:
         stats = plan.stats(self.store.n_node, self.store.n_edge)
         stats.update({"epoch": epoch, "split_size": len(self.index), "plan_ms": plan_ms})
         self.epoch_stats.append(stats)
-        return iterate_plan(self.store, plan, self.targets, self.pad_edges)
+        return self.method.iterate(self.store, plan, self.targets, self.pad_edges)
 
     def forever(self) -> Iterator[Batch]:
         """Training stream: epoch 0, 1, 2, ... (each a fresh seeded shuffle)."""

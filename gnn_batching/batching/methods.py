@@ -29,67 +29,29 @@ explicit ``skip`` policy, which are returned in ``EpochPlan.skipped`` and counte
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, replace
+from collections.abc import Iterator
+from dataclasses import asdict, replace
 from typing import ClassVar
 
 import numpy as np
 
+from gnn_batching.batching.assemble import Batch, iterate_plan
 from gnn_batching.batching.budgets import Budget, budget_from_rule, ceil_multiple, next_pow2
 from gnn_batching.batching.menu import choose_menu, random_batch_sums, smallest_cover
 from gnn_batching.batching.packing import pack_balanced
-from gnn_batching.config import METHOD_NAMES, BatchingConfig
-from gnn_batching.errors import ConfigError, OversizeGraphError
-
-
-@dataclass
-class EpochPlan:
-    """``order[bounds[b]:bounds[b+1]]`` are the store indices of batch ``b``, padded to ``shapes[b]``."""
-
-    order: np.ndarray
-    bounds: np.ndarray
-    shapes: np.ndarray  # (B, 3): n_node, n_edge, n_graph
-    skipped: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
-
-    def __len__(self) -> int:
-        return int(self.shapes.shape[0])
-
-    def batch(self, b: int) -> np.ndarray:
-        """Store indices of batch ``b``, shape ``(real graphs of b,)``."""
-        return self.order[self.bounds[b] : self.bounds[b + 1]]
-
-    def stats(self, n_node: np.ndarray, n_edge: np.ndarray) -> dict:
-        """Per-epoch statistics: batches, graphs, distinct shapes, fill (real / padded)."""
-        if len(self) == 0:
-            return {"batches": 0, "graphs": 0, "skipped": len(self.skipped), "distinct_shapes": 0}
-        real_g = np.diff(self.bounds)
-        starts = self.bounds[:-1]
-        cn = np.concatenate([[0], np.cumsum(n_node[self.order])])
-        ce = np.concatenate([[0], np.cumsum(n_edge[self.order])])
-        real_n = cn[self.bounds[1:]] - cn[starts]
-        real_e = ce[self.bounds[1:]] - ce[starts]
-        pn, pe, pg = self.shapes[:, 0], self.shapes[:, 1], self.shapes[:, 2]
-        node_fill = real_n / pn
-        edge_fill = np.where(pe > 0, real_e / np.maximum(pe, 1), 1.0)
-        graph_fill = real_g / pg
-        return {
-            "batches": len(self),
-            "graphs": int(real_g.sum()),
-            "skipped": len(self.skipped),
-            "distinct_shapes": len({tuple(s) for s in self.shapes.tolist()}),
-            "real_graphs_per_batch_mean": float(real_g.mean()),
-            "node_fill": float(real_n.sum() / pn.sum()),
-            "edge_fill": float(real_e.sum() / max(pe.sum(), 1)),
-            "graph_fill": float(real_g.sum() / pg.sum()),
-            "node_fill_min": float(node_fill.min()),
-            "edge_fill_min": float(edge_fill.min()),
-            "graph_fill_min": float(graph_fill.min()),
-        }
+from gnn_batching.batching.plan import EpochPlan
+from gnn_batching.config import BatchingConfig
+from gnn_batching.errors import OversizeGraphError
 
 
 class BatchingMethod:
     """Base strategy. Subclasses implement :meth:`plan`."""
 
     name: ClassVar[str] = ""
+    # how a step sees a batch: "disjoint-union" (one padded GraphsTuple holding every graph) or
+    # "slots" (graphs padded one by one and stacked per shape bucket); the training code maps
+    # this to its steps, so the run loop never asks which method it runs
+    layout: ClassVar[str] = "disjoint-union"
 
     def __init__(self, cfg: BatchingConfig, n_node: np.ndarray, n_edge: np.ndarray, train_index: np.ndarray,
                  ids: np.ndarray | None = None, seed: int = 0):
@@ -128,6 +90,10 @@ class BatchingMethod:
         run. A method that returns shapes promises that every batch it plans has one of them.
         """
         return []
+
+    def iterate(self, store, plan: EpochPlan, targets: np.ndarray, pad_edges: str = "hub") -> Iterator[Batch]:
+        """Assemble the batches of ``plan`` (default: one disjoint-union batch per planned batch)."""
+        return iterate_plan(store, plan, targets, pad_edges)
 
     def for_eval(self) -> BatchingMethod:
         """The layout that evaluates a split: it must never skip a graph, so every method is
@@ -396,17 +362,3 @@ class Packed(BatchingMethod):
         perm, bounds = pack_balanced(self.n_node[order], self.n_edge[order], cap_n, cap_e, cap_g)
         shapes = np.tile(np.array(self.fixed_shape(), dtype=np.int64), (len(bounds) - 1, 1))
         return EpochPlan(order[perm], bounds, shapes)
-
-
-METHODS: dict[str, type[BatchingMethod]] = {
-    m.name: m for m in (StaticPow2, Static64, StaticMax, StaticExact, Dynamic, Buckets, Packed)
-}
-assert tuple(METHODS) == METHOD_NAMES  # the config schema validates names against this list
-
-
-def make_method(cfg: BatchingConfig, store, train_index: np.ndarray, seed: int = 0) -> BatchingMethod:
-    """Instantiate ``cfg.method`` for a GraphStore (budgets validated here, before any work)."""
-    cls = METHODS.get(cfg.method)
-    if cls is None:
-        raise ConfigError(f"batching.method: unknown method {cfg.method!r}; choose one of {', '.join(METHODS)}")
-    return cls(cfg, store.n_node, store.n_edge, train_index, ids=store.ids, seed=seed)

@@ -178,6 +178,17 @@ class GraphStore:
         )
 
 
+def has_repeated_pairs(store: GraphStore) -> bool:
+    """Whether any graph has two edges with the same (sender, receiver) pair (e.g. periodic
+    images of one neighbour in a small cell): a dense (n, n) neighbourhood cannot hold them."""
+    if store.n_edge.sum() == 0:
+        return False
+    graph = np.repeat(np.arange(len(store), dtype=np.int64), store.n_edge)
+    width = int(store.n_node.max()) + 1
+    key = (graph * width + store.senders.astype(np.int64)) * width + store.receivers.astype(np.int64)
+    return len(np.unique(key)) < len(key)
+
+
 def _offsets(counts: np.ndarray) -> np.ndarray:
     out = np.zeros(len(counts) + 1, dtype=np.int64)
     np.cumsum(counts, out=out[1:])

@@ -40,7 +40,7 @@ class MPEU(_MessagePassing):
 
     @nn.compact
     def __call__(self, graph: jraph.GraphsTuple):
-        """Per-graph predictions, shape ``(n_graph, n_targets)`` (padding graphs included)."""
+        """Per-graph predictions in standardised units, shape ``(n_graph,)`` (padding graphs included)."""
         c, n = self.latent_size, graph.nodes.shape[0]
         h, e = self.embed(graph)
         s, r = graph.senders, graph.receivers
@@ -64,7 +64,7 @@ class SchNet(_MessagePassing):
 
     @nn.compact
     def __call__(self, graph: jraph.GraphsTuple):
-        """Per-graph predictions, shape ``(n_graph, n_targets)`` (padding graphs included)."""
+        """Per-graph predictions in standardised units, shape ``(n_graph,)`` (padding graphs included)."""
         c, n = self.latent_size, graph.nodes.shape[0]
         h, rbf = self.embed(graph)
         s, r = graph.senders, graph.receivers

@@ -37,7 +37,7 @@ class PaiNN(nn.Module):
 
     @nn.compact
     def __call__(self, graph: jraph.GraphsTuple):
-        """Per-graph predictions, shape ``(n_graph, n_targets)`` (padding graphs included)."""
+        """Per-graph predictions in standardised units, shape ``(n_graph,)`` (padding graphs included)."""
         f = self.latent_size
         n = graph.nodes.shape[0]
         s_idx, r_idx = graph.senders, graph.receivers

@@ -42,15 +42,17 @@ from gnn_batching.batching.loader import Loader, make_loaders
 from gnn_batching.batching.methods import BatchingMethod
 from gnn_batching.config import RunConfig
 from gnn_batching.data import Dataset, load_dataset
+from gnn_batching.data.store import has_repeated_pairs
 from gnn_batching.errors import ConfigError, UserError
 from gnn_batching.io import write_bytes_atomic, write_json_atomic, write_text_atomic
 from gnn_batching.models import make_model
 from gnn_batching.progress import Progress
 from gnn_batching.train.instruments import CompileMonitor, PhaseTimer, compilation_cache, peak_device_memory, timer
+from gnn_batching.train.layouts import init_graph, steps_for
 from gnn_batching.train.precompile import precompile
 from gnn_batching.train.provenance import provenance
 from gnn_batching.train.records import RunRecords
-from gnn_batching.train.steps import TrainState, count_params, init_state, make_optimizer, make_steps
+from gnn_batching.train.steps import TrainState, count_params, init_state, make_optimizer
 from gnn_batching.train.summary import build_summary
 
 RUN_FILES = ("config.yaml", "provenance.json", "data.json", "steps.csv", "evals.csv", "epochs.csv", "precompile.csv",
@@ -174,6 +176,9 @@ def prepare(cfg: RunConfig, verbose: bool = True) -> Prepared:
         if len(ds.splits.get(split)) == 0:
             raise ConfigError(f"dataset.split: the {split} split of {len(ds.store)} graphs is empty, but "
                               f"train.eval_splits evaluates it; use more graphs or a larger share")
+    if cfg.model.form == "dense" and has_repeated_pairs(ds.store):
+        raise ConfigError(f"model.form: dense cannot hold the {cfg.dataset.name} graphs: some repeat a "
+                          "(sender, receiver) pair (periodic images); use model.form: sparse")
     method, train_loader, eval_loaders = make_loaders(cfg.batching, ds.store, ds.targets(), ds.splits,
                                                       seed=cfg.train.seed)
     return Prepared(ds, method, train_loader, eval_loaders, make_model(cfg.model, ds.store.n_species))
@@ -225,7 +230,7 @@ def train_and_evaluate(cfg: RunConfig, workdir: str | None = None, verbose: bool
 
     tc = cfg.train
     tx = make_optimizer(tc.lr, tc.decay_steps, tc.decay_rate, tc.staircase)
-    train_step, eval_step = make_steps(p.model, p.ds.stats)
+    train_step, eval_step = steps_for(p.method.layout, p.model, p.ds.stats)
     monitor = CompileMonitor()
     stream = p.train_loader.stream(cfg.batching.prefetch, transform=to_device)
     records = RunRecords(out, p.train_loader.epoch_stats)
@@ -243,7 +248,7 @@ def train_and_evaluate(cfg: RunConfig, workdir: str | None = None, verbose: bool
                     batch = next(stream)
                 if state is None:  # init outside the timed phases (uses the first batch's shapes)
                     with phase("init"):
-                        state = init_state(p.model, tx, batch.graph, tc.seed)
+                        state = init_state(p.model, tx, init_graph(p.method.layout, batch.arrays), tc.seed)
                     init_s = phase.s["init"]
                     ahead = _compile_ahead(p, cfg, monitor, train_step, eval_step, state, batch.arrays)
                     records.precompiled(ahead)

@@ -39,7 +39,8 @@ def build_summary(cfg, ds, steps_df: pd.DataFrame, evals_df: pd.DataFrame, epoch
         return float(rows.iloc[-1][metric]) if len(rows) else float("nan")
 
     s = {
-        "dataset": cfg.dataset.name, "model": cfg.model.name, "method": cfg.batching.method,
+        "dataset": cfg.dataset.name, "model": cfg.model.name, "model_form": cfg.model.form,
+        "method": cfg.batching.method,
         "batch_size": cfg.batching.batch_size, "seed": tc.seed, "steps": tc.num_train_steps, "n_params": n_params,
         "target": ds.target, "unit": ds.unit, "synthetic": ds.synthetic,
         "n_train": len(ds.splits.train), "limit": cfg.dataset.limit,
