@@ -328,7 +328,7 @@ def test_printed_summary_is_strict_json(tmp_path):
 def test_interrupted_and_failed_runs_keep_their_records(tmp_path, monkeypatch):
     import gnn_batching.train.run as run_mod
 
-    real = run_mod.make_steps
+    real = run_mod.steps_for
 
     def failing_at(n, exc_factory):
         def make_steps(*a, **k):
@@ -346,7 +346,7 @@ def test_interrupted_and_failed_runs_keep_their_records(tmp_path, monkeypatch):
 
         return make_steps
 
-    monkeypatch.setattr(run_mod, "make_steps", failing_at(4, KeyboardInterrupt))
+    monkeypatch.setattr(run_mod, "steps_for", failing_at(4, KeyboardInterrupt))
     with pytest.raises(KeyboardInterrupt):
         _run_tiny(tmp_path, "int")
     out = tmp_path / "int"
@@ -365,7 +365,7 @@ def test_interrupted_and_failed_runs_keep_their_records(tmp_path, monkeypatch):
         step._cache_size = train_step._cache_size
         return step, eval_step
 
-    monkeypatch.setattr(run_mod, "make_steps", nan_step)
+    monkeypatch.setattr(run_mod, "steps_for", nan_step)
     from gnn_batching.errors import UserError
 
     with pytest.raises(UserError, match="loss became nan"):
