@@ -110,6 +110,14 @@ def test_kill_9_then_resume_then_refuse_changed_config(tmp_path):
     with pytest.raises(UserError, match=r"cell method=static-pow2__seed=0 was run with different settings "
                                          r"\(train.num_train_steps: 4 -> 6"):
         check_unchanged(load_sweep(str(p), ["train.num_train_steps=6"]))
+    # a key added to the schema after a cell ran is filled at its default: not a change, unless set otherwise
+    saved = out / "runs" / "method=static-pow2__seed=0" / "config.yaml"
+    cfg = yaml.safe_load(saved.read_text())
+    del cfg["batching"]["graph_slack"]
+    saved.write_text(yaml.safe_dump(cfg))
+    check_unchanged(load_sweep(str(p)))
+    with pytest.raises(UserError, match=r"batching.graph_slack: 1.25 -> 1.5"):
+        check_unchanged(load_sweep(str(p), ["batching.graph_slack=1.5"]))
     r = subprocess.run([sys.executable, "-m", "gnn_batching.cli", "results", str(out)], capture_output=True,
                        text=True)
     assert r.returncode == 0 and "speedup" in r.stdout and "dynamic" in r.stdout

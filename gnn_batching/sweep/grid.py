@@ -142,6 +142,19 @@ def _diff(a, b, prefix="") -> list[str]:
     return out
 
 
+def _with_defaults(old: dict, source: str) -> dict:
+    """A saved config with keys added since it ran filled in at their defaults.
+
+    A key added to the schema later, with a default that is the behaviour the run had, is not a
+    change of settings. A saved config that no longer validates (a renamed key) is compared as is,
+    so the difference is named rather than hidden.
+    """
+    try:
+        return config_from_dict(copy.deepcopy(old), source).to_dict()
+    except ConfigError:
+        return old
+
+
 def check_unchanged(sw: Sweep) -> None:
     """Refuse to mix results of different settings in one output directory."""
     for c in sw.cells:
@@ -149,7 +162,7 @@ def check_unchanged(sw: Sweep) -> None:
         if os.path.exists(saved):
             with open(saved, encoding="utf-8") as fh:
                 old = yaml.safe_load(fh) or {}
-            diffs = _diff(old, c.config)
+            diffs = _diff(_with_defaults(old, saved), c.config)
             if diffs:
                 raise UserError(
                     f"{sw.output_dir}: cell {c.cell_id} was run with different settings ({'; '.join(diffs[:4])}). "
