@@ -23,6 +23,7 @@ class Progress:
         self.every = every
         self._last = 0.0
         self._t0 = time.perf_counter()
+        self._start: int | None = None  # items already done at the first update (a resumed sweep)
         self._bar = None
         if enabled and sys.stderr.isatty() and total:
             from tqdm import tqdm
@@ -34,6 +35,8 @@ class Progress:
         if not self.enabled:
             return
         total = total or self.total
+        if self._start is None:
+            self._start = done
         if self._bar is not None:
             self._bar.n = done
             if postfix:
@@ -45,8 +48,8 @@ class Progress:
             self._last = now
             elapsed = now - self._t0
             eta = ""
-            if total and done:
-                eta = f", ETA {elapsed / done * (total - done):.0f} s"
+            if total and done > self._start:  # the rate of THIS run: items done before it took no time
+                eta = f", ETA {elapsed / (done - self._start) * (total - done):.0f} s"
             frac = f"{done}/{total}" if total else f"{done}"
             log.info(f"[{self.label}] {frac} ({elapsed:.0f} s{eta}) {postfix}".rstrip())
 

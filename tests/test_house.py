@@ -153,3 +153,43 @@ def test_progress_lines_reach_the_package_logger(caplog):
         p.note("hello")
     lines = [r.getMessage() for r in caplog.records if r.name.startswith("gnn_batching")]
     assert lines[0].startswith("[job] 3/3") and lines[0].endswith("loss 1.0") and lines[1] == "[job] hello"
+
+
+def test_progress_eta_counts_only_this_runs_items(caplog, monkeypatch):
+    from gnn_batching import progress
+
+    clock = iter([0.0, 0.0, 10.0])  # created at 0, 120 already done at 0, one more item 10 s later
+    monkeypatch.setattr(progress.time, "perf_counter", lambda: next(clock))
+    with caplog.at_level(logging.INFO, logger="gnn_batching"):
+        p = progress.Progress("sweep", total=144, every=0.0)
+        p.update(120)
+        p.update(121)
+    lines = [r.getMessage() for r in caplog.records if r.name.startswith("gnn_batching")]
+    assert lines[-1].startswith("[sweep] 121/144 (10 s, ETA 230 s)"), lines  # 23 left x 10 s, not x 10/121 s
+
+
+def test_a_failed_sweep_cell_is_named_with_its_log(tmp_path, monkeypatch, caplog):
+    import subprocess
+    import sys
+
+    import yaml
+
+    from gnn_batching.sweep import launch
+    from gnn_batching.sweep.grid import load_sweep
+
+    d = {"name": "t", "output_dir": str(tmp_path / "out"),
+         "base": {"dataset": {"name": "aflow-synthetic", "limit": 20}, "train": {"num_train_steps": 1}},
+         "grid": {"train.seed": [0, 1]}}
+    (tmp_path / "s.yaml").write_text(yaml.safe_dump(d))
+
+    def failing(cell, env, cores, log_path):
+        proc = subprocess.Popen([sys.executable, "-c", "import sys; sys.exit(3)"])
+        os.makedirs(os.path.dirname(log_path), exist_ok=True)
+        proc.log = open(log_path, "w")
+        return proc
+
+    monkeypatch.setattr(launch, "_launch", failing)
+    with caplog.at_level(logging.INFO, logger="gnn_batching"):
+        assert launch.run_sweep(load_sweep(str(tmp_path / "s.yaml"))) == 1
+    text = "\n".join(r.getMessage() for r in caplog.records)
+    assert "cell seed=0 failed (exit 3); see " in text and "2 cell(s) failed: seed=0, seed=1" in text

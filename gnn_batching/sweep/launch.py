@@ -61,10 +61,10 @@ def _launch(cell: Cell, env: dict, cores: list[int] | None, log_path: str) -> su
         p = os.path.join(cell.run_dir, stale)
         if os.path.exists(p):
             os.unlink(p)
-    log = open(log_path, "w", encoding="utf-8")
+    log_file = open(log_path, "w", encoding="utf-8")
     cmd = [sys.executable, "-m", "gnn_batching.cli", "run", cfg_path, "--out", cell.run_dir, "--force"]
-    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, preexec_fn=_preexec(cores))
-    proc.log = log  # type: ignore[attr-defined]
+    proc = subprocess.Popen(cmd, stdout=log_file, stderr=subprocess.STDOUT, env=env, preexec_fn=_preexec(cores))
+    proc.log = log_file  # type: ignore[attr-defined]
     return proc
 
 
@@ -111,8 +111,8 @@ def run_sweep(sw: Sweep, jobs: int = 1) -> int:
             while todo and free:
                 slot = free.pop(0)
                 cell = todo.pop(0)
-                log = cell_log(sw.output_dir, cell.cell_id)
-                running[slot] = (_launch(cell, env, core_sets[slot] if jobs > 1 else None, log), cell)
+                running[slot] = (_launch(cell, env, core_sets[slot] if jobs > 1 else None,
+                                         cell_log(sw.output_dir, cell.cell_id)), cell)
             time.sleep(0.2)
             for slot, (proc, cell) in list(running.items()):
                 if proc.poll() is None:
@@ -125,8 +125,8 @@ def run_sweep(sw: Sweep, jobs: int = 1) -> int:
                     prog.update(done, postfix=cell.cell_id)
                 else:
                     failed.append(cell.cell_id)
-                    log = cell_log(sw.output_dir, cell.cell_id)
-                    prog.note(f"cell {cell.cell_id} failed (exit {proc.returncode}); see {log}")
+                    prog.note(f"cell {cell.cell_id} failed (exit {proc.returncode}); see "
+                              f"{cell_log(sw.output_dir, cell.cell_id)}")
     finally:
         for proc, _ in running.values():
             proc.kill()
