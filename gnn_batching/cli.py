@@ -116,8 +116,10 @@ def cmd_run(a: argparse.Namespace) -> int:
     from gnn_batching.config import load_config
     from gnn_batching.train.run import run
 
+    if a.distributed:  # before any other JAX call
+        from gnn_batching.train.parallel import initialize_distributed
 
-
+        initialize_distributed()
     cfg = load_config(a.config, a.set or [])
     summary = run(cfg, out_dir=a.out, force=a.force)
     print(dumps_json(summary))
@@ -150,7 +152,16 @@ def cmd_sweep(a: argparse.Namespace) -> int:
         check_unchanged(sw)
         print(describe_cells(sw))
         return 0
-    code = run_sweep(sw, jobs=a.jobs)
+    if a.launcher == "local":
+        code = run_sweep(sw, jobs=a.jobs, gpus_per_job=a.gpus_per_job)
+    else:
+        try:
+            from gnn_batching.sweep.cluster import run_sweep_submitit
+        except ImportError as exc:
+            raise UserError(f"--launcher {a.launcher} needs submitit ({exc}); "
+                            "pip install 'gnn-batching[cluster]'") from None
+        code = run_sweep_submitit(sw, a.launcher, partition=a.partition, gpus_per_task=a.gpus_per_task, time=a.time,
+                                  array_parallelism=a.array_parallelism, cpus_per_task=a.cpus_per_task)
     if code == 0 and sw.report:
         print(f"report: {_tables_figures_report(sw.output_dir, show_table=True)}")
     return code
@@ -231,13 +242,25 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--out", help="run directory (default: results/runs/<name>-<time>)")
     r.add_argument("--force", action="store_true",
                    help="redo a PARTIAL run in --out in place (a finished run or foreign files are never replaced)")
+    r.add_argument("--distributed", action="store_true",
+                   help="join a multi-host run (jax.distributed.initialize: Slurm and Open MPI detected; else set "
+                        "JAX_COORDINATOR_ADDRESS, JAX_NUM_PROCESSES, JAX_PROCESS_ID)")
     r.set_defaults(fn=cmd_run)
 
     sw = sub.add_parser("sweep", help="run a grid of runs; resumes where it stopped")
     sw.add_argument("sweep", help="sweep YAML, e.g. configs/quickstart.yaml")
     sw.add_argument("--set", action="append", metavar="KEY=VALUE", help="override (base keys or output_dir)")
-    sw.add_argument("--jobs", type=int, default=1, help="parallel local processes")
+    sw.add_argument("--jobs", type=int, default=1, help="parallel local processes (--launcher local)")
+    sw.add_argument("--gpus-per-job", type=int, default=0,
+                    help="--launcher local: each of the --jobs gets its own GPUs (CUDA_VISIBLE_DEVICES)")
     sw.add_argument("--dry-run", action="store_true", help="list the cells and their state, run nothing")
+    sw.add_argument("--launcher", choices=["local", "slurm", "submitit-local"], default="local",
+                    help="local processes, a Slurm job array through submitit, or submitit's local executor")
+    sw.add_argument("--partition", help="Slurm partition (--launcher slurm)")
+    sw.add_argument("--gpus-per-task", type=int, default=0, help="GPUs per cell job (use train.devices: all)")
+    sw.add_argument("--cpus-per-task", type=int, default=None, help="CPU cores per cell job")
+    sw.add_argument("--time", default="60", help="time limit per cell job: minutes or H:MM:SS (default 60)")
+    sw.add_argument("--array-parallelism", type=int, default=64, help="cell jobs running at once (default 64)")
     sw.set_defaults(fn=cmd_sweep)
 
     res = sub.add_parser("results", help="collect a sweep into one tidy table and print a comparison")

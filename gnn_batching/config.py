@@ -198,8 +198,14 @@ class TrainConfig:
     warmup_steps: int = 1  # steps reported apart from the steady state (the first always is)
     # a folder for JAX's persistent compilation cache (off by default: a warm cache hides compile cost)
     compilation_cache: str | None = None
+    # data parallelism: 1, a number of local devices, or "all"; each device gets its own padded
+    # batch from the batcher and the gradients are combined (weighted by real graphs)
+    devices: int | str = 1
 
     def __post_init__(self) -> None:
+        if (isinstance(self.devices, str) and self.devices != "all") or (isinstance(self.devices, int)
+                                                                         and self.devices < 1):
+            raise ConfigError(f"train.devices must be a number >= 1 or 'all', got {self.devices!r}")
         if self.num_train_steps < 1:
             raise ConfigError(f"train.num_train_steps must be >= 1, got {self.num_train_steps}")
         if self.seed < 0:

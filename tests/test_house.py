@@ -6,6 +6,8 @@ import ast
 import logging
 import os
 
+import pytest
+
 PKG = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "gnn_batching")
 
 
@@ -193,3 +195,15 @@ def test_a_failed_sweep_cell_is_named_with_its_log(tmp_path, monkeypatch, caplog
         assert launch.run_sweep(load_sweep(str(tmp_path / "s.yaml"))) == 1
     text = "\n".join(r.getMessage() for r in caplog.records)
     assert "cell seed=0 failed (exit 3); see " in text and "2 cell(s) failed: seed=0, seed=1" in text
+
+
+def test_each_local_job_gets_its_own_gpus():
+    from gnn_batching.errors import ConfigError
+    from gnn_batching.sweep.launch import gpu_env
+
+    assert gpu_env({}, 2, 1)["CUDA_VISIBLE_DEVICES"] == "2"
+    assert gpu_env({}, 1, 2)["CUDA_VISIBLE_DEVICES"] == "2,3"
+    assert gpu_env({"CUDA_VISIBLE_DEVICES": "4,5,6,7"}, 1, 2)["CUDA_VISIBLE_DEVICES"] == "6,7"
+    assert gpu_env({"A": "1"}, 3, 0) == {"A": "1"}
+    with pytest.raises(ConfigError, match="only"):
+        gpu_env({"CUDA_VISIBLE_DEVICES": "0,1"}, 2, 1)

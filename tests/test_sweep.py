@@ -137,3 +137,36 @@ def test_kill_9_then_resume_then_refuse_changed_config(tmp_path):
     r = subprocess.run([sys.executable, "-m", "gnn_batching.cli", "plot", str(moved)], capture_output=True,
                        text=True, cwd=tmp_path)
     assert r.returncode == 2 and str(victim) in r.stderr and "missing" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_submitit_local_launcher_runs_resumes_and_names_failed_cells(tmp_path):
+    """The cluster code path (submitit job array) on submitit's local executor: every cell runs,
+    a re-run submits only unfinished cells, a failing cell is named with its log."""
+    p = _sweep_file(tmp_path, steps=2, seeds=(0,), methods=("static-pow2", "dynamic"))
+    out = tmp_path / "out"
+    cmd = _sweep_cmd(p, "--launcher", "submitit-local", "--time", "0:10:00")
+    r = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "2 submitted through submitit-local" in r.stderr
+    df = pd.read_csv(out / "results.csv")
+    assert len(df) == 2 and set(df["axis:batching.method"]) == {"static-pow2", "dynamic"}
+    assert (out / "runs" / "method=dynamic__seed=0.log").stat().st_size > 0  # the run's own output, per cell
+    jobs_before = set(os.listdir(out / "submitit"))
+    # a partial cell (no summary.json) is redone; the finished one is not resubmitted
+    (out / "runs" / "method=dynamic__seed=0" / "summary.json").unlink()
+    r = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "1 already done, 1 submitted" in r.stderr
+    assert len(set(os.listdir(out / "submitit")) - jobs_before) == 1
+    # a cell that fails at run time: exit 1, the cell and its log named
+    bad = yaml.safe_load(p.read_text())
+    bad["output_dir"] = str(tmp_path / "bad")
+    bad["grid"] = {"dataset.name": ["aflow-synthetic", f"file:{tmp_path / 'missing.xyz'}"]}
+    p.write_text(yaml.safe_dump(bad))
+    r = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True)
+    assert r.returncode == 1, r.stderr[-3000:]
+    assert "1 cell(s) failed:" in r.stderr and "missing.xyz" in r.stderr and ".log" in r.stderr
+    with pytest.raises(UserError, match=r"--launcher: unknown 'pbs'"):
+        from gnn_batching.sweep.cluster import run_sweep_submitit
+
+        run_sweep_submitit(load_sweep(str(p)), "pbs")

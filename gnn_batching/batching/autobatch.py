@@ -139,14 +139,11 @@ class Autobatch(BatchingMethod):
         """Smallest bucket holding each graph ``idx``."""
         return smallest_cover(self.buckets, self.n_node[idx] + 1, self.n_edge[idx])
 
-    def padded_shape(self) -> tuple[int, int, int]:
-        """Nodes, edges and graph slots of a step summed over every slot (padding included)."""
+    def fixed_shape(self) -> tuple[int, int, int]:
+        """Nodes, edges and graph slots of a step summed over every slot, padding included (the
+        same for every step: one program)."""
         return (int((self.slots * self.buckets[:, 0]).sum()), int((self.slots * self.buckets[:, 1]).sum()),
                 int(self.slots.sum()))
-
-    def fixed_shape(self) -> tuple[int, int, int]:
-        """The summed padded shape of every step (one program)."""
-        return self.padded_shape()
 
     def describe(self) -> dict:
         """Settings plus the buckets, their slots and the compile bound."""
@@ -157,7 +154,7 @@ class Autobatch(BatchingMethod):
         """The agenda over ``order``; every step has the same (summed) padded shape."""
         order = np.asarray(order, dtype=np.int64)
         out, bounds, groups = agenda(order, self.bucket_of(order), self.slots)
-        shapes = np.tile(np.array(self.padded_shape(), np.int64), (len(bounds) - 1, 1))
+        shapes = np.tile(np.array(self.fixed_shape(), np.int64), (len(bounds) - 1, 1))
         return EpochPlan(out, bounds, shapes, groups=groups)
 
     def iterate(self, store, plan: EpochPlan, targets: np.ndarray, pad_edges: str = "hub") -> Iterator[Batch]:

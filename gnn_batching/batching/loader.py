@@ -7,8 +7,10 @@ pass over the split, final partial batch included. Each graph appears exactly on
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
@@ -17,6 +19,7 @@ from gnn_batching.batching.methods import BatchingConfig, BatchingMethod
 from gnn_batching.batching.plan import EpochPlan
 from gnn_batching.batching.prefetch import Prefetcher
 from gnn_batching.batching.registry import make_method
+from gnn_batching.batching.shard import Shard, device_plan, host_plan, iterate_steps
 
 
 class Loader:
@@ -30,9 +33,11 @@ class Loader:
       shuffle: shuffle the split each epoch (seeded by ``(seed, epoch)``).
       seed: the run seed.
       pad_edges: where padding edges point (``hub`` or ``self``).
+      shard: several devices (and hosts): each yielded batch then stacks this host's
+        ``shard.n_local`` device batches of one step on a leading axis (``shard.py``).
     """
     def __init__(self, store, targets: np.ndarray, index: np.ndarray, method: BatchingMethod,
-                 shuffle: bool, seed: int = 0, pad_edges: str = "hub"):
+                 shuffle: bool, seed: int = 0, pad_edges: str = "hub", shard: Shard | None = None):
         self.store = store
         self.targets = np.asarray(targets)
         self.index = np.asarray(index, dtype=np.int64)
@@ -41,6 +46,11 @@ class Loader:
         self.seed = seed
         self.pad_edges = pad_edges
         self.epoch_stats: list[dict] = []
+        self.shard = shard if shard is not None and shard.n_global > 1 else None
+        self._pool = None
+        if self.shard is not None and self.shard.n_local > 1:
+            self._pool = ThreadPoolExecutor(min(self.shard.n_local, os.cpu_count() or 1),
+                                            thread_name_prefix="assemble")
 
     def plan(self, epoch: int) -> EpochPlan:
         """The method's plan for ``epoch`` (shuffled by ``(seed, epoch)`` if ``shuffle``)."""
@@ -51,15 +61,22 @@ class Loader:
         """Yield the padded batches of ``epoch`` in plan order.
 
         Every graph of the split appears exactly once (unless the method's documented skip
-        policy removes it; skips are counted in the epoch statistics).
+        policy removes it; skips are counted in the epoch statistics). With a ``shard``, one
+        batch per step holding this host's device batches; the statistics are over all hosts'
+        batches, empty ones that pad the last step included.
         """
         t0 = time.perf_counter()
         plan = self.plan(epoch)
+        if self.shard is not None:
+            plan = device_plan(plan, self.shard.n_global, self.method.common_shape)
         plan_ms = (time.perf_counter() - t0) * 1e3
         stats = plan.stats(self.store.n_node, self.store.n_edge)
         stats.update({"epoch": epoch, "split_size": len(self.index), "plan_ms": plan_ms})
         self.epoch_stats.append(stats)
-        return self.method.iterate(self.store, plan, self.targets, self.pad_edges)
+        if self.shard is None:
+            return self.method.iterate(self.store, plan, self.targets, self.pad_edges)
+        return iterate_steps(self.method, self.store, host_plan(plan, self.shard), self.targets, self.pad_edges,
+                             self.shard.n_local, self._pool)
 
     def forever(self) -> Iterator[Batch]:
         """Training stream: epoch 0, 1, 2, ... (each a fresh seeded shuffle)."""
@@ -77,7 +94,7 @@ class Loader:
         return Prefetcher(map(transform, it) if transform else it, prefetch)
 
 
-def make_loaders(cfg: BatchingConfig, store, targets: np.ndarray, splits, seed: int = 0):
+def make_loaders(cfg: BatchingConfig, store, targets: np.ndarray, splits, seed: int = 0, shard: Shard | None = None):
     """The batching method and loaders for one run.
 
     Args:
@@ -86,6 +103,8 @@ def make_loaders(cfg: BatchingConfig, store, targets: np.ndarray, splits, seed: 
         targets: (G,) target values, physical units.
         splits: the dataset's ``Splits`` (train/val/test index arrays).
         seed: training data order (epoch e is shuffled with ``default_rng([seed, e])``).
+        shard: devices and hosts of a data-parallel run (every loader then yields one stacked
+          batch per step; :mod:`gnn_batching.batching.shard`).
 
     Returns:
         ``(method, train_loader, {"val": loader, "test": loader})``; a loader's ``epoch(e)``
@@ -96,8 +115,10 @@ def make_loaders(cfg: BatchingConfig, store, targets: np.ndarray, splits, seed: 
     method is scored on every graph of the split.
     """
     method = make_method(cfg, store, splits.train, seed=seed)
-    train = Loader(store, targets, splits.train, method, shuffle=True, seed=seed, pad_edges=cfg.pad_edges)
+    train = Loader(store, targets, splits.train, method, shuffle=True, seed=seed, pad_edges=cfg.pad_edges,
+                   shard=shard)
     eval_method = method.for_eval()
-    evals = {name: Loader(store, targets, splits.get(name), eval_method, shuffle=False, pad_edges=cfg.pad_edges)
+    evals = {name: Loader(store, targets, splits.get(name), eval_method, shuffle=False, pad_edges=cfg.pad_edges,
+                          shard=shard)
              for name in ("val", "test")}
     return method, train, evals

@@ -91,6 +91,18 @@ class BatchingMethod:
         """
         return []
 
+    def common_shape(self, shapes: np.ndarray) -> tuple[int, int, int]:
+        """One padded shape for batches that run together on several devices (one SPMD program).
+
+        Args:
+          shapes: ``(k, 3)`` planned ``(n_node, n_edge, n_graph)`` shapes of one step's batches.
+
+        Returns:
+          The elementwise maximum (a power of two, multiple of 64 or budget again for the
+          study's methods, so no new kind of shape appears).
+        """
+        return tuple(int(x) for x in np.asarray(shapes).max(axis=0))
+
     def iterate(self, store, plan: EpochPlan, targets: np.ndarray, pad_edges: str = "hub") -> Iterator[Batch]:
         """Assemble the batches of ``plan`` (default: one disjoint-union batch per planned batch)."""
         return iterate_plan(store, plan, targets, pad_edges)
@@ -301,6 +313,12 @@ class Buckets(BatchingMethod):
     def compile_ahead(self) -> list[tuple[int, int, int]]:
         """Every menu shape."""
         return [(int(n), int(e), self.bs) for n, e in self.menu]
+
+    def common_shape(self, shapes: np.ndarray) -> tuple[int, int, int]:
+        """The smallest menu shape holding every batch of the step (never a shape off the menu)."""
+        top = np.asarray(shapes).max(axis=0)
+        n, e = self.menu[int(smallest_cover(self.menu, top[:1], top[1:2])[0])]
+        return int(n), int(e), self.bs
 
     def describe(self) -> dict:
         """Settings plus the menu of ``(n_node, n_edge, n_graph)`` shapes."""

@@ -53,7 +53,9 @@ def _preexec(cores: list[int] | None):
     return fn
 
 
-def _launch(cell: Cell, env: dict, cores: list[int] | None, log_path: str) -> subprocess.Popen:
+def prepare_cell(cell: Cell) -> list[str]:
+    """Write the cell's config, clear a partial run's records, return the command that runs it
+    (``gnn-batching run ... --force``: a partial cell is redone in place). Every launcher uses it."""
     os.makedirs(cell.run_dir, exist_ok=True)
     cfg_path = os.path.join(cell.run_dir, "config.yaml")
     write_text_atomic(cfg_path, yaml.safe_dump(cell.config, sort_keys=False))
@@ -61,11 +63,26 @@ def _launch(cell: Cell, env: dict, cores: list[int] | None, log_path: str) -> su
         p = os.path.join(cell.run_dir, stale)
         if os.path.exists(p):
             os.unlink(p)
+    return [sys.executable, "-m", "gnn_batching.cli", "run", cfg_path, "--out", cell.run_dir, "--force"]
+
+
+def _launch(cell: Cell, env: dict, cores: list[int] | None, log_path: str) -> subprocess.Popen:
+    cmd = prepare_cell(cell)
     log_file = open(log_path, "w", encoding="utf-8")
-    cmd = [sys.executable, "-m", "gnn_batching.cli", "run", cfg_path, "--out", cell.run_dir, "--force"]
     proc = subprocess.Popen(cmd, stdout=log_file, stderr=subprocess.STDOUT, env=env, preexec_fn=_preexec(cores))
     proc.log = log_file  # type: ignore[attr-defined]
     return proc
+
+
+def start_sweep(sw: Sweep) -> list[Cell]:
+    """Refuse changed settings, record the sweep file, and return the cells still to run
+    (finished cells are skipped; partial ones are redone)."""
+    check_unchanged(sw)
+    states = [c.state() for c in sw.cells]
+    os.makedirs(sw.output_dir, exist_ok=True)
+    write_json_atomic(os.path.join(sw.output_dir, SWEEP_FILE),
+                      {"name": sw.name, "source": sw.source, "grid": sw.grid, "base": sw.base})
+    return [c for c, s in zip(sw.cells, states) if s != "done"]
 
 
 def describe_cells(sw: Sweep) -> str:
@@ -75,24 +92,34 @@ def describe_cells(sw: Sweep) -> str:
     return "\n".join(lines)
 
 
-def run_sweep(sw: Sweep, jobs: int = 1) -> int:
+def gpu_env(env: dict, slot: int, gpus_per_job: int) -> dict:
+    """``env`` with job ``slot``'s own GPUs (``CUDA_VISIBLE_DEVICES``: slot 1 of 2 per job gets 2,3).
+
+    GPUs named in an inherited ``CUDA_VISIBLE_DEVICES`` are shared out in its order."""
+    if gpus_per_job <= 0:
+        return env
+    inherited = [g for g in env.get("CUDA_VISIBLE_DEVICES", "").split(",") if g.strip()]
+    ids = range(slot * gpus_per_job, (slot + 1) * gpus_per_job)
+    picked = [inherited[i] for i in ids if i < len(inherited)] if inherited else [str(i) for i in ids]
+    if len(picked) < gpus_per_job:
+        raise ConfigError(f"--gpus-per-job {gpus_per_job} x job {slot + 1}: only {inherited} visible")
+    return {**env, "CUDA_VISIBLE_DEVICES": ",".join(picked)}
+
+
+def run_sweep(sw: Sweep, jobs: int = 1, gpus_per_job: int = 0) -> int:
     """Run every unfinished cell; 0 when all cells are finished, 1 if any failed (named).
 
     Args:
       sw: the sweep (from :func:`gnn_batching.sweep.grid.load_sweep`).
       jobs: cells run at once; each gets ``cores // jobs`` pinned cores.
+      gpus_per_job: give each of the ``jobs`` its own GPUs (e.g. 4 jobs x 1 GPU on a 4-GPU node).
 
     Raises:
       ConfigError: if ``jobs < 1`` or the sweep file changed under a started sweep.
     """
     if jobs < 1:
         raise ConfigError(f"--jobs must be >= 1, got {jobs}")
-    check_unchanged(sw)
-    states = [c.state() for c in sw.cells]
-    os.makedirs(sw.output_dir, exist_ok=True)
-    write_json_atomic(os.path.join(sw.output_dir, SWEEP_FILE),
-                      {"name": sw.name, "source": sw.source, "grid": sw.grid, "base": sw.base})
-    todo = [c for c, s in zip(sw.cells, states) if s != "done"]
+    todo = start_sweep(sw)
     done = len(sw.cells) - len(todo)
     ncores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     jobs = min(jobs, max(len(todo), 1))
@@ -111,7 +138,7 @@ def run_sweep(sw: Sweep, jobs: int = 1) -> int:
             while todo and free:
                 slot = free.pop(0)
                 cell = todo.pop(0)
-                running[slot] = (_launch(cell, env, core_sets[slot] if jobs > 1 else None,
+                running[slot] = (_launch(cell, gpu_env(env, slot, gpus_per_job), core_sets[slot] if jobs > 1 else None,
                                          cell_log(sw.output_dir, cell.cell_id)), cell)
             time.sleep(0.2)
             for slot, (proc, cell) in list(running.items()):

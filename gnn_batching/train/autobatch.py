@@ -15,6 +15,7 @@ per bucket the step is one program.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 
 import jax
@@ -22,7 +23,7 @@ import jax.numpy as jnp
 import jraph
 
 from gnn_batching.data.store import TargetStats
-from gnn_batching.train.steps import TrainState
+from gnn_batching.train.steps import steps_from_sums
 
 LossOne = Callable[[object, jraph.GraphsTuple, jax.Array], jax.Array]
 
@@ -48,17 +49,11 @@ def make_train_step(loss_one: LossOne):
     Returns:
       The step: mean of ``loss_one`` over every real graph of the batch, one gradient, one update.
     """
+    return steps_from_sums(functools.partial(slots_loss, loss_one), _no_eval)[0]
 
-    @jax.jit
-    def train_step(state: TrainState, batch: tuple):
-        def mean_loss(params):
-            total, count = slots_loss(loss_one, params, batch)
-            return total / jnp.maximum(count, 1.0)
 
-        loss, grads = jax.value_and_grad(mean_loss)(state.params)
-        return state.apply_gradients(grads=grads), {"loss": loss}
-
-    return train_step
+def _no_eval(params, batch):  # pragma: no cover - the public train step has no evaluation
+    raise NotImplementedError
 
 
 def make_loss_one(model, stats: TargetStats) -> LossOne:
@@ -73,26 +68,28 @@ def make_loss_one(model, stats: TargetStats) -> LossOne:
     return loss_one
 
 
-def make_slot_steps(model, stats: TargetStats):
-    """(train_step, eval_step) for a model run per graph under ``vmap`` (see :func:`make_loss_one`)."""
+def make_slot_sums(model, stats: TargetStats) -> tuple[Callable, Callable]:
+    """``(loss_sums, eval_sums)`` of the slots layout (see :func:`gnn_batching.train.steps.make_sums`)."""
     mean, std = float(stats.mean), float(stats.std)
 
     def predict_one(params, graph: jraph.GraphsTuple) -> jax.Array:
         return model.apply({"params": params}, graph)[0]
 
-    loss_one = make_loss_one(model, stats)
-
-    @jax.jit
-    def eval_step(state: TrainState, batch: tuple):
+    def eval_sums(params, batch: tuple):
         sse = sae = n = jnp.zeros((), jnp.float32)
         for bucket in batch:
-            pred = jax.vmap(predict_one, in_axes=(None, 0))(state.params, bucket.graph) * std + mean
+            pred = jax.vmap(predict_one, in_axes=(None, 0))(params, bucket.graph) * std + mean
             err = jnp.where(bucket.mask, pred - bucket.targets, 0.0)
             sse, sae = sse + jnp.sum(err**2), sae + jnp.sum(jnp.abs(err))
             n = n + jnp.sum(bucket.mask.astype(jnp.float32))
         return {"sse": sse, "sae": sae, "n": n}
 
-    return make_train_step(loss_one), eval_step
+    return functools.partial(slots_loss, make_loss_one(model, stats)), eval_sums
+
+
+def make_slot_steps(model, stats: TargetStats):
+    """(train_step, eval_step) for a model run per graph under ``vmap`` (see :func:`make_loss_one`)."""
+    return steps_from_sums(*make_slot_sums(model, stats))
 
 
 def first_slot_graph(batch: tuple) -> jraph.GraphsTuple:

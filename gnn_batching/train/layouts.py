@@ -1,9 +1,13 @@
 """How a step sees a batch, by the method's ``layout``: the steps to build and the graph a model
 is initialised on. The run loop asks the method for its layout, never for its name.
 
-* ``disjoint-union``: one padded ``GraphsTuple`` per step (:func:`~gnn_batching.train.steps.make_steps`).
+* ``disjoint-union``: one padded ``GraphsTuple`` per step (:func:`~gnn_batching.train.steps.make_sums`).
 * ``slots``: graphs padded one by one, stacked per shape bucket, the model vmapped per graph
-  (:func:`~gnn_batching.train.autobatch.make_slot_steps`).
+  (:func:`~gnn_batching.train.autobatch.make_slot_sums`).
+
+Both are built from per-batch sums over real graphs, so the same layout runs on one device
+(:func:`~gnn_batching.train.steps.steps_from_sums`) or data-parallel over a mesh
+(:func:`~gnn_batching.train.parallel.make_parallel_steps`).
 """
 
 from __future__ import annotations
@@ -11,21 +15,24 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import jraph
+from jax.sharding import Mesh
 
-from gnn_batching.train.autobatch import first_slot_graph, make_slot_steps
-from gnn_batching.train.steps import make_steps
+from gnn_batching.train.autobatch import first_slot_graph, make_slot_sums
+from gnn_batching.train.parallel import make_parallel_steps
+from gnn_batching.train.steps import make_sums, steps_from_sums
 
 LAYOUTS: dict[str, tuple[Callable, Callable[[object], jraph.GraphsTuple]]] = {
-    "disjoint-union": (make_steps, lambda arrays: arrays.graph),
-    "slots": (make_slot_steps, first_slot_graph),
+    "disjoint-union": (make_sums, lambda arrays: arrays.graph),
+    "slots": (make_slot_sums, first_slot_graph),
 }
 
 
-def steps_for(layout: str, model, stats):
-    """``(train_step, eval_step)`` for a method's layout."""
-    return LAYOUTS[layout][0](model, stats)
+def steps_for(layout: str, model, stats, mesh: Mesh | None = None):
+    """``(train_step, eval_step)`` for a method's layout, on one device or over ``mesh``."""
+    sums = LAYOUTS[layout][0](model, stats)
+    return make_parallel_steps(*sums, mesh) if mesh is not None else steps_from_sums(*sums)
 
 
 def init_graph(layout: str, arrays) -> jraph.GraphsTuple:
-    """The graph whose shapes initialise the model, from a batch's device arrays."""
+    """The graph whose shapes initialise the model, from one device's batch arrays."""
     return LAYOUTS[layout][1](arrays)

@@ -17,19 +17,22 @@ from gnn_batching.batching.assemble import GraphBatch
 from gnn_batching.train.instruments import CompileMonitor
 
 
-def abstract_batch(example: GraphBatch, shape: tuple[int, int, int]) -> GraphBatch:
+def abstract_batch(example: GraphBatch, shape: tuple[int, int, int], sharding=None) -> GraphBatch:
     """``example``'s structure and dtypes at padded ``shape = (n_node, n_edge, n_graph)``.
 
     Node arrays get ``n_node`` rows, edge arrays (features, senders, receivers) ``n_edge``,
     per-graph arrays (``n_node``, ``n_edge``, targets, mask) ``n_graph``; trailing dimensions
-    are kept. Leaves are ``jax.ShapeDtypeStruct``: nothing is allocated.
+    are kept. Leaves are ``jax.ShapeDtypeStruct``: nothing is allocated. With a ``sharding``
+    (data parallelism) the example's leaves carry a leading device axis, which is kept and
+    laid out with that sharding; ``shape`` is then one device's.
     """
     n, e, g = (int(x) for x in shape)
+    lead = 0 if sharding is None else 1
 
     def like(x, rows: int):
         if x is None:
             return None
-        return jax.ShapeDtypeStruct((rows, *x.shape[1:]), x.dtype)
+        return jax.ShapeDtypeStruct((*x.shape[:lead], rows, *x.shape[lead + 1:]), x.dtype, sharding=sharding)
 
     gr = example.graph
     graph = jraph.GraphsTuple(
@@ -41,7 +44,7 @@ def abstract_batch(example: GraphBatch, shape: tuple[int, int, int]) -> GraphBat
 
 
 def precompile(monitor: CompileMonitor, label: str, step, state, example: GraphBatch,
-               shapes: list[tuple[int, int, int]]) -> list[dict]:
+               shapes: list[tuple[int, int, int]], sharding=None) -> list[dict]:
     """Compile ``step(state, batch)`` for every shape, attributing compile time to ``label``.
 
     Args:
@@ -50,7 +53,8 @@ def precompile(monitor: CompileMonitor, label: str, step, state, example: GraphB
       step: the jitted step.
       state: the train state (its shapes and dtypes are used, not its values).
       example: any batch of the run (structure and dtypes).
-      shapes: padded ``(n_node, n_edge, n_graph)`` shapes.
+      shapes: padded ``(n_node, n_edge, n_graph)`` shapes (one device's).
+      sharding: the batch sharding of a data-parallel run (:func:`abstract_batch`).
 
     Returns:
       One row per shape: label, n_node, n_edge, n_graph and ``compile_s`` (wall seconds).
@@ -58,7 +62,7 @@ def precompile(monitor: CompileMonitor, label: str, step, state, example: GraphB
     rows = []
     for shape in shapes:  # the real state: its placement is what later calls will have
         with monitor.ahead_of_time(label, step) as info:
-            step.lower(state, abstract_batch(example, shape)).compile()
+            step.lower(state, abstract_batch(example, shape, sharding)).compile()
         rows.append({"label": label, "n_node": int(shape[0]), "n_edge": int(shape[1]), "n_graph": int(shape[2]),
                      "compile_s": info["wall_s"]})
     return rows

@@ -25,9 +25,12 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import datetime
+import functools
+import logging
 import math
 import os
 import signal
+import tempfile
 import threading
 import time
 
@@ -40,6 +43,7 @@ import yaml
 from gnn_batching.batching.assemble import Batch
 from gnn_batching.batching.loader import Loader, make_loaders
 from gnn_batching.batching.methods import BatchingMethod
+from gnn_batching.batching.shard import Shard
 from gnn_batching.config import RunConfig
 from gnn_batching.data import Dataset, load_dataset
 from gnn_batching.data.store import has_repeated_pairs
@@ -49,6 +53,7 @@ from gnn_batching.models import make_model
 from gnn_batching.progress import Progress
 from gnn_batching.train.instruments import CompileMonitor, PhaseTimer, compilation_cache, peak_device_memory, timer
 from gnn_batching.train.layouts import init_graph, steps_for
+from gnn_batching.train.parallel import batch_sharding, first_local, put_global, replicate, setup
 from gnn_batching.train.precompile import precompile
 from gnn_batching.train.provenance import provenance
 from gnn_batching.train.records import RunRecords
@@ -94,42 +99,53 @@ def check_out_dir(out: str, force: bool = False) -> None:
         raise UserError(f"{out}: exists and holds {what}; choose another --out{hint}")
 
 
-def to_device(batch: Batch) -> Batch:
-    """Copy a batch's arrays to the default device (run in the prefetch thread, so the update
-    times the device step alone); the copy's time is kept in ``transfer_ms``."""
+log = logging.getLogger(__name__)
+
+
+def to_device(batch: Batch, sharding=None) -> Batch:
+    """Copy a batch's arrays to the default device, or over the mesh of a data-parallel run
+    (``sharding``: the stacked device axis split over devices). Run in the prefetch thread, so
+    the update times the device step alone; the copy's time is kept in ``transfer_ms``."""
     t0 = timer()
-    arrays = jax.block_until_ready(jax.device_put(batch.arrays))
+    placed = jax.device_put(batch.arrays) if sharding is None else put_global(batch.arrays, sharding)
+    arrays = jax.block_until_ready(placed)
     return dataclasses.replace(batch, arrays=arrays, transfer_ms=(timer() - t0) * 1e3)
 
 
-def evaluate(eval_step, state, loader, monitor: CompileMonitor) -> dict:
-    """One ordered pass over a split: every graph exactly once, final partial batch included."""
+def evaluate(eval_step, state, loader, monitor: CompileMonitor, place=None) -> dict:
+    """One ordered pass over a split: every graph exactly once, final partial batch included.
+
+    ``place`` puts a batch's arrays where the step expects them (over the mesh of a
+    data-parallel run); the counts then come from every host's devices.
+    """
     sse = sae = 0.0
     n = 0.0
     graphs = 0
     for batch in loader.epoch(0):
         with monitor.track("eval", eval_step):
-            out = eval_step(state, batch.arrays)
+            out = eval_step(state, place(batch.arrays) if place else batch.arrays)
             out = jax.device_get(out)
         sse += float(out["sse"])
         sae += float(out["sae"])
         n += float(out["n"])
         graphs += batch.n_real_graphs
-    if graphs != len(loader.index) or round(n) != graphs:  # an invariant: evaluation never skips
-        raise RuntimeError(f"evaluation covered {graphs} graphs of {len(loader.index)}")
+    one_host = loader.shard is None or loader.shard.n_processes == 1
+    if round(n) != len(loader.index) or (one_host and graphs != round(n)):  # evaluation never skips
+        raise RuntimeError(f"evaluation covered {round(n)} graphs of {len(loader.index)}")
+    graphs = round(n)
     if graphs == 0:
         return {"rmse": float("nan"), "mae": float("nan"), "graphs": 0}
     return {"rmse": math.sqrt(sse / n), "mae": sae / n, "graphs": graphs}
 
 
 def _compile_ahead(p: Prepared, cfg: RunConfig, monitor: CompileMonitor, train_step, eval_step, state,
-                   example) -> list[dict]:
+                   example, sharding=None) -> list[dict]:
     """Compile the shapes the methods name ahead of time (none for the study's methods)."""
-    rows = precompile(monitor, "train", train_step, state, example, p.method.compile_ahead())
+    rows = precompile(monitor, "train", train_step, state, example, p.method.compile_ahead(), sharding)
     eval_shapes: list = []
     for split in cfg.train.eval_splits:
         eval_shapes += [s for s in p.eval_loaders[split].method.compile_ahead() if s not in eval_shapes]
-    return rows + precompile(monitor, "eval", eval_step, state, example, eval_shapes)
+    return rows + precompile(monitor, "eval", eval_step, state, example, eval_shapes, sharding)
 
 
 class _Interrupted(Exception):
@@ -163,9 +179,10 @@ class Prepared:
     model: nn.Module
 
 
-def prepare(cfg: RunConfig, verbose: bool = True) -> Prepared:
+def prepare(cfg: RunConfig, verbose: bool = True, shard: Shard | None = None) -> Prepared:
     """Load the data, split it, build the batchers and the model: every check that bad input
-    can fail happens here, before a run directory exists.
+    can fail happens here, before a run directory exists. ``shard``: the devices and hosts of a
+    data-parallel run (the loaders then yield one stacked batch per step).
 
     Raises:
         ConfigError: an empty evaluated split, an impossible budget, an unknown name.
@@ -180,7 +197,7 @@ def prepare(cfg: RunConfig, verbose: bool = True) -> Prepared:
         raise ConfigError(f"model.form: dense cannot hold the {cfg.dataset.name} graphs: some repeat a "
                           "(sender, receiver) pair (periodic images); use model.form: sparse")
     method, train_loader, eval_loaders = make_loaders(cfg.batching, ds.store, ds.targets(), ds.splits,
-                                                      seed=cfg.train.seed)
+                                                      seed=cfg.train.seed, shard=shard)
     return Prepared(ds, method, train_loader, eval_loaders, make_model(cfg.model, ds.store.n_species))
 
 
@@ -222,17 +239,25 @@ def train_and_evaluate(cfg: RunConfig, workdir: str | None = None, verbose: bool
         UserError: bad config or data, an unusable ``workdir``, or a loss that became NaN.
     """
     out = workdir or default_run_dir(cfg)
+    shard, mesh = setup(cfg.train.devices)
+    if jax.process_index() != 0:  # one run directory, written by process 0; the others keep theirs apart
+        out = tempfile.mkdtemp(prefix=f"gnn-batching-process{jax.process_index()}-")
+        log.info(f"process {jax.process_index()}: records in {out}")
     check_out_dir(out, force)
     t_start = time.perf_counter()
-    p = prepare(cfg, verbose)
+    p = prepare(cfg, verbose, shard)
     prov = provenance()
     _write_header(out, cfg, p, prov)
 
     tc = cfg.train
     tx = make_optimizer(tc.lr, tc.decay_steps, tc.decay_rate, tc.staircase)
-    train_step, eval_step = steps_for(p.method.layout, p.model, p.ds.stats)
+    train_step, eval_step = steps_for(p.method.layout, p.model, p.ds.stats, mesh)
+    sharding = batch_sharding(mesh) if mesh is not None else None
+    # where a step's arrays go when the prefetch thread did not put them there already
+    place = functools.partial(put_global, sharding=sharding) if sharding is not None else None
+    step_place = place if cfg.batching.prefetch <= 0 else None
     monitor = CompileMonitor()
-    stream = p.train_loader.stream(cfg.batching.prefetch, transform=to_device)
+    stream = p.train_loader.stream(cfg.batching.prefetch, transform=functools.partial(to_device, sharding=sharding))
     records = RunRecords(out, p.train_loader.epoch_stats)
     prog = Progress(f"run {cfg.name}", total=tc.num_train_steps, enabled=verbose)
     state: TrainState | None = None
@@ -248,13 +273,16 @@ def train_and_evaluate(cfg: RunConfig, workdir: str | None = None, verbose: bool
                     batch = next(stream)
                 if state is None:  # init outside the timed phases (uses the first batch's shapes)
                     with phase("init"):
-                        state = init_state(p.model, tx, init_graph(p.method.layout, batch.arrays), tc.seed)
+                        one = batch.arrays if mesh is None else first_local(batch.arrays)
+                        state = init_state(p.model, tx, init_graph(p.method.layout, one), tc.seed)
+                        if mesh is not None:
+                            state = replicate(state, mesh)
                     init_s = phase.s["init"]
-                    ahead = _compile_ahead(p, cfg, monitor, train_step, eval_step, state, batch.arrays)
+                    ahead = _compile_ahead(p, cfg, monitor, train_step, eval_step, state, batch.arrays, sharding)
                     records.precompiled(ahead)
                     train_wall_s += sum(r["compile_s"] for r in ahead if r["label"] == "train")
                 with phase("update"), monitor.track("train", train_step) as info:
-                    state, metrics = train_step(state, batch.arrays)
+                    state, metrics = train_step(state, step_place(batch.arrays) if step_place else batch.arrays)
                     jax.block_until_ready((state, metrics))
                 loss = float(metrics["loss"])
                 graphs_seen += batch.n_real_graphs
@@ -272,7 +300,7 @@ def train_and_evaluate(cfg: RunConfig, workdir: str | None = None, verbose: bool
                                     f"(records so far kept in {out})")
                 if step == tc.num_train_steps - 1 or (tc.eval_every and (step + 1) % tc.eval_every == 0):
                     for split in tc.eval_splits:
-                        r = evaluate(eval_step, state, p.eval_loaders[split], monitor)
+                        r = evaluate(eval_step, state, p.eval_loaders[split], monitor, place)
                         records.evaluation({"step": step + 1, "split": split, "graphs_seen": graphs_seen,
                                             "train_wall_s": train_wall_s, **r})
                 prog.update(step + 1, postfix=f"loss {loss:.4f}")
@@ -297,6 +325,11 @@ def train_and_evaluate(cfg: RunConfig, workdir: str | None = None, verbose: bool
     summary["peak_device_memory_bytes"] = peak_device_memory()
     summary["wall_s"] = time.perf_counter() - t_start
     summary["concurrent_jobs"] = int(os.environ.get("GNN_BATCHING_JOBS", "1"))
+    n_local = shard.n_local if shard else 1
+    summary.update({"n_devices": shard.n_global if shard else 1, "n_local_devices": n_local,
+                    "n_processes": shard.n_processes if shard else 1,
+                    # this host's graphs over this host's devices (hosts step in lockstep)
+                    "graphs_per_s_per_device": summary["graphs_per_s"] / n_local})
     summary["run_dir"] = os.path.abspath(out)
     records.status(status)
     write_json_atomic(os.path.join(out, "summary.json"), summary)

@@ -10,6 +10,8 @@ absolute errors in physical units over real graphs.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import jax
 import jax.numpy as jnp
 import jraph
@@ -18,7 +20,8 @@ from flax.training.train_state import TrainState
 
 from gnn_batching.data.store import TargetStats
 
-__all__ = ["TrainState", "count_params", "init_state", "make_loss", "make_optimizer", "make_steps", "masked_mse"]
+__all__ = ["TrainState", "count_params", "init_state", "make_loss", "make_optimizer", "make_steps", "make_sums",
+           "masked_mse", "steps_from_sums"]
 
 
 def make_optimizer(lr: float, decay_steps: int, decay_rate: float, staircase: bool) -> optax.GradientTransformation:
@@ -48,30 +51,56 @@ def make_loss(model, stats: TargetStats):
     return loss_fn
 
 
-def make_steps(model, stats: TargetStats):
-    """(train_step, eval_step), both jitted, over ``(state, batch)``.
+def make_sums(model, stats: TargetStats) -> tuple[Callable, Callable]:
+    """Per-batch sums over REAL graphs, from which every step is built (one device or many).
 
-    The state carries the optimizer (see :func:`init_state`); ``stats`` are the training split's
-    target statistics (the model predicts standardised targets).
+    Returns:
+      ``loss_sums(params, batch) -> (sum of squared standardised errors, real graphs)`` and
+      ``eval_sums(params, batch) -> {"sse", "sae", "n"}`` in physical units.
     """
-    loss_fn = make_loss(model, stats)
     mean, std = float(stats.mean), float(stats.std)
+
+    def loss_sums(params, batch):
+        pred = model.apply({"params": params}, batch.graph)
+        err = jnp.where(batch.mask, pred - (batch.targets - mean) / std, 0.0)  # where, not * 0: see masked_mse
+        return jnp.sum(err**2), jnp.sum(batch.mask.astype(pred.dtype))
+
+    def eval_sums(params, batch):
+        pred = model.apply({"params": params}, batch.graph) * std + mean
+        err = jnp.where(batch.mask, pred - batch.targets, 0.0)
+        return {"sse": jnp.sum(err**2), "sae": jnp.sum(jnp.abs(err)), "n": jnp.sum(batch.mask.astype(pred.dtype))}
+
+    return loss_sums, eval_sums
+
+
+def steps_from_sums(loss_sums: Callable, eval_sums: Callable):
+    """(train_step, eval_step), both jitted, over ``(state, batch)`` on one device: the loss is
+    ``total / max(real graphs, 1)``, one gradient, one optimizer update."""
 
     @jax.jit
     def train_step(state: TrainState, batch):
-        def loss_of(params):
-            return loss_fn({"params": params}, batch.graph, batch.targets, batch.mask)
+        def mean_loss(params):
+            total, count = loss_sums(params, batch)
+            return total / jnp.maximum(count, 1.0)
 
-        loss, grads = jax.value_and_grad(loss_of)(state.params)
+        loss, grads = jax.value_and_grad(mean_loss)(state.params)
         return state.apply_gradients(grads=grads), {"loss": loss}
 
     @jax.jit
     def eval_step(state: TrainState, batch):
-        pred = state.apply_fn({"params": state.params}, batch.graph) * std + mean
-        err = jnp.where(batch.mask, pred - batch.targets, 0.0)  # where, not * 0: see masked_mse
-        return {"sse": jnp.sum(err**2), "sae": jnp.sum(jnp.abs(err)), "n": jnp.sum(batch.mask.astype(pred.dtype))}
+        return eval_sums(state.params, batch)
 
     return train_step, eval_step
+
+
+def make_steps(model, stats: TargetStats):
+    """(train_step, eval_step), both jitted, over ``(state, batch)``.
+
+    The state carries the optimizer (see :func:`init_state`); ``stats`` are the training split's
+    target statistics (the model predicts standardised targets). The train loss is the masked
+    MSE over real graphs (:func:`masked_mse`).
+    """
+    return steps_from_sums(*make_sums(model, stats))
 
 
 def init_state(model, tx: optax.GradientTransformation, graph: jraph.GraphsTuple, seed: int) -> TrainState:
