@@ -81,6 +81,13 @@ def cmd_bench_batching(a: argparse.Namespace) -> int:
     if any(b < 2 for b in a.batch_sizes):
         raise UserError(f"bench batching: --batch-sizes must be >= 2 (each counts the padding graph), "
                         f"got {a.batch_sizes}")
+    if a.devices > 1:
+        from gnn_batching.batching.bench import format_device_table, run_device_bench
+
+        rows = run_device_bench(_spec_from_args(a), a.batch_sizes, a.devices, a.methods, use_cache=not a.no_cache,
+                                repeats=a.repeats)
+        print(dumps_json(rows, indent=None) if a.json else format_device_table(rows))
+        return 0
     rows = run_bench(_spec_from_args(a), a.batch_sizes, a.methods, pad_edges=a.pad_edges,
                      use_cache=not a.no_cache, repeats=a.repeats)
     print(dumps_json(rows, indent=None) if a.json else format_table(rows))
@@ -219,6 +226,8 @@ def build_parser() -> argparse.ArgumentParser:
     bb.add_argument("--methods", nargs="+", default=None, help="default: all methods")
     bb.add_argument("--pad-edges", choices=["hub", "spread"], default="hub")
     bb.add_argument("--repeats", type=int, default=1, help="epochs timed per row (best is reported)")
+    bb.add_argument("--devices", type=int, default=1,
+                    help="N > 1: time data-parallel steps of N device batches, sequential vs parallel threads")
     bb.add_argument("--json", action="store_true", help="print a JSON list of flat objects")
     bb.set_defaults(fn=cmd_bench_batching)
 

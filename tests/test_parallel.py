@@ -154,3 +154,25 @@ def test_two_hosts_train_exactly_like_one_host_with_as_many_devices(tmp_path):
     assert two["final_loss"] == pytest.approx(one["final_loss"], rel=1e-5)
     assert two["test_rmse"] == pytest.approx(one["test_rmse"], rel=1e-5)
     assert two["test_graphs"] == one["test_graphs"] == 30
+
+
+def test_threaded_assembly_gives_the_same_batches_and_the_bench_reports_it(tmp_path):
+    rng = np.random.default_rng(2)
+    store = random_store(rng, rng.integers(1, 20, 80), rng.integers(0, 60, 80))
+    method = make_method(BatchingConfig(method="static-pow2", batch_size=6), store, np.arange(80))
+    ld = Loader(store, store.targets["y"], np.arange(80), method, shuffle=True, shard=Shard(4))
+    ld.parallel_min_edges = 10**9
+    seq = list(ld.epoch(1))
+    ld.parallel_min_edges = 0  # every step's batches in threads
+    par = list(ld.epoch(1))
+    assert len(seq) == len(par) and ld._pool is not None
+    for a, b in zip(seq, par):
+        assert (a.index == b.index).all() and a.shape == b.shape
+        assert all((x == y).all() for x, y in zip(_leaves(a.arrays.graph), _leaves(b.arrays.graph)))
+    r = subprocess.run([sys.executable, "-m", "gnn_batching.cli", "bench", "batching", "--dataset", "aflow-synthetic",
+                        "--limit", "60", "--devices", "2", "--batch-sizes", "8", "--methods", "dynamic", "--json"],
+                       capture_output=True, text=True, cwd=tmp_path)
+    assert r.returncode == 0, r.stderr[-2000:]
+    row = json.loads(r.stdout)[0]
+    assert row["devices"] == 2 and row["steps"] >= 1 and row["sequential_ms_per_step"] > 0
+    assert row["ratio"] == pytest.approx(row["sequential_ms_per_step"] / row["threaded_ms_per_step"], rel=0.02)

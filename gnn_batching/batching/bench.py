@@ -193,3 +193,63 @@ def format_table(rows: list[dict]) -> str:
     if rows and rows[0].get("synthetic"):
         lines.append("(dataset is SYNTHETIC)")
     return "\n".join(lines)
+
+
+def run_device_bench(spec: DatasetSpec, batch_sizes: list[int], devices: int, methods: list[str] | None = None,
+                     use_cache: bool = True, repeats: int = 1) -> list[dict]:
+    """Time the assembly of one epoch's data-parallel steps (``devices`` batches per step): one
+    device batch after another, every step's batches in parallel threads, and the loader's
+    default (threads only for big batches, ``shard.PARALLEL_MIN_EDGES``).
+
+    Returns:
+      One row per (method, batch size): ms per step each way and the ratios to sequential; the
+      default's figure is what a device step must take at least for assembly to keep up.
+    """
+    from gnn_batching.batching.loader import Loader
+    from gnn_batching.batching.shard import Shard
+
+    ds = load_dataset(spec, use_cache=use_cache)
+    store, targets = ds.store, ds.targets()
+    methods = methods or ["static-pow2", "dynamic", "buckets", "packed"]
+    rows = []
+    prog = Progress("bench devices", total=len(methods) * len(batch_sizes))
+    for bs in batch_sizes:
+        for m in methods:
+            method = make_method(BatchingConfig(method=m, batch_size=bs), store, ds.splits.train)
+            loader = Loader(store, targets, ds.splits.train, method, shuffle=True, shard=Shard(devices))
+            pool, default_min = loader._pool, loader.parallel_min_edges
+            times = {}
+            for label, p, min_edges in (("sequential", None, 0), ("threaded", pool, 0), ("default", pool, default_min)):
+                loader._pool, loader.parallel_min_edges = p, min_edges
+                best = float("inf")
+                for _ in range(repeats):
+                    t0 = time.perf_counter()
+                    n_steps = sum(1 for _ in loader.epoch(0))
+                    best = min(best, time.perf_counter() - t0)
+                times[label] = best * 1e3 / max(n_steps, 1)
+            rows.append({"dataset": spec.name, "method": m, "batch_size": bs, "devices": devices, "steps": n_steps,
+                         "sequential_ms_per_step": round(times["sequential"], 2),
+                         "threaded_ms_per_step": round(times["threaded"], 2),
+                         "default_ms_per_step": round(times["default"], 2),
+                         "ratio": round(times["sequential"] / times["threaded"], 2),
+                         "default_ratio": round(times["sequential"] / times["default"], 2),
+                         "padded_edges_per_device": int(method.plan(ds.splits.train).shapes[:, 1].max()),
+                         "threads": pool._max_workers if pool is not None else 1,
+                         "synthetic": ds.synthetic})
+            prog.update(len(rows), postfix=f"{m} bs={bs}: {rows[-1]['ratio']}x")
+    prog.close()
+    return rows
+
+
+def format_device_table(rows: list[dict]) -> str:
+    """The rows of :func:`run_device_bench` as a text table."""
+    lines = [f"{'method':<13} {'bs':>4} {'devices':>7} {'steps':>6} {'edges/dev':>9} {'sequential ms':>14} "
+             f"{'threaded ms':>12} {'ratio':>6} {'default ms':>11} {'ratio':>6} {'threads':>7}"]
+    for r in rows:
+        lines.append(f"{r['method']:<13} {r['batch_size']:>4} {r['devices']:>7} {r['steps']:>6} "
+                     f"{r['padded_edges_per_device']:>9} {r['sequential_ms_per_step']:>14.2f} "
+                     f"{r['threaded_ms_per_step']:>12.2f} {r['ratio']:>5.2f}x {r['default_ms_per_step']:>11.2f} "
+                     f"{r['default_ratio']:>5.2f}x {r['threads']:>7}")
+    lines.append("ms per data-parallel step (one padded batch per device), assembly only; a device step shorter "
+                 "than the threaded figure waits for data (see wait_ms in steps.csv).")
+    return "\n".join(lines)

@@ -19,7 +19,7 @@ from gnn_batching.batching.methods import BatchingConfig, BatchingMethod
 from gnn_batching.batching.plan import EpochPlan
 from gnn_batching.batching.prefetch import Prefetcher
 from gnn_batching.batching.registry import make_method
-from gnn_batching.batching.shard import Shard, device_plan, host_plan, iterate_steps
+from gnn_batching.batching.shard import PARALLEL_MIN_EDGES, Shard, device_plan, host_plan, iterate_steps
 
 
 class Loader:
@@ -48,6 +48,7 @@ class Loader:
         self.epoch_stats: list[dict] = []
         self.shard = shard if shard is not None and shard.n_global > 1 else None
         self._pool = None
+        self.parallel_min_edges = PARALLEL_MIN_EDGES  # device batches this big are assembled in threads
         if self.shard is not None and self.shard.n_local > 1:
             self._pool = ThreadPoolExecutor(min(self.shard.n_local, os.cpu_count() or 1),
                                             thread_name_prefix="assemble")
@@ -76,7 +77,7 @@ class Loader:
         if self.shard is None:
             return self.method.iterate(self.store, plan, self.targets, self.pad_edges)
         return iterate_steps(self.method, self.store, host_plan(plan, self.shard), self.targets, self.pad_edges,
-                             self.shard.n_local, self._pool)
+                             self.shard.n_local, self._pool, self.parallel_min_edges)
 
     def forever(self) -> Iterator[Batch]:
         """Training stream: epoch 0, 1, 2, ... (each a fresh seeded shuffle)."""
