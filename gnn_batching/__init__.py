@@ -28,6 +28,7 @@ _LAZY = {
     "load_config": "gnn_batching.config",
     "RunConfig": "gnn_batching.config",
     "DatasetSpec": "gnn_batching.config",
+    "BatchingConfig": "gnn_batching.config",
     "load_dataset": "gnn_batching.data.datasets",
     "make_loaders": "gnn_batching.batching.loader",
     "make_model": "gnn_batching.models",
@@ -46,5 +47,5 @@ def __getattr__(name: str):
     raise AttributeError(name)
 
 
-__all__ = ["DatasetSpec", "RunConfig", "__version__", "collect", "dynamically_batch", "load_config", "load_dataset",
-           "make_loaders", "make_model", "plot_all", "register_dataset", "train_and_evaluate"]
+__all__ = ["BatchingConfig", "DatasetSpec", "RunConfig", "__version__", "collect", "dynamically_batch", "load_config",
+           "load_dataset", "make_loaders", "make_model", "plot_all", "register_dataset", "train_and_evaluate"]

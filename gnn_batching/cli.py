@@ -94,6 +94,20 @@ def cmd_bench_batching(a: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_bench_graphs(a: argparse.Namespace) -> int:
+    """``gnn-batching bench graphs``: graph building with vesin against ASE's neighbour list."""
+    from gnn_batching.data.bench import format_graph_bench, run_graph_bench
+
+    a.dataset = a.dataset_flag or a.dataset
+    if not a.dataset:
+        raise UserError("bench graphs: name a dataset, e.g. --dataset aflow-synthetic")
+    if a.n < 1 or a.repeats < 1:
+        raise UserError(f"bench graphs: -n and --repeats must be >= 1, got {a.n}, {a.repeats}")
+    row = run_graph_bench(_spec_from_args(a), a.n, a.repeats)
+    print(dumps_json(row, indent=None) if a.json else format_graph_bench(row))
+    return 0 if row["equal"] else 1
+
+
 def cmd_bench_step(a: argparse.Namespace) -> int:
     """``gnn-batching bench step``: jitted train-step time per allocator, model and method."""
     from gnn_batching.train.bench_step import format_step_table, run_bench_step, time_steps
@@ -128,7 +142,9 @@ def cmd_run(a: argparse.Namespace) -> int:
 
         initialize_distributed()
     cfg = load_config(a.config, a.set or [])
-    summary = run(cfg, out_dir=a.out, force=a.force)
+    if a.resume and not a.out:
+        raise UserError("run --resume: name the run directory to continue with --out")
+    summary = run(cfg, out_dir=a.out, force=a.force, resume=a.resume)
     print(dumps_json(summary))
     return 0
 
@@ -231,6 +247,13 @@ def build_parser() -> argparse.ArgumentParser:
     bb.add_argument("--json", action="store_true", help="print a JSON list of flat objects")
     bb.set_defaults(fn=cmd_bench_batching)
 
+    bg = bench.add_parser("graphs", help="graph building: vesin vs ASE neighbour lists (structures/s, ratio)")
+    _dataset_args(bg, flag=True)
+    bg.add_argument("-n", type=int, default=1000, help="structures to build (default 1000)")
+    bg.add_argument("--repeats", type=int, default=1, help="timings per builder (best is reported)")
+    bg.add_argument("--json", action="store_true", help="print one flat JSON object")
+    bg.set_defaults(fn=cmd_bench_graphs)
+
     bs_ = bench.add_parser("step", help="the jitted train step alone, per allocator setting (fresh process each)")
     _dataset_args(bs_, flag=True)
     bs_.add_argument("--models", nargs="+", default=["schnet", "mpeu"])
@@ -251,6 +274,8 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--out", help="run directory (default: results/runs/<name>-<time>)")
     r.add_argument("--force", action="store_true",
                    help="redo a PARTIAL run in --out in place (a finished run or foreign files are never replaced)")
+    r.add_argument("--resume", action="store_true",
+                   help="continue the partial run in --out from its latest checkpoint (from step 0 if it has none)")
     r.add_argument("--distributed", action="store_true",
                    help="join a multi-host run (jax.distributed.initialize: Slurm and Open MPI detected; else set "
                         "JAX_COORDINATOR_ADDRESS, JAX_NUM_PROCESSES, JAX_PROCESS_ID)")

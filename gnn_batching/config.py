@@ -201,8 +201,20 @@ class TrainConfig:
     # data parallelism: 1, a number of local devices, or "all"; each device gets its own padded
     # batch from the batcher and the gradients are combined (weighted by real graphs)
     devices: int | str = 1
+    # checkpoints (orbax) under the run directory, so a killed run resumes (`run --resume`): every
+    # N steps and every M minutes, whichever comes first (0 turns a rule off); the last K are kept.
+    # The defaults save nothing in a run shorter than 30 minutes and 10,000 steps (the quick start)
+    checkpoint_every: int = 10_000
+    checkpoint_minutes: float = 30.0
+    checkpoint_keep: int = 2
+    # TensorBoard event files (loss, step time, evaluation metrics) in <run>/tensorboard
+    tensorboard: bool = False
 
     def __post_init__(self) -> None:
+        if self.checkpoint_every < 0 or self.checkpoint_minutes < 0 or self.checkpoint_keep < 1:
+            raise ConfigError("train.checkpoint_every and train.checkpoint_minutes must be >= 0 (0: off), "
+                              f"train.checkpoint_keep >= 1; got {self.checkpoint_every}, {self.checkpoint_minutes}, "
+                              f"{self.checkpoint_keep}")
         if (isinstance(self.devices, str) and self.devices != "all") or (isinstance(self.devices, int)
                                                                          and self.devices < 1):
             raise ConfigError(f"train.devices must be a number >= 1 or 'all', got {self.devices!r}")

@@ -7,9 +7,17 @@ import pytest
 from ase import Atoms
 from ase.build import bulk
 
+from gnn_batching.data import graphs
 from gnn_batching.data.graphs import GraphRecipe, build_edges, knn_edges
 from gnn_batching.data.structures import from_atoms_list
 from gnn_batching.errors import ConfigError
+
+
+@pytest.fixture(params=graphs.NEIGHBOUR_BACKENDS, autouse=True)
+def backend(request, monkeypatch):
+    """Every hand-checked case runs with each neighbour-list library."""
+    monkeypatch.setattr(graphs, "default_backend", lambda: request.param)
+    return request.param
 
 
 def _set(atoms_list):
@@ -100,3 +108,4 @@ def test_knn_small_molecule_uses_all_others():
 def test_bad_recipe():
     with pytest.raises(ConfigError, match="graph 'star' unknown"):
         GraphRecipe("star")
+

@@ -207,3 +207,33 @@ def test_each_local_job_gets_its_own_gpus():
     assert gpu_env({"A": "1"}, 3, 0) == {"A": "1"}
     with pytest.raises(ConfigError, match="only"):
         gpu_env({"CUDA_VISIBLE_DEVICES": "0,1"}, 2, 1)
+
+
+def test_a_sweep_shows_progress_inside_running_cells(tmp_path, monkeypatch, caplog):
+    import subprocess
+    import sys
+
+    import yaml
+
+    from gnn_batching.sweep import launch
+    from gnn_batching.sweep.grid import load_sweep
+
+    d = {"name": "t", "output_dir": str(tmp_path / "out"),
+         "base": {"dataset": {"name": "aflow-synthetic", "limit": 20}, "train": {"num_train_steps": 1}},
+         "grid": {"train.seed": [0]}}
+    (tmp_path / "s.yaml").write_text(yaml.safe_dump(d))
+
+    def talking(cell, env, cores, log_path):  # a cell that logs its progress, then runs a while
+        os.makedirs(os.path.dirname(log_path), exist_ok=True)
+        fh = open(log_path, "w")
+        code = ("import sys, time; print('[run t] 3/10 (1 s) loss 0.5000, 2.0 ms/step', flush=True); "
+                "time.sleep(1.5)")
+        proc = subprocess.Popen([sys.executable, "-c", code], stdout=fh)
+        proc.log = fh
+        return proc
+
+    monkeypatch.setattr(launch, "_launch", talking)
+    with caplog.at_level(logging.INFO, logger="gnn_batching"):
+        launch.run_sweep(load_sweep(str(tmp_path / "s.yaml")), watch_s=0.5)
+    text = "\n".join(r.getMessage() for r in caplog.records)
+    assert "running seed=0: 3/10 (1 s) loss 0.5000, 2.0 ms/step" in text, text

@@ -127,6 +127,7 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+@pytest.mark.slow  # ~50 s: three training processes; the simulated-hosts test above runs by default
 def test_two_hosts_train_exactly_like_one_host_with_as_many_devices(tmp_path):
     """A real multi-host run on this machine: 2 processes x 2 CPU devices joined through
     jax.distributed (localhost coordinator) give the same losses and test error as 1 process x 4

@@ -58,14 +58,8 @@ class Loader:
         order = np.random.default_rng([self.seed, epoch]).permutation(self.index) if self.shuffle else self.index
         return self.method.plan(order)
 
-    def epoch(self, epoch: int = 0) -> Iterator[Batch]:
-        """Yield the padded batches of ``epoch`` in plan order.
-
-        Every graph of the split appears exactly once (unless the method's documented skip
-        policy removes it; skips are counted in the epoch statistics). With a ``shard``, one
-        batch per step holding this host's device batches; the statistics are over all hosts'
-        batches, empty ones that pad the last step included.
-        """
+    def _planned(self, epoch: int) -> EpochPlan:
+        """The epoch's plan (per device step where sharded); its statistics are recorded."""
         t0 = time.perf_counter()
         plan = self.plan(epoch)
         if self.shard is not None:
@@ -74,22 +68,54 @@ class Loader:
         stats = plan.stats(self.store.n_node, self.store.n_edge)
         stats.update({"epoch": epoch, "split_size": len(self.index), "plan_ms": plan_ms})
         self.epoch_stats.append(stats)
-        if self.shard is None:
-            return self.method.iterate(self.store, plan, self.targets, self.pad_edges)
-        return iterate_steps(self.method, self.store, host_plan(plan, self.shard), self.targets, self.pad_edges,
-                             self.shard.n_local, self._pool, self.parallel_min_edges)
+        return plan
 
-    def forever(self) -> Iterator[Batch]:
-        """Training stream: epoch 0, 1, 2, ... (each a fresh seeded shuffle)."""
+    def _steps_of(self, plan: EpochPlan) -> int:
+        return len(plan) if self.shard is None else len(plan) // self.shard.n_global
+
+    def _iterate(self, plan: EpochPlan, skip: int = 0) -> Iterator[Batch]:
+        if self.shard is None:
+            return self.method.iterate(self.store, plan.tail(skip) if skip else plan, self.targets, self.pad_edges)
+        mine = host_plan(plan, self.shard)
+        if skip:
+            mine = mine.tail(skip * self.shard.n_local)
+        return iterate_steps(self.method, self.store, mine, self.targets, self.pad_edges, self.shard.n_local,
+                             self._pool, self.parallel_min_edges)
+
+    def epoch(self, epoch: int = 0) -> Iterator[Batch]:
+        """Yield the padded batches of ``epoch`` in plan order.
+
+        Every graph of the split appears exactly once (unless the method's documented skip
+        policy removes it; skips are counted in the epoch statistics). With a ``shard``, one
+        batch per step holding this host's device batches; the statistics are over all hosts'
+        batches, empty ones that pad the last step included.
+        """
+        return self._iterate(self._planned(epoch))
+
+    def forever(self, start: int = 0) -> Iterator[Batch]:
+        """Training stream: epoch 0, 1, 2, ... (each a fresh seeded shuffle), from step ``start``.
+
+        A resumed run passes the steps it has done: earlier epochs are planned (their statistics
+        recorded) but not assembled, and the stream continues with exactly the batches an
+        uninterrupted run would see next.
+        """
         e = 0
         while True:
-            yield from self.epoch(e)
+            plan = self._planned(e)
+            n = self._steps_of(plan)
+            if start >= n:
+                start -= n
+            else:
+                yield from self._iterate(plan, start)
+                start = 0
             e += 1
 
-    def stream(self, prefetch: int = 0, transform: Callable[[Batch], Batch] | None = None) -> Iterator[Batch]:
-        """The training stream; with ``prefetch`` > 0, batches are assembled (and ``transform`` is
-        applied, e.g. the copy to the device) ``prefetch`` batches ahead in a background thread."""
-        it = self.forever()
+    def stream(self, prefetch: int = 0, transform: Callable[[Batch], Batch] | None = None,
+               start: int = 0) -> Iterator[Batch]:
+        """The training stream from step ``start``; with ``prefetch`` > 0, batches are assembled
+        (and ``transform`` is applied, e.g. the copy to the device) ``prefetch`` batches ahead in
+        a background thread."""
+        it = self.forever(start)
         if prefetch <= 0:
             return it
         return Prefetcher(map(transform, it) if transform else it, prefetch)

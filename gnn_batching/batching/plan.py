@@ -30,6 +30,12 @@ class EpochPlan:
         """Store indices of batch ``b``, shape ``(real graphs of b,)``."""
         return self.order[self.bounds[b] : self.bounds[b + 1]]
 
+    def tail(self, b: int) -> EpochPlan:
+        """The plan from batch ``b`` on (where a resumed run picks up within an epoch)."""
+        lo = int(self.bounds[b])
+        groups = self.groups[lo:] if self.groups is not None else None
+        return EpochPlan(self.order[lo:], self.bounds[b:] - lo, self.shapes[b:], self.skipped, groups)
+
     def stats(self, n_node: np.ndarray, n_edge: np.ndarray) -> dict:
         """Per-epoch statistics: batches, graphs, distinct shapes, fill (real / padded)."""
         if len(self) == 0:

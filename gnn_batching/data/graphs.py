@@ -10,6 +10,11 @@ distance is its norm. Senders/receivers are LOCAL atom indices (0..n-1) within e
   cell gets k edges to its own images). Ties are broken deterministically: by distance
   rounded to 1e-6 A, then sender index, then image shift (lexicographic). In a molecule with
   n <= k atoms every atom receives from all n - 1 others.
+
+Neighbour lists come from ``vesin`` (a compiled cell-list library made for this) when it is
+installed, else from ASE's Python ``neighbor_list``; both give the same pairs, shifts and
+vectors, and the ordering above is applied to either (equality tested on hand-checked crystals
+and 500 random synthetic ones; ``gnn-batching bench graphs`` times both).
 """
 
 from __future__ import annotations
@@ -57,13 +62,15 @@ class Edges:
     vectors: np.ndarray
 
 
-def build_edges(s: StructureSet, recipe: GraphRecipe, progress=None) -> Edges:
+def build_edges(s: StructureSet, recipe: GraphRecipe, progress=None, backend: str | None = None) -> Edges:
+    """Every structure's edges by ``recipe``; ``backend`` picks the neighbour-list library
+    (:func:`neighbor_list`) for periodic and kNN graphs."""
     if recipe.kind == "fully-connected":
         return _dense_pairs(s, None)
     periodic = s.pbc.any(axis=1)
     if recipe.kind == "radius" and not periodic.any():
         return _dense_pairs(s, recipe.cutoff)
-    return _per_graph(s, recipe, progress)
+    return _per_graph(s, recipe, progress, backend)
 
 
 def _pair_template(n: int) -> tuple[np.ndarray, np.ndarray]:
@@ -126,10 +133,39 @@ def _atoms(s: StructureSet, i: int, off: np.ndarray):
     return Atoms(numbers=s.numbers[a:b], positions=s.positions[a:b], cell=s.cells[i], pbc=s.pbc[i])
 
 
-def knn_edges(atoms, k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(senders, receivers, vectors) of the k-nearest-neighbour graph of one structure."""
-    from ase.neighborlist import neighbor_list
+NEIGHBOUR_BACKENDS = ("vesin", "ase")
 
+
+def default_backend() -> str:
+    """``vesin`` when it can be imported, else ``ase``."""
+    try:
+        import vesin  # noqa: F401
+    except ImportError:
+        return "ase"
+    return "vesin"
+
+
+def neighbor_list(quantities: str, atoms, cutoff: float, backend: str | None = None) -> tuple[np.ndarray, ...]:
+    """ASE's ``neighbor_list(quantities, atoms, cutoff)`` (letters ``i j d D S``), computed by
+    ``backend`` (default: :func:`default_backend`). Pairs closer than ``cutoff``, periodic
+    images included along periodic directions, self-pairs without a shift excluded."""
+    backend = backend or default_backend()
+    if backend == "ase":
+        from ase.neighborlist import neighbor_list as ase_neighbor_list
+
+        return ase_neighbor_list(quantities, atoms, cutoff)
+    from vesin import NeighborList
+
+    pbc = np.asarray(atoms.pbc, dtype=bool)
+    box = np.asarray(atoms.cell.array, dtype=np.float64) if pbc.any() else np.zeros((3, 3))
+    out = NeighborList(cutoff=float(cutoff), full_list=True).compute(
+        points=np.asarray(atoms.positions, dtype=np.float64), box=box, periodic=pbc, quantities=quantities)
+    casts = {"i": np.intp, "j": np.intp, "S": np.intp, "d": np.float64, "D": np.float64}
+    return tuple(np.asarray(x, dtype=casts[q]) for q, x in zip(quantities, out))
+
+
+def knn_edges(atoms, k: int, backend: str | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(senders, receivers, vectors) of the k-nearest-neighbour graph of one structure."""
     n = len(atoms)
     periodic = bool(atoms.pbc.any())
     need = k if periodic else min(k, n - 1)
@@ -142,7 +178,7 @@ def knn_edges(atoms, k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         span = np.ptp(atoms.positions, axis=0)
         r = max(1.0, 0.5 * float(np.linalg.norm(span)))
     for _ in range(60):
-        i, j, d, D, S = neighbor_list("ijdDS", atoms, r)
+        i, j, d, D, S = neighbor_list("ijdDS", atoms, r, backend)
         counts = np.bincount(i, minlength=n)
         if counts.min() >= need:
             break
@@ -156,23 +192,23 @@ def knn_edges(atoms, k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return j[keep].astype(np.int32), i[keep].astype(np.int32), D[keep].astype(np.float32)
 
 
-def radius_edges(atoms, cutoff: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    from ase.neighborlist import neighbor_list
-
-    i, j, D, S = neighbor_list("ijDS", atoms, cutoff)
+def radius_edges(atoms, cutoff: float, backend: str | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(senders, receivers, vectors) of every pair closer than ``cutoff`` (periodic images included)."""
+    i, j, D, S = neighbor_list("ijDS", atoms, cutoff, backend)
     order = np.lexsort((S[:, 2], S[:, 1], S[:, 0], j, i))
     return j[order].astype(np.int32), i[order].astype(np.int32), D[order].astype(np.float32)
 
 
-def _per_graph(s: StructureSet, recipe: GraphRecipe, progress=None) -> Edges:
+def _per_graph(s: StructureSet, recipe: GraphRecipe, progress=None, backend: str | None = None) -> Edges:
     off = s.atom_offsets
+    backend = backend or default_backend()
     snd, rcv, vec, n_edge = [], [], [], np.zeros(len(s), dtype=np.int64)
     for gi in range(len(s)):
         atoms = _atoms(s, gi, off)
         if recipe.kind == "knn":
-            a, b, c = knn_edges(atoms, recipe.k)
+            a, b, c = knn_edges(atoms, recipe.k, backend)
         else:
-            a, b, c = radius_edges(atoms, recipe.cutoff)
+            a, b, c = radius_edges(atoms, recipe.cutoff, backend)
         snd.append(a)
         rcv.append(b)
         vec.append(c)

@@ -55,7 +55,8 @@ def _preexec(cores: list[int] | None):
 
 def prepare_cell(cell: Cell) -> list[str]:
     """Write the cell's config, clear a partial run's records, return the command that runs it
-    (``gnn-batching run ... --force``: a partial cell is redone in place). Every launcher uses it."""
+    (``gnn-batching run ... --force --resume``: a partial cell continues from its latest
+    checkpoint, or is redone in place when it has none). Every launcher uses it."""
     os.makedirs(cell.run_dir, exist_ok=True)
     cfg_path = os.path.join(cell.run_dir, "config.yaml")
     write_text_atomic(cfg_path, yaml.safe_dump(cell.config, sort_keys=False))
@@ -63,7 +64,7 @@ def prepare_cell(cell: Cell) -> list[str]:
         p = os.path.join(cell.run_dir, stale)
         if os.path.exists(p):
             os.unlink(p)
-    return [sys.executable, "-m", "gnn_batching.cli", "run", cfg_path, "--out", cell.run_dir, "--force"]
+    return [sys.executable, "-m", "gnn_batching.cli", "run", cfg_path, "--out", cell.run_dir, "--force", "--resume"]
 
 
 def _launch(cell: Cell, env: dict, cores: list[int] | None, log_path: str) -> subprocess.Popen:
@@ -83,6 +84,19 @@ def start_sweep(sw: Sweep) -> list[Cell]:
     write_json_atomic(os.path.join(sw.output_dir, SWEEP_FILE),
                       {"name": sw.name, "source": sw.source, "grid": sw.grid, "base": sw.base})
     return [c for c, s in zip(sw.cells, states) if s != "done"]
+
+
+def last_progress(log_path: str) -> str | None:
+    """The last progress line of a running cell's log (``[run NAME] k/N (...) loss x, y ms/step``)."""
+    try:
+        with open(log_path, "rb") as fh:
+            fh.seek(0, os.SEEK_END)
+            fh.seek(max(0, fh.tell() - 8192))
+            tail = fh.read().decode("utf-8", "replace")
+    except OSError:
+        return None
+    lines = [ln for ln in tail.splitlines() if ln.startswith("[run ")]
+    return lines[-1].split("] ", 1)[-1] if lines else None
 
 
 def describe_cells(sw: Sweep) -> str:
@@ -106,13 +120,15 @@ def gpu_env(env: dict, slot: int, gpus_per_job: int) -> dict:
     return {**env, "CUDA_VISIBLE_DEVICES": ",".join(picked)}
 
 
-def run_sweep(sw: Sweep, jobs: int = 1, gpus_per_job: int = 0) -> int:
+def run_sweep(sw: Sweep, jobs: int = 1, gpus_per_job: int = 0, watch_s: float = 30.0) -> int:
     """Run every unfinished cell; 0 when all cells are finished, 1 if any failed (named).
 
     Args:
       sw: the sweep (from :func:`gnn_batching.sweep.grid.load_sweep`).
       jobs: cells run at once; each gets ``cores // jobs`` pinned cores.
       gpus_per_job: give each of the ``jobs`` its own GPUs (e.g. 4 jobs x 1 GPU on a 4-GPU node).
+      watch_s: every this many seconds, log each running cell's last progress line (steps done,
+        loss, step time), so a long cell shows it is alive.
 
     Raises:
       ConfigError: if ``jobs < 1`` or the sweep file changed under a started sweep.
@@ -133,8 +149,14 @@ def run_sweep(sw: Sweep, jobs: int = 1, gpus_per_job: int = 0) -> int:
     running: dict[int, tuple[subprocess.Popen, Cell]] = {}
     failed: list[str] = []
     free = list(range(jobs))
+    watched = time.perf_counter()
     try:
         while todo or running:
+            if running and time.perf_counter() - watched >= watch_s:
+                watched = time.perf_counter()
+                for _, cell in running.values():
+                    line = last_progress(cell_log(sw.output_dir, cell.cell_id))
+                    prog.note(f"running {cell.cell_id}: {line or 'starting'}")
             while todo and free:
                 slot = free.pop(0)
                 cell = todo.pop(0)

@@ -64,5 +64,15 @@ class RunRecords:
         """Write ``status.json`` (state of the run, steps done) atomically."""
         write_json_atomic(os.path.join(self.out_dir, "status.json"), status)
 
+    def snapshot(self) -> dict:
+        """The step, evaluation and ahead-of-time rows as plain data (what a checkpoint keeps)."""
+        return {"steps": self.steps.rows, "evals": self.evals, "ahead": self.ahead}
+
+    def restore(self, snap: dict) -> None:
+        """Continue from a :meth:`snapshot` (a resumed run)."""
+        self.steps.rows = {k: list(v) for k, v in snap["steps"].items()}
+        self.evals = list(snap["evals"])
+        self.ahead = list(snap["ahead"])
+
     def __len__(self) -> int:
         return len(self.steps)

@@ -18,6 +18,9 @@ presence means the run finished):
                        (the records above are kept for a run that stopped early)
 * ``params.msgpack``   the final parameters (``flax.serialization.to_bytes``)
 * ``summary.json``     the flat summary row
+* ``checkpoints/``     orbax checkpoints (``train.checkpoint_every`` / ``checkpoint_minutes``),
+                       from which ``run --resume`` continues (``checkpoint.py``)
+* ``tensorboard/``     TensorBoard event files (``train.tensorboard: true``)
 """
 
 from __future__ import annotations
@@ -29,10 +32,12 @@ import functools
 import logging
 import math
 import os
+import shutil
 import signal
 import tempfile
 import threading
 import time
+from types import SimpleNamespace
 
 import flax.linen as nn
 import flax.serialization
@@ -51,6 +56,7 @@ from gnn_batching.errors import ConfigError, UserError
 from gnn_batching.io import write_bytes_atomic, write_json_atomic, write_text_atomic
 from gnn_batching.models import make_model
 from gnn_batching.progress import Progress
+from gnn_batching.train.checkpoint import Checkpoints, has_checkpoint
 from gnn_batching.train.instruments import CompileMonitor, PhaseTimer, compilation_cache, peak_device_memory, timer
 from gnn_batching.train.layouts import init_graph, steps_for
 from gnn_batching.train.parallel import batch_sharding, first_local, put_global, replicate, setup
@@ -59,9 +65,10 @@ from gnn_batching.train.provenance import provenance
 from gnn_batching.train.records import RunRecords
 from gnn_batching.train.steps import TrainState, count_params, init_state, make_optimizer
 from gnn_batching.train.summary import build_summary
+from gnn_batching.train.tensorboard import TensorBoard
 
 RUN_FILES = ("config.yaml", "provenance.json", "data.json", "steps.csv", "evals.csv", "epochs.csv", "precompile.csv",
-             "status.json", "params.msgpack", "summary.json")
+             "status.json", "params.msgpack", "summary.json", "checkpoints", "tensorboard")
 
 
 def safe_name(name: str) -> str:
@@ -193,6 +200,8 @@ def prepare(cfg: RunConfig, verbose: bool = True, shard: Shard | None = None) ->
         if len(ds.splits.get(split)) == 0:
             raise ConfigError(f"dataset.split: the {split} split of {len(ds.store)} graphs is empty, but "
                               f"train.eval_splits evaluates it; use more graphs or a larger share")
+    if cfg.train.tensorboard:
+        TensorBoard.check_available()
     if cfg.model.form == "dense" and has_repeated_pairs(ds.store):
         raise ConfigError(f"model.form: dense cannot hold the {cfg.dataset.name} graphs: some repeat a "
                           "(sender, receiver) pair (periodic images); use model.form: sparse")
@@ -217,8 +226,13 @@ def _write_header(out: str, cfg: RunConfig, p: Prepared, prov: dict) -> None:
     })
 
 
+def _compile_totals(first: dict, restarts: dict):
+    """What the summary reads from a compile monitor, from a checkpoint's compile counts."""
+    return SimpleNamespace(counts=first["counts"], seconds=first["seconds"], cache_hits=first["cache_hits"])
+
+
 def train_and_evaluate(cfg: RunConfig, workdir: str | None = None, verbose: bool = True,
-                       force: bool = False) -> tuple[TrainState, dict]:
+                       force: bool = False, resume: bool = False) -> tuple[TrainState, dict]:
     """Train and evaluate one configuration, recording everything in ``workdir``.
 
     Everything that can fail on bad input is checked BEFORE ``workdir`` is created or written
@@ -230,6 +244,9 @@ def train_and_evaluate(cfg: RunConfig, workdir: str | None = None, verbose: bool
         workdir: the run directory (default ``results/runs/<name>-<time>``).
         verbose: log progress on the ``gnn_batching`` logger (INFO; the CLI shows it on stderr).
         force: redo a partial run found in ``workdir`` (never a finished one).
+        resume: continue a partial run in ``workdir`` from its latest checkpoint (from step 0
+          when it has none): the remaining steps see exactly the batches an uninterrupted run
+          would have seen; ``summary.json`` counts ``restarts`` and the compiles after them apart.
 
     Returns:
         The trained Flax ``TrainState`` and the summary (also in ``summary.json``); the final
@@ -239,11 +256,12 @@ def train_and_evaluate(cfg: RunConfig, workdir: str | None = None, verbose: bool
         UserError: bad config or data, an unusable ``workdir``, or a loss that became NaN.
     """
     out = workdir or default_run_dir(cfg)
+    ckpt_root = out  # every process saves and restores the same checkpoints (orbax coordinates them)
     shard, mesh = setup(cfg.train.devices)
     if jax.process_index() != 0:  # one run directory, written by process 0; the others keep theirs apart
         out = tempfile.mkdtemp(prefix=f"gnn-batching-process{jax.process_index()}-")
         log.info(f"process {jax.process_index()}: records in {out}")
-    check_out_dir(out, force)
+    check_out_dir(out, force or resume)
     t_start = time.perf_counter()
     p = prepare(cfg, verbose, shard)
     prov = provenance()
@@ -257,7 +275,17 @@ def train_and_evaluate(cfg: RunConfig, workdir: str | None = None, verbose: bool
     place = functools.partial(put_global, sharding=sharding) if sharding is not None else None
     step_place = place if cfg.batching.prefetch <= 0 else None
     monitor = CompileMonitor()
-    stream = p.train_loader.stream(cfg.batching.prefetch, transform=functools.partial(to_device, sharding=sharding))
+    ckpt = Checkpoints(ckpt_root, tc.checkpoint_every, tc.checkpoint_minutes, tc.checkpoint_keep)
+    start = (ckpt.latest() or 0) if resume else 0
+    if resume:
+        log.info(f"resuming {out} from step {start}" if start else f"{out}: no checkpoint; starting from step 0")
+    elif has_checkpoint(ckpt_root):  # a partial run redone from scratch: its checkpoints are stale
+        shutil.rmtree(ckpt.directory)
+    stream = p.train_loader.stream(cfg.batching.prefetch, transform=functools.partial(to_device, sharding=sharding),
+                                   start=start)
+    board = TensorBoard(os.path.join(out, "tensorboard")) if tc.tensorboard else None
+    compiles = {"first": None, "restarts": {"count": 0, "seconds": 0.0}}
+    restarts = 0
     records = RunRecords(out, p.train_loader.epoch_stats)
     prog = Progress(f"run {cfg.name}", total=tc.num_train_steps, enabled=verbose)
     state: TrainState | None = None
@@ -265,9 +293,23 @@ def train_and_evaluate(cfg: RunConfig, workdir: str | None = None, verbose: bool
     graphs_seen = 0
     train_wall_s = 0.0
     status = {"status": "running"}
+
+    def compile_counts() -> dict:  # counts before the first restart, and all compiles after restarts apart
+        if restarts == 0:
+            return {"first": {"counts": dict(monitor.counts), "seconds": dict(monitor.seconds),
+                              "cache_hits": dict(monitor.cache_hits)}, "restarts": compiles["restarts"]}
+        return {"first": compiles["first"],
+                "restarts": {"count": compiles["restarts"]["count"] + sum(monitor.counts.values()),
+                             "seconds": compiles["restarts"]["seconds"] + sum(monitor.seconds.values())}}
+
+    def save_checkpoint(steps_done: int) -> None:
+        ckpt.save(steps_done, state, {"steps_done": steps_done, "graphs_seen": graphs_seen,
+                                      "train_wall_s": train_wall_s, "restarts": restarts, "init_s": init_s,
+                                      "records": records.snapshot(), "compiles": compile_counts()})
+
     try:
         with _sigterm_as_exception(), compilation_cache(tc.compilation_cache):
-            for step in range(tc.num_train_steps):
+            for step in range(start, tc.num_train_steps):
                 phase = PhaseTimer()
                 with phase("assembly"):
                     batch = next(stream)
@@ -278,8 +320,15 @@ def train_and_evaluate(cfg: RunConfig, workdir: str | None = None, verbose: bool
                         if mesh is not None:
                             state = replicate(state, mesh)
                     init_s = phase.s["init"]
+                    if start:  # the template's structure and placement, the checkpoint's values
+                        state, meta = ckpt.restore(state)
+                        records.restore(meta["records"])
+                        graphs_seen, train_wall_s = int(meta["graphs_seen"]), float(meta["train_wall_s"])
+                        restarts, init_s = int(meta["restarts"]) + 1, float(meta["init_s"])
+                        compiles = meta["compiles"]
                     ahead = _compile_ahead(p, cfg, monitor, train_step, eval_step, state, batch.arrays, sharding)
-                    records.precompiled(ahead)
+                    if not start:  # compiled again after a restart: counted apart (restart_compiles)
+                        records.precompiled(ahead)
                     train_wall_s += sum(r["compile_s"] for r in ahead if r["label"] == "train")
                 with phase("update"), monitor.track("train", train_step) as info:
                     state, metrics = train_step(state, step_place(batch.arrays) if step_place else batch.arrays)
@@ -295,6 +344,8 @@ def train_and_evaluate(cfg: RunConfig, workdir: str | None = None, verbose: bool
                              transfer_ms=batch.transfer_ms, real_graphs=batch.n_real_graphs,
                              real_nodes=batch.n_real_nodes, real_edges=batch.n_real_edges, n_node=n_node,
                              n_edge=n_edge, n_graph=n_graph, loss=loss, graphs_seen=graphs_seen)
+                if board is not None:
+                    board.step(step, loss, phase.ms("assembly") + phase.ms("update"), graphs_seen)
                 if not np.isfinite(loss):
                     raise UserError(f"{cfg.name}: loss became {loss} at step {step}; lower train.lr? "
                                     f"(records so far kept in {out})")
@@ -303,24 +354,42 @@ def train_and_evaluate(cfg: RunConfig, workdir: str | None = None, verbose: bool
                         r = evaluate(eval_step, state, p.eval_loaders[split], monitor, place)
                         records.evaluation({"step": step + 1, "split": split, "graphs_seen": graphs_seen,
                                             "train_wall_s": train_wall_s, **r})
-                prog.update(step + 1, postfix=f"loss {loss:.4f}")
+                        if board is not None:
+                            board.evaluation(step + 1, split, r)
+                step_ms = phase.ms("assembly") + phase.ms("update")
+                prog.update(step + 1, postfix=f"loss {loss:.4f}, {step_ms:.1f} ms/step")
+                if step + 1 < tc.num_train_steps and ckpt.enabled and ckpt.due(step + 1):
+                    save_checkpoint(step + 1)
         status = {"status": "complete"}
     except BaseException as exc:
         kind = "interrupted" if isinstance(exc, (KeyboardInterrupt, _Interrupted)) else "failed"
         status = {"status": kind, "reason": f"{type(exc).__name__}: {exc}", "steps_done": len(records)}
+        if kind == "interrupted" and ckpt.enabled and state is not None and len(records) > start:
+            try:  # a preempted job (SIGTERM) keeps its progress; --resume continues from here
+                save_checkpoint(len(records))
+                status["checkpoint"] = len(records)
+            except Exception as save_exc:
+                status["checkpoint_error"] = f"{type(save_exc).__name__}: {save_exc}"
         raise
     finally:
         prog.close()
         if hasattr(stream, "close"):
             stream.close()
         monitor.close()
+        ckpt.close()
+        if board is not None:
+            board.close()
         records.save()
         if status["status"] != "complete":
             records.status(status)
 
     write_bytes_atomic(os.path.join(out, "params.msgpack"), flax.serialization.to_bytes(state.params))
-    summary = build_summary(cfg, p.ds, *records.frames(), monitor, count_params(state.params), prov,
+    totals = compile_counts()
+    summary = build_summary(cfg, p.ds, *records.frames(), _compile_totals(**totals), count_params(state.params), prov,
                             precompile_df=records.precompile_frame())
+    summary.update({"restarts": restarts, "restart_compiles": int(totals["restarts"]["count"]),
+                    "restart_compile_s": float(totals["restarts"]["seconds"]), "checkpoints_saved": ckpt.saved,
+                    "checkpoint_s": ckpt.seconds})
     summary["init_s"] = init_s
     summary["peak_device_memory_bytes"] = peak_device_memory()
     summary["wall_s"] = time.perf_counter() - t_start
@@ -336,6 +405,7 @@ def train_and_evaluate(cfg: RunConfig, workdir: str | None = None, verbose: bool
     return state, summary
 
 
-def run(cfg: RunConfig, out_dir: str | None = None, verbose: bool = True, force: bool = False) -> dict:
+def run(cfg: RunConfig, out_dir: str | None = None, verbose: bool = True, force: bool = False,
+        resume: bool = False) -> dict:
     """:func:`train_and_evaluate`, returning the summary only (what the command line prints)."""
-    return train_and_evaluate(cfg, out_dir, verbose=verbose, force=force)[1]
+    return train_and_evaluate(cfg, out_dir, verbose=verbose, force=force, resume=resume)[1]
