@@ -281,7 +281,7 @@ def test_run_records_are_snapshotted_as_they_come(tmp_path):
 
 
 def test_a_run_killed_with_sigkill_resumes_to_the_same_parameters(tmp_path):
-    """Checkpoint every 50 steps, SIGKILL after the first checkpoint, `run --resume`: the same step
+    """Checkpoint every 25 steps, SIGKILL after the first checkpoint, `run --resume`: the same step
     count, the same final parameters and test error as an uninterrupted run; restarts and the
     compiles after them are reported apart."""
     import signal
@@ -291,8 +291,8 @@ def test_a_run_killed_with_sigkill_resumes_to_the_same_parameters(tmp_path):
     import pandas as pd
 
     smoke = os.path.join(ROOT, "configs", "smoke.yaml")
-    args = ["--set", "train.num_train_steps=400", "--set", "train.checkpoint_every=50", "--set", "train.eval_every=100",
-            "--set", "batching.method=static-pow2"]
+    args = ["--set", "train.num_train_steps=200", "--set", "train.checkpoint_every=25", "--set", "train.eval_every=100",
+            "--set", "batching.method=static-pow2", "--set", "model.latent_size=32"]
 
     def cmd(out, *extra):
         return [sys.executable, "-m", "gnn_batching.cli", "run", smoke, *args, "--out", str(out), *extra]
@@ -300,11 +300,11 @@ def test_a_run_killed_with_sigkill_resumes_to_the_same_parameters(tmp_path):
     killed = tmp_path / "killed"
     proc = subprocess.Popen(cmd(killed), cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 240
-    while time.time() < deadline and not (killed / "checkpoints" / "50").is_dir():
+    while time.time() < deadline and not (killed / "checkpoints" / "25").is_dir():
         time.sleep(0.02)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
-    assert (killed / "checkpoints" / "50").is_dir() and not (killed / "summary.json").exists()
+    assert (killed / "checkpoints" / "25").is_dir() and not (killed / "summary.json").exists()
     r = subprocess.run(cmd(killed, "--resume"), cwd=tmp_path, capture_output=True, text=True)
     assert r.returncode == 0, r.stderr[-3000:]
     assert "resuming" in r.stderr and "from step " in r.stderr, r.stderr[-2000:]
@@ -321,14 +321,30 @@ def test_a_run_killed_with_sigkill_resumes_to_the_same_parameters(tmp_path):
     ss = json.loads((tmp_path / "straight" / "summary.json").read_text())
     assert sk["restarts"] == 1 and ss["restarts"] == 0 and ss["restart_compiles"] == 0
     assert sk["restart_compiles"] >= 1 and sk["train_step_compiles"] == ss["train_step_compiles"]
-    assert sk["steps"] == 400 and sk["test_rmse"] == pytest.approx(ss["test_rmse"], rel=1e-5)
-    assert sk["graphs_seen"] == ss["graphs_seen"] and ss["checkpoints_saved"] == 7  # at 50, 100, ..., 350
+    assert sk["steps"] == 200 and sk["test_rmse"] == pytest.approx(ss["test_rmse"], rel=1e-5)
+    assert sk["graphs_seen"] == ss["graphs_seen"] and ss["checkpoints_saved"] == 7  # at 25, 50, ..., 175
     steps = pd.read_csv(killed / "steps.csv")
-    assert steps["step"].tolist() == list(range(400))  # every step once: none lost, none repeated
+    assert steps["step"].tolist() == list(range(200))  # every step once: none lost, none repeated
     assert (steps["real_graphs"].to_numpy() == pd.read_csv(tmp_path / "straight" / "steps.csv")["real_graphs"]).all()
     evals = pd.read_csv(killed / "evals.csv")
-    assert sorted(set(evals["step"])) == [100, 200, 300, 400]
-    assert sorted(os.listdir(killed / "checkpoints")) == ["300", "350"]  # the last train.checkpoint_keep
+    assert sorted(set(evals["step"])) == [100, 200]
+    assert sorted(os.listdir(killed / "checkpoints")) == ["150", "175"]  # the last train.checkpoint_keep
+
+    # SIGTERM (what Slurm sends before preempting): the run saves a checkpoint where it stands
+    termed = tmp_path / "termed"
+    proc = subprocess.Popen(cmd(termed), cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    while time.time() < deadline + 240 and not (termed / "checkpoints" / "25").is_dir():
+        time.sleep(0.02)
+    time.sleep(0.2)
+    proc.send_signal(signal.SIGTERM)
+    proc.wait()
+    status = json.loads((termed / "status.json").read_text())
+    assert status["status"] == "interrupted" and status["checkpoint"] > 25, status
+    assert (termed / "checkpoints" / str(status["checkpoint"])).is_dir()
+    r = subprocess.run(cmd(termed, "--resume"), cwd=tmp_path, capture_output=True, text=True)
+    assert r.returncode == 0 and f"from step {status['checkpoint']}" in r.stderr, r.stderr[-2000:]
+    for x, y in zip(jax.tree_util.tree_leaves(params(termed)), jax.tree_util.tree_leaves(b)):
+        np.testing.assert_allclose(x, y, rtol=1e-6, atol=1e-7)
 
 
 def _tensorboard_scalars(folder) -> dict:

@@ -159,14 +159,29 @@ class _Interrupted(Exception):
     """Raised in the main thread on SIGTERM, so the run keeps its records on the way out."""
 
 
+class _StopRequest:
+    """Set by the first SIGTERM; the run loop stops at the end of the step it is in."""
+
+    signum: int | None = None
+
+    def check(self) -> None:
+        """Raise :class:`_Interrupted` if a stop was requested."""
+        if self.signum is not None:
+            raise _Interrupted(f"signal {self.signum}")
+
+
 @contextlib.contextmanager
-def _sigterm_as_exception():
+def _sigterm_as_exception(stop: _StopRequest):
+    """SIGTERM stops the run at the end of the current step (records, state and checkpoint then
+    agree); a second SIGTERM stops it at once."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
 
     def handler(signum, frame):
-        raise _Interrupted(f"signal {signum}")
+        if stop.signum is not None:
+            raise _Interrupted(f"signal {signum} (twice)")
+        stop.signum = signum
 
     old = signal.signal(signal.SIGTERM, handler)
     try:
@@ -226,8 +241,8 @@ def _write_header(out: str, cfg: RunConfig, p: Prepared, prov: dict) -> None:
     })
 
 
-def _compile_totals(first: dict, restarts: dict):
-    """What the summary reads from a compile monitor, from a checkpoint's compile counts."""
+def _compile_totals(first: dict):
+    """What the summary reads from a compile monitor, from the compile counts of the first start."""
     return SimpleNamespace(counts=first["counts"], seconds=first["seconds"], cache_hits=first["cache_hits"])
 
 
@@ -293,6 +308,7 @@ def train_and_evaluate(cfg: RunConfig, workdir: str | None = None, verbose: bool
     graphs_seen = 0
     train_wall_s = 0.0
     status = {"status": "running"}
+    stop = _StopRequest()
 
     def compile_counts() -> dict:  # counts before the first restart, and all compiles after restarts apart
         if restarts == 0:
@@ -308,7 +324,7 @@ def train_and_evaluate(cfg: RunConfig, workdir: str | None = None, verbose: bool
                                       "records": records.snapshot(), "compiles": compile_counts()})
 
     try:
-        with _sigterm_as_exception(), compilation_cache(tc.compilation_cache):
+        with _sigterm_as_exception(stop), compilation_cache(tc.compilation_cache):
             for step in range(start, tc.num_train_steps):
                 phase = PhaseTimer()
                 with phase("assembly"):
@@ -335,17 +351,18 @@ def train_and_evaluate(cfg: RunConfig, workdir: str | None = None, verbose: bool
                     jax.block_until_ready((state, metrics))
                 loss = float(metrics["loss"])
                 graphs_seen += batch.n_real_graphs
+                step_ms = phase.ms("assembly") + phase.ms("update")
                 train_wall_s += phase.s["assembly"] + phase.s["update"]
                 n_node, n_edge, n_graph = batch.shape
                 records.step(step=step, assembly_ms=phase.ms("assembly"), update_ms=phase.ms("update"),
-                             combined_ms=phase.ms("assembly") + phase.ms("update"), compiled=info["compiled"],
+                             combined_ms=step_ms, compiled=info["compiled"],
                              compile_s=info["compile_s"],
                              wait_ms=getattr(stream, "last_wait_s", float("nan")) * 1e3,
                              transfer_ms=batch.transfer_ms, real_graphs=batch.n_real_graphs,
                              real_nodes=batch.n_real_nodes, real_edges=batch.n_real_edges, n_node=n_node,
                              n_edge=n_edge, n_graph=n_graph, loss=loss, graphs_seen=graphs_seen)
                 if board is not None:
-                    board.step(step, loss, phase.ms("assembly") + phase.ms("update"), graphs_seen)
+                    board.step(step, loss, step_ms, graphs_seen)
                 if not np.isfinite(loss):
                     raise UserError(f"{cfg.name}: loss became {loss} at step {step}; lower train.lr? "
                                     f"(records so far kept in {out})")
@@ -356,18 +373,22 @@ def train_and_evaluate(cfg: RunConfig, workdir: str | None = None, verbose: bool
                                             "train_wall_s": train_wall_s, **r})
                         if board is not None:
                             board.evaluation(step + 1, split, r)
-                step_ms = phase.ms("assembly") + phase.ms("update")
                 prog.update(step + 1, postfix=f"loss {loss:.4f}, {step_ms:.1f} ms/step")
                 if step + 1 < tc.num_train_steps and ckpt.enabled and ckpt.due(step + 1):
                     save_checkpoint(step + 1)
+                stop.check()
         status = {"status": "complete"}
     except BaseException as exc:
         kind = "interrupted" if isinstance(exc, (KeyboardInterrupt, _Interrupted)) else "failed"
         status = {"status": kind, "reason": f"{type(exc).__name__}: {exc}", "steps_done": len(records)}
-        if kind == "interrupted" and ckpt.enabled and state is not None and len(records) > start:
-            try:  # a preempted job (SIGTERM) keeps its progress; --resume continues from here
-                save_checkpoint(len(records))
-                status["checkpoint"] = len(records)
+        # a preempted job (SIGTERM) keeps its progress; --resume continues from here. The state's own
+        # step counter says how many updates it holds; saved only when the records hold as many (a
+        # second SIGTERM between an update and its record leaves the previous checkpoint in charge)
+        done = int(state.step) if state is not None else 0
+        if kind == "interrupted" and ckpt.enabled and done > start and done == len(records):
+            try:
+                save_checkpoint(done)
+                status["checkpoint"] = done
             except Exception as save_exc:
                 status["checkpoint_error"] = f"{type(save_exc).__name__}: {save_exc}"
         raise
@@ -385,8 +406,8 @@ def train_and_evaluate(cfg: RunConfig, workdir: str | None = None, verbose: bool
 
     write_bytes_atomic(os.path.join(out, "params.msgpack"), flax.serialization.to_bytes(state.params))
     totals = compile_counts()
-    summary = build_summary(cfg, p.ds, *records.frames(), _compile_totals(**totals), count_params(state.params), prov,
-                            precompile_df=records.precompile_frame())
+    summary = build_summary(cfg, p.ds, *records.frames(), _compile_totals(totals["first"]),
+                            count_params(state.params), prov, precompile_df=records.precompile_frame())
     summary.update({"restarts": restarts, "restart_compiles": int(totals["restarts"]["count"]),
                     "restart_compile_s": float(totals["restarts"]["seconds"]), "checkpoints_saved": ckpt.saved,
                     "checkpoint_s": ckpt.seconds})
