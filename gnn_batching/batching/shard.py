@@ -63,7 +63,7 @@ def device_plan(plan: EpochPlan, n_global: int, common_shape: Callable[[np.ndarr
     steps = -(-b // n_global)
     extra = steps * n_global - b
     bounds = np.concatenate([plan.bounds, np.full(extra, plan.bounds[-1], np.int64)])
-    shapes = np.asarray(plan.shapes, np.int64).reshape(-1, 3)
+    shapes = np.array(plan.shapes, np.int64).reshape(-1, 3)  # a copy: the method's plan stays as planned
     if extra:  # empty batches take the step's shape below
         shapes = np.concatenate([shapes, np.repeat(shapes[-1:], extra, axis=0)])
     for s in range(steps):

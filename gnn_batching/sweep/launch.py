@@ -142,6 +142,8 @@ def run_sweep(sw: Sweep, jobs: int = 1, gpus_per_job: int = 0, watch_s: float = 
     threads = max(1, ncores // jobs)
     core_sets = ([list(range(i * threads, (i + 1) * threads)) for i in range(jobs)] if jobs > 1 else [None])
     env = _child_env(threads, jobs)
+    for slot in range(jobs):  # every job's GPUs exist, before any cell starts
+        gpu_env(env, slot, gpus_per_job)
     prog = Progress(f"sweep {sw.name}", total=len(sw.cells))
     prog.note(f"{len(sw.cells)} cells, {done} already done, {len(todo)} to run "
               f"with {jobs} job(s) x {threads} thread(s)")
