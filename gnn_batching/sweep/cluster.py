@@ -6,7 +6,8 @@ skipped, partial ones redone, exactly like a local sweep) and waits for them, sh
 tests use, so the cluster path runs without a cluster). Each job runs ``gnn-batching run`` in a
 fresh process; its output goes to the cell's log (``runs/<cell>.log``) and submitit's own files
 to ``submitit/``. A job that Slurm preempts or times out is requeued by submitit
-(:class:`CellJob` is ``Checkpointable``) and redoes its cell.
+(:class:`CellJob` is ``Checkpointable``); the run saved a checkpoint on SIGTERM, and the requeued
+``run --resume`` continues from it.
 """
 
 from __future__ import annotations
