@@ -275,7 +275,8 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--force", action="store_true",
                    help="redo a PARTIAL run in --out in place (a finished run or foreign files are never replaced)")
     r.add_argument("--resume", action="store_true",
-                   help="continue the partial run in --out from its latest checkpoint (from step 0 if it has none)")
+                   help="continue the partial run in --out from its latest checkpoint (from step 0 if it has none); "
+                        "settings other than the run started with are refused")
     r.add_argument("--distributed", action="store_true",
                    help="join a multi-host run (jax.distributed.initialize: Slurm and Open MPI detected; else set "
                         "JAX_COORDINATOR_ADDRESS, JAX_NUM_PROCESSES, JAX_PROCESS_ID)")
@@ -324,14 +325,28 @@ class _StderrHandler(logging.StreamHandler):
         super().emit(record)
 
 
+class _Formatter(logging.Formatter):
+    """The package's lines as they are; other libraries' lines with their level and logger."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        if record.name.startswith("gnn_batching"):
+            return record.getMessage()
+        return f"{record.levelname.lower()} ({record.name}): {record.getMessage()}"
+
+
 def _log_to_stderr() -> None:
-    """Show the package's INFO lines (progress, notes) on stderr, once per process."""
-    logger = logging.getLogger("gnn_batching")
-    if not any(isinstance(h, _StderrHandler) for h in logger.handlers):
+    """Show the package's INFO lines (progress, notes), and other libraries' warnings, on stderr.
+
+    The handler sits on the root logger, once per process: a library that configures logging
+    when it finds the root bare (absl, which orbax imports, calls ``logging.basicConfig()``)
+    then leaves it alone, and every line is printed once.
+    """
+    root = logging.getLogger()
+    if not any(isinstance(h, _StderrHandler) for h in root.handlers):
         handler = _StderrHandler()
-        handler.setFormatter(logging.Formatter("%(message)s"))
-        logger.addHandler(handler)
-    logger.setLevel(logging.INFO)
+        handler.setFormatter(_Formatter())
+        root.addHandler(handler)
+    logging.getLogger("gnn_batching").setLevel(logging.INFO)
 
 
 def main(argv: list[str] | None = None) -> int:

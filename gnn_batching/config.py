@@ -13,6 +13,7 @@ can read its section from here.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import types
 import typing
@@ -384,6 +385,35 @@ def config_from_dict(data: dict, source: str = "<config>") -> RunConfig:
         raise ConfigError(f"{source}: {exc}") from None
 
 
+def _diff(a: dict, b: dict, prefix: str = "") -> list[str]:
+    out = []
+    for k in sorted(set(a) | set(b)):
+        key = f"{prefix}{k}"
+        va, vb = a.get(k), b.get(k)
+        if isinstance(va, dict) and isinstance(vb, dict):
+            out.extend(_diff(va, vb, key + "."))
+        elif va != vb:
+            out.append(f"{key}: {va!r} -> {vb!r}")
+    return out
+
+
+def config_changes(saved: dict, new: dict, source: str = "<saved config>") -> list[str]:
+    """What differs between a run's saved ``config.yaml`` and a new config (both plain data).
+
+    The saved config is first completed with the schema's defaults: a key added to the schema
+    after the run, at the behaviour the run had, is not a change of settings. A saved config
+    that no longer validates (a renamed key) is compared as is, so the difference is named.
+
+    Returns:
+      ``"dotted.key: old -> new"`` for every differing setting (empty when none differs).
+    """
+    try:
+        saved = config_from_dict(copy.deepcopy(saved), source).to_dict()
+    except ConfigError:
+        pass
+    return _diff(saved, new)
+
+
 def read_yaml(path: str) -> dict:
     """A YAML file's contents; every way it can be unreadable is a ConfigError naming the file."""
     try:
@@ -404,8 +434,6 @@ def read_yaml(path: str) -> dict:
 
 def apply_overrides(data: dict, overrides: list[str]) -> dict:
     """A copy of ``data`` with ``--set KEY=VALUE`` overrides applied in order."""
-    import copy
-
     data = copy.deepcopy(data)
     for o in overrides:
         k, v = parse_override(o)

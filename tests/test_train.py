@@ -13,6 +13,7 @@ import jax.numpy as jnp
 import jraph
 import numpy as np
 import pytest
+import yaml
 from conftest import random_store
 
 from gnn_batching.batching import BatchingConfig, assemble, make_method
@@ -305,9 +306,14 @@ def test_a_run_killed_with_sigkill_resumes_to_the_same_parameters(tmp_path):
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     assert (killed / "checkpoints" / "25").is_dir() and not (killed / "summary.json").exists()
+    saved = (killed / "config.yaml").read_text()
+    r = subprocess.run(cmd(killed, "--resume", "--set", "batching.batch_size=32"), cwd=tmp_path, capture_output=True,
+                       text=True)  # other settings than the run had: refused, nothing touched
+    assert r.returncode != 0 and "batching.batch_size" in r.stderr and "Traceback" not in r.stderr, r.stderr[-2000:]
+    assert (killed / "config.yaml").read_text() == saved
     r = subprocess.run(cmd(killed, "--resume"), cwd=tmp_path, capture_output=True, text=True)
     assert r.returncode == 0, r.stderr[-3000:]
-    assert "resuming" in r.stderr and "from step " in r.stderr, r.stderr[-2000:]
+    assert r.stderr.count("resuming") == 1 and "from step " in r.stderr, r.stderr[-2000:]  # each line once
     r = subprocess.run(cmd(tmp_path / "straight"), cwd=tmp_path, capture_output=True, text=True)
     assert r.returncode == 0, r.stderr[-3000:]
 
@@ -345,6 +351,18 @@ def test_a_run_killed_with_sigkill_resumes_to_the_same_parameters(tmp_path):
     assert r.returncode == 0 and f"from step {status['checkpoint']}" in r.stderr, r.stderr[-2000:]
     for x, y in zip(jax.tree_util.tree_leaves(params(termed)), jax.tree_util.tree_leaves(b)):
         np.testing.assert_allclose(x, y, rtol=1e-6, atol=1e-7)
+
+
+def test_resume_refuses_changed_settings_but_not_a_longer_run(tmp_path):
+    from gnn_batching.errors import UserError
+    from gnn_batching.train.run import check_resumable
+
+    smoke = os.path.join(ROOT, "configs", "smoke.yaml")
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(load_config(smoke).to_dict()))
+    check_resumable(str(tmp_path), load_config(smoke, ["train.num_train_steps=5000", "train.checkpoint_every=7"]))
+    for key, value in [("train.lr", 0.5), ("train.seed", 3), ("batching.method", "static-64"), ("model.name", "mpeu")]:
+        with pytest.raises(UserError, match=key.replace(".", r"\.")):
+            check_resumable(str(tmp_path), load_config(smoke, [f"{key}={value}"]))
 
 
 def _tensorboard_scalars(folder) -> dict:

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 
 import yaml
 
-from gnn_batching.config import config_from_dict, parse_override, read_yaml, set_dotted
+from gnn_batching.config import config_changes, config_from_dict, parse_override, read_yaml, set_dotted
 from gnn_batching.errors import ConfigError, UserError
 from gnn_batching.sweep.layout import cell_dir, is_finished
 
@@ -130,31 +130,6 @@ def load_sweep(path: str, overrides: list[str] | None = None) -> Sweep:
     return sw
 
 
-def _diff(a, b, prefix="") -> list[str]:
-    out = []
-    for k in sorted(set(a) | set(b)):
-        key = f"{prefix}{k}"
-        va, vb = a.get(k), b.get(k)
-        if isinstance(va, dict) and isinstance(vb, dict):
-            out.extend(_diff(va, vb, key + "."))
-        elif va != vb:
-            out.append(f"{key}: {va!r} -> {vb!r}")
-    return out
-
-
-def _with_defaults(old: dict, source: str) -> dict:
-    """A saved config with keys added since it ran filled in at their defaults.
-
-    A key added to the schema later, with a default that is the behaviour the run had, is not a
-    change of settings. A saved config that no longer validates (a renamed key) is compared as is,
-    so the difference is named rather than hidden.
-    """
-    try:
-        return config_from_dict(copy.deepcopy(old), source).to_dict()
-    except ConfigError:
-        return old
-
-
 def check_unchanged(sw: Sweep) -> None:
     """Refuse to mix results of different settings in one output directory."""
     for c in sw.cells:
@@ -162,7 +137,7 @@ def check_unchanged(sw: Sweep) -> None:
         if os.path.exists(saved):
             with open(saved, encoding="utf-8") as fh:
                 old = yaml.safe_load(fh) or {}
-            diffs = _diff(_with_defaults(old, saved), c.config)
+            diffs = config_changes(old, c.config, saved)
             if diffs:
                 raise UserError(
                     f"{sw.output_dir}: cell {c.cell_id} was run with different settings ({'; '.join(diffs[:4])}). "

@@ -49,7 +49,7 @@ from gnn_batching.batching.assemble import Batch
 from gnn_batching.batching.loader import Loader, make_loaders
 from gnn_batching.batching.methods import BatchingMethod
 from gnn_batching.batching.shard import Shard
-from gnn_batching.config import RunConfig
+from gnn_batching.config import RunConfig, config_changes
 from gnn_batching.data import Dataset, load_dataset
 from gnn_batching.data.store import has_repeated_pairs
 from gnn_batching.errors import ConfigError, UserError
@@ -241,6 +241,30 @@ def _write_header(out: str, cfg: RunConfig, p: Prepared, prov: dict) -> None:
     })
 
 
+# settings a resumed run may change: they decide how long it runs and what it saves, not which
+# batches it sees or how it learns
+RESUMABLE_CHANGES = ("train.num_train_steps", "train.checkpoint_every", "train.checkpoint_minutes",
+                     "train.checkpoint_keep", "train.tensorboard", "batching.prefetch")
+
+
+def check_resumable(out: str, cfg: RunConfig) -> None:
+    """Refuse to resume a run directory with settings other than those its run was started with.
+
+    Raises:
+      UserError: naming the run directory and the changed keys.
+    """
+    saved = os.path.join(out, "config.yaml")
+    if not os.path.exists(saved):
+        return
+    with open(saved, encoding="utf-8") as fh:
+        old = yaml.safe_load(fh) or {}
+    changed = [d for d in config_changes(old, cfg.to_dict(), saved) if d.split(":")[0] not in RESUMABLE_CHANGES]
+    if changed:
+        raise UserError(f"{out}: was started with different settings ({'; '.join(changed[:4])}); --resume "
+                        f"continues a run with the settings it had (only {', '.join(RESUMABLE_CHANGES)} may "
+                        "change); choose another --out for the new settings")
+
+
 def _compile_totals(first: dict):
     """What the summary reads from a compile monitor, from the compile counts of the first start."""
     return SimpleNamespace(counts=first["counts"], seconds=first["seconds"], cache_hits=first["cache_hits"])
@@ -277,6 +301,8 @@ def train_and_evaluate(cfg: RunConfig, workdir: str | None = None, verbose: bool
         out = tempfile.mkdtemp(prefix=f"gnn-batching-process{jax.process_index()}-")
         log.info(f"process {jax.process_index()}: records in {out}")
     check_out_dir(out, force or resume)
+    if resume:
+        check_resumable(out, cfg)
     t_start = time.perf_counter()
     p = prepare(cfg, verbose, shard)
     prov = provenance()
