@@ -170,3 +170,15 @@ def test_submitit_local_launcher_runs_resumes_and_names_failed_cells(tmp_path):
         from gnn_batching.sweep.cluster import run_sweep_submitit
 
         run_sweep_submitit(load_sweep(str(p)), "pbs")
+
+
+def test_a_resumed_cell_keeps_its_earlier_attempts_log(tmp_path, monkeypatch):
+    import gnn_batching.sweep.launch as launch
+
+    monkeypatch.setattr(launch, "prepare_cell", lambda cell: [sys.executable, "-c", "print('attempt')"])
+    log_path = tmp_path / "cell.log"
+    for _ in range(2):  # killed, then resumed
+        proc = launch._launch(None, dict(os.environ), None, str(log_path))
+        proc.wait()
+        proc.log.close()
+    assert log_path.read_text().splitlines() == ["attempt", "attempt"]

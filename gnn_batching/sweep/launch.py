@@ -69,7 +69,7 @@ def prepare_cell(cell: Cell) -> list[str]:
 
 def _launch(cell: Cell, env: dict, cores: list[int] | None, log_path: str) -> subprocess.Popen:
     cmd = prepare_cell(cell)
-    log_file = open(log_path, "w", encoding="utf-8")
+    log_file = open(log_path, "a", encoding="utf-8")  # a resumed cell keeps its earlier attempts' output
     proc = subprocess.Popen(cmd, stdout=log_file, stderr=subprocess.STDOUT, env=env, preexec_fn=_preexec(cores))
     proc.log = log_file  # type: ignore[attr-defined]
     return proc
