@@ -22,9 +22,10 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
+import jraph
 import numpy as np
 
-from gnn_batching.batching.assemble import Batch, GraphBatch, assemble
+from gnn_batching.batching.assemble import Batch, GraphBatch
 from gnn_batching.batching.menu import choose_menu, smallest_cover
 from gnn_batching.batching.methods import BatchingMethod
 from gnn_batching.batching.plan import EpochPlan
@@ -117,6 +118,68 @@ def stack_slots(graphs: list[Batch], n_slots: int, empty: Batch) -> GraphBatch:
     return GraphBatch(graph, stack(lambda a: a.targets[0]), stack(lambda a: a.mask[0]))
 
 
+def assemble_slots(store, idx: np.ndarray, n_slots: int, shape: tuple[int, int], targets: np.ndarray) -> GraphBatch:
+    """One bucket's slot stack straight from the store: graph ``idx[j]`` alone in slot ``j``,
+    padded to ``shape = (n_node, n_edge)``; slots after ``len(idx)`` hold no graph.
+
+    The same arrays as :func:`stack_slots` of per-graph :func:`assemble` batches (``hub``
+    padding; tested equal), built with one vectorised gather per array instead of one
+    ``assemble`` per graph (which cost more than the device step on a GPU).
+
+    Returns:
+      ``GraphBatch`` with leaves ``(n_slots, ...)``: nodes ``(S, n)``, edges ``(S, e, 4)``,
+      senders/receivers ``(S, e)``, ``n_node``/``n_edge`` ``(S, 2)`` (the real graph, then its
+      padding graph; an empty slot is ``[n, 0]`` / ``[e, 0]``), targets and mask ``(S,)``.
+    """
+    nn_pad, ne_pad = (int(x) for x in shape)
+    idx = np.asarray(idx, dtype=np.int64)
+    k = len(idx)
+    nn = store.n_node[idx].astype(np.int64)
+    ne = store.n_edge[idx].astype(np.int64)
+    if k > n_slots or (k and (int(nn.max()) > nn_pad - 1 or int(ne.max()) > ne_pad)):
+        raise RuntimeError(f"{k} graphs (largest {nn.max(initial=0)} nodes, {ne.max(initial=0)} edges) do not fit "
+                           f"{n_slots} slots of shape {shape}")
+    slot = np.arange(k, dtype=np.int64)
+
+    def local(counts: np.ndarray) -> np.ndarray:  # 0..c-1 for every graph, concatenated
+        total = int(counts.sum())
+        return np.arange(total, dtype=np.int64) - np.repeat(np.cumsum(counts) - counts, counts)
+
+    r_node, r_edge = local(nn), local(ne)
+    nodes = np.zeros((n_slots, nn_pad), np.int32)
+    nodes.reshape(-1)[np.repeat(slot * nn_pad, nn) + r_node] = store.species[np.repeat(store.node_offsets[idx], nn)
+                                                                             + r_node]
+    edge_src = np.repeat(store.edge_offsets[idx], ne) + r_edge
+    edge_dst = np.repeat(slot * ne_pad, ne) + r_edge
+    edges = np.zeros((n_slots, ne_pad, 4), np.float32)
+    edges.view(np.complex128).reshape(-1)[edge_dst] = store.edge_records[edge_src]
+    # padding edges point at the slot's first padding node (its real node count; 0 when empty)
+    hub = np.zeros(n_slots, np.int32)
+    hub[:k] = nn
+    senders = np.repeat(hub[:, None], ne_pad, axis=1)
+    receivers = senders.copy()
+    if store.sr_pairs is not None:
+        pairs = store.sr_pairs[edge_src].view(np.int16)
+        senders.reshape(-1)[edge_dst] = pairs[0::2]
+        receivers.reshape(-1)[edge_dst] = pairs[1::2]
+    else:
+        senders.reshape(-1)[edge_dst] = store.senders[edge_src]
+        receivers.reshape(-1)[edge_dst] = store.receivers[edge_src]
+    g_n = np.zeros((n_slots, 2), np.int32)
+    g_e = np.zeros((n_slots, 2), np.int32)
+    g_n[:, 0] = nn_pad  # an empty slot: one padding graph holding everything
+    g_e[:, 0] = ne_pad
+    g_n[:k, 0], g_n[:k, 1] = nn, nn_pad - nn
+    g_e[:k, 0], g_e[:k, 1] = ne, ne_pad - ne
+    t = np.zeros(n_slots, np.float32)
+    t[:k] = targets[idx]
+    mask = np.zeros(n_slots, bool)
+    mask[:k] = True
+    graph = jraph.GraphsTuple(nodes=nodes, edges=edges, senders=senders, receivers=receivers, n_node=g_n, n_edge=g_e,
+                              globals=None)
+    return GraphBatch(graph, t, mask)
+
+
 class Autobatch(BatchingMethod):
     """Per-graph shape buckets with fixed slots per step: the model runs on ONE graph under ``jax.vmap``.
 
@@ -166,9 +229,7 @@ class Autobatch(BatchingMethod):
             for b, (nn, ne) in enumerate(self.buckets.tolist()):
                 members = idx[grp == b]
                 ordered.append(members)
-                one = [assemble(store, members[j : j + 1], (nn, ne, 2), targets, "hub") for j in range(len(members))]
-                empty = assemble(store, members[:0], (nn, ne, 2), targets, "hub")
-                stacks.append(stack_slots(one, int(self.slots[b]), empty))
+                stacks.append(assemble_slots(store, members, int(self.slots[b]), (nn, ne), targets))
             # index: bucket by bucket, slot by slot (the real slots of each bucket come first)
             yield Batch(tuple(stacks), len(idx), int(store.n_node[idx].sum()), int(store.n_edge[idx].sum()),
                         np.concatenate(ordered), padded=plan.shapes[s].tolist())
