@@ -147,6 +147,7 @@ def test_smoke_run_through_cli(tmp_path):
     prov = json.loads((out / "provenance.json").read_text())
     assert prov["jax_backend"] and prov["packages"]["jax"] and prov["cpu_count"]
     assert prov["jax_environment"].startswith("jax:") and prov["allocator"]
+    assert s["git_commit"] == prov["git_commit"] and s["git_dirty"] == prov["git_dirty"]  # the row names its code
     import pandas as pd
 
     steps = pd.read_csv(out / "steps.csv")

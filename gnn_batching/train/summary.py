@@ -76,6 +76,7 @@ def build_summary(cfg, ds, steps_df: pd.DataFrame, evals_df: pd.DataFrame, epoch
         "jax_backend": prov["jax_backend"], "device_kind": prov["device_kind"], "cpu_model": prov["cpu_model"],
         "cpu_affinity": prov["cpu_affinity"], "allocator": prov["allocator"],
         "git_commit": prov["git_commit"],
+        "git_dirty": prov.get("git_dirty"),  # uncommitted changes: the commit alone does not name the code
     }
     # time-to-train INCLUDING compilation: every step's assembly + update, compiling and warm-up
     # steps included, plus train-step shapes compiled ahead of time; evaluation excluded (the
