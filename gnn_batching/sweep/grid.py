@@ -22,8 +22,6 @@ import itertools
 import os
 from dataclasses import dataclass, field
 
-import yaml
-
 from gnn_batching.config import config_changes, config_from_dict, parse_override, read_yaml, set_dotted
 from gnn_batching.errors import ConfigError, UserError
 from gnn_batching.sweep.layout import cell_dir, is_finished
@@ -135,9 +133,7 @@ def check_unchanged(sw: Sweep) -> None:
     for c in sw.cells:
         saved = os.path.join(c.run_dir, "config.yaml")
         if os.path.exists(saved):
-            with open(saved, encoding="utf-8") as fh:
-                old = yaml.safe_load(fh) or {}
-            diffs = config_changes(old, c.config, saved)
+            diffs = config_changes(read_yaml(saved), c.config, saved)
             if diffs:
                 raise UserError(
                     f"{sw.output_dir}: cell {c.cell_id} was run with different settings ({'; '.join(diffs[:4])}). "

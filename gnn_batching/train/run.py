@@ -49,7 +49,7 @@ from gnn_batching.batching.assemble import Batch
 from gnn_batching.batching.loader import Loader, make_loaders
 from gnn_batching.batching.methods import BatchingMethod
 from gnn_batching.batching.shard import Shard
-from gnn_batching.config import RunConfig, config_changes
+from gnn_batching.config import RunConfig, config_changes, read_yaml
 from gnn_batching.data import Dataset, load_dataset
 from gnn_batching.data.store import has_repeated_pairs
 from gnn_batching.errors import ConfigError, UserError
@@ -256,9 +256,8 @@ def check_resumable(out: str, cfg: RunConfig) -> None:
     saved = os.path.join(out, "config.yaml")
     if not os.path.exists(saved):
         return
-    with open(saved, encoding="utf-8") as fh:
-        old = yaml.safe_load(fh) or {}
-    changed = [d for d in config_changes(old, cfg.to_dict(), saved) if d.split(":")[0] not in RESUMABLE_CHANGES]
+    changed = [d for d in config_changes(read_yaml(saved), cfg.to_dict(), saved)
+               if d.split(":")[0] not in RESUMABLE_CHANGES]
     if changed:
         raise UserError(f"{out}: was started with different settings ({'; '.join(changed[:4])}); --resume "
                         f"continues a run with the settings it had (only {', '.join(RESUMABLE_CHANGES)} may "
