@@ -87,6 +87,15 @@ class Batch:
         return np.arange(self.graph.edges.shape[0]) < self.n_real_edges
 
 
+def local_pairs(store, edge_src: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Senders and receivers (LOCAL node indices, within each graph) of the store's edges
+    ``edge_src``; through the one-int32-per-pair view where the store has it (``sr_pairs``)."""
+    if store.sr_pairs is not None:
+        pairs = np.take(store.sr_pairs, edge_src, mode="clip").view(np.int16)
+        return pairs[0::2], pairs[1::2]
+    return np.take(store.senders, edge_src), np.take(store.receivers, edge_src)
+
+
 def assemble(store, idx: np.ndarray, shape: tuple[int, int, int], targets: np.ndarray,
              pad_edges: str = "hub") -> Batch:
     """Gather graphs ``idx`` of ``store`` into one batch padded to ``shape`` = (n_node, n_edge, n_graph)."""
@@ -121,13 +130,9 @@ def assemble(store, idx: np.ndarray, shape: tuple[int, int, int], targets: np.nd
     shift = np.repeat(node_start.astype(np.int32), ne)
     senders = np.empty(n_edge, dtype=np.int32)
     receivers = np.empty(n_edge, dtype=np.int32)
-    if store.sr_pairs is not None:
-        pairs = np.take(store.sr_pairs, edge_src, mode="clip").view(np.int16)
-        np.add(pairs[0::2], shift, out=senders[:te])
-        np.add(pairs[1::2], shift, out=receivers[:te])
-    else:
-        np.add(np.take(store.senders, edge_src), shift, out=senders[:te], casting="unsafe")
-        np.add(np.take(store.receivers, edge_src), shift, out=receivers[:te], casting="unsafe")
+    local_s, local_r = local_pairs(store, edge_src)
+    np.add(local_s, shift, out=senders[:te], casting="unsafe")
+    np.add(local_r, shift, out=receivers[:te], casting="unsafe")
     pad_e = n_edge - te
     if pad_e:
         if pad_edges == "spread":

@@ -25,7 +25,7 @@ from collections.abc import Iterator
 import jraph
 import numpy as np
 
-from gnn_batching.batching.assemble import Batch, GraphBatch
+from gnn_batching.batching.assemble import Batch, GraphBatch, local_pairs
 from gnn_batching.batching.menu import choose_menu, smallest_cover
 from gnn_batching.batching.methods import BatchingMethod
 from gnn_batching.batching.plan import EpochPlan
@@ -158,13 +158,7 @@ def assemble_slots(store, idx: np.ndarray, n_slots: int, shape: tuple[int, int],
     hub[:k] = nn
     senders = np.repeat(hub[:, None], ne_pad, axis=1)
     receivers = senders.copy()
-    if store.sr_pairs is not None:
-        pairs = store.sr_pairs[edge_src].view(np.int16)
-        senders.reshape(-1)[edge_dst] = pairs[0::2]
-        receivers.reshape(-1)[edge_dst] = pairs[1::2]
-    else:
-        senders.reshape(-1)[edge_dst] = store.senders[edge_src]
-        receivers.reshape(-1)[edge_dst] = store.receivers[edge_src]
+    senders.reshape(-1)[edge_dst], receivers.reshape(-1)[edge_dst] = local_pairs(store, edge_src)
     g_n = np.zeros((n_slots, 2), np.int32)
     g_e = np.zeros((n_slots, 2), np.int32)
     g_n[:, 0] = nn_pad  # an empty slot: one padding graph holding everything
