@@ -385,7 +385,8 @@ def config_from_dict(data: dict, source: str = "<config>") -> RunConfig:
         raise ConfigError(f"{source}: {exc}") from None
 
 
-def _diff(a: dict, b: dict, prefix: str = "") -> list[str]:
+def _diff(a: dict, b: dict, prefix: str = "") -> list[tuple[str, str]]:
+    """``(dotted key, "key: old -> new")`` for every leaf that differs."""
     out = []
     for k in sorted(set(a) | set(b)):
         key = f"{prefix}{k}"
@@ -393,16 +394,23 @@ def _diff(a: dict, b: dict, prefix: str = "") -> list[str]:
         if isinstance(va, dict) and isinstance(vb, dict):
             out.extend(_diff(va, vb, key + "."))
         elif va != vb:
-            out.append(f"{key}: {va!r} -> {vb!r}")
+            out.append((key, f"{key}: {va!r} -> {vb!r}"))
     return out
 
 
-def config_changes(saved: dict, new: dict, source: str = "<saved config>") -> list[str]:
+def config_changes(saved: dict, new: dict, source: str = "<saved config>", ignore: tuple[str, ...] = ()
+                   ) -> list[str]:
     """What differs between a run's saved ``config.yaml`` and a new config (both plain data).
 
     The saved config is first completed with the schema's defaults: a key added to the schema
     after the run, at the behaviour the run had, is not a change of settings. A saved config
     that no longer validates (a renamed key) is compared as is, so the difference is named.
+
+    Args:
+      saved: the config a run was started with (as read from its ``config.yaml``).
+      new: the config to compare it with.
+      source: the saved config's file, named in validation errors.
+      ignore: dotted keys whose changes do not count.
 
     Returns:
       ``"dotted.key: old -> new"`` for every differing setting (empty when none differs).
@@ -411,7 +419,7 @@ def config_changes(saved: dict, new: dict, source: str = "<saved config>") -> li
         saved = config_from_dict(copy.deepcopy(saved), source).to_dict()
     except ConfigError:
         pass
-    return _diff(saved, new)
+    return [line for key, line in _diff(saved, new) if key not in ignore]
 
 
 def read_yaml(path: str) -> dict:

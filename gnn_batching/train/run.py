@@ -256,8 +256,7 @@ def check_resumable(out: str, cfg: RunConfig) -> None:
     saved = os.path.join(out, "config.yaml")
     if not os.path.exists(saved):
         return
-    changed = [d for d in config_changes(read_yaml(saved), cfg.to_dict(), saved)
-               if d.split(":")[0] not in RESUMABLE_CHANGES]
+    changed = config_changes(read_yaml(saved), cfg.to_dict(), saved, ignore=RESUMABLE_CHANGES)
     if changed:
         raise UserError(f"{out}: was started with different settings ({'; '.join(changed[:4])}); --resume "
                         f"continues a run with the settings it had (only {', '.join(RESUMABLE_CHANGES)} may "
