@@ -24,6 +24,8 @@ import os
 import sys
 from importlib import metadata
 
+from gnn_batching.command import cli_command
+
 log = logging.getLogger(__name__)
 
 ENV = "GNN_BATCHING_ALLOCATOR"
@@ -75,6 +77,19 @@ def choose(setting: str | None = None) -> tuple[str, str | None]:
     return "system", None
 
 
+_INSTALL = {"mimalloc": "pip install cmeel-mimalloc", "tcmalloc": "apt install libtcmalloc-minimal4",
+            "jemalloc": "apt install libjemalloc2"}
+
+
+def missing_note(asked: str) -> str:
+    """What to tell a user whose allocator setting found nothing to preload."""
+    if asked in _INSTALL:
+        return (f"note: {ENV}={asked} asks for {asked}, which this machine does not have ({_INSTALL[asked]}); "
+                "running with the system allocator")
+    return (f"note: no caching allocator found ({_INSTALL['mimalloc']}, or {_INSTALL['tcmalloc']}); "
+            "CPU training steps may be ~1.5x slower")
+
+
 def active_allocator() -> str:
     """The allocator this process really runs with, read from its memory map."""
     try:
@@ -98,10 +113,10 @@ def ensure(argv: list[str]) -> None:
         return
     name, lib = choose()
     if name == "system":
-        if lib is None and (os.environ.get(ENV) or "auto").lower() != "system" and not os.environ.get(_NOTED):
+        asked = (os.environ.get(ENV) or "auto").strip().lower()
+        if asked != "system" and not os.environ.get(_NOTED):
             os.environ[_NOTED] = "1"
-            log.warning("note: no caching allocator found (pip install cmeel-mimalloc, or apt install "
-                        "libtcmalloc-minimal4); CPU training steps may be ~1.5x slower")
+            log.warning(missing_note(asked))
         return
     if active_allocator() == name:
         return
@@ -110,7 +125,7 @@ def ensure(argv: list[str]) -> None:
     env["LD_PRELOAD"] = " ".join(p for p in (lib, env.get("LD_PRELOAD", "")) if p)
     sys.stdout.flush()
     sys.stderr.flush()
-    os.execve(sys.executable, [sys.executable, "-m", "gnn_batching.cli", *argv], env)
+    os.execve(sys.executable, cli_command(*argv), env)
 
 
 def child_env(setting: str, base: dict | None = None) -> dict:

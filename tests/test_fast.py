@@ -68,3 +68,29 @@ def test_compilation_cache_is_opt_in_and_counted(tmp_path):
     plain = run(load_config(os.path.join(ROOT, "configs/smoke.yaml"), args[:-1]), out_dir=str(tmp_path / "c"),
                 verbose=False)
     assert plain["compilation_cache"] is None and plain["compile_cache_hits"] == 0
+
+
+@pytest.mark.skipif(allocator.choose("auto")[0] == "system", reason="no caching allocator to re-execute with")
+def test_the_reexecuted_command_runs_the_installed_code_not_the_current_folders(tmp_path):
+    """From a folder holding a ``gnn_batching/`` of its own (another checkout), the allocator's
+    re-execution must still run the installed package (``python -P``)."""
+    fake = tmp_path / "gnn_batching"
+    fake.mkdir()
+    (fake / "__init__.py").write_text("")
+    (fake / "cli.py").write_text("import sys\nprint('IMPOSTOR')\nsys.exit(7)\n")
+    env = allocator.child_env("auto")
+    r = subprocess.run([sys.executable, "-P", "-m", "gnn_batching.cli", "run", "no-such-config.yaml"],
+                       capture_output=True, text=True, cwd=tmp_path, env=env)
+    assert "IMPOSTOR" not in r.stdout and r.returncode == 2, (r.returncode, r.stdout, r.stderr[-1000:])
+    assert "no-such-config.yaml" in r.stderr
+
+
+def test_an_allocator_asked_for_by_name_but_missing_is_named(monkeypatch, caplog):
+    monkeypatch.setattr(allocator, "find", lambda name: None)
+    for var in ("GNN_BATCHING_ALLOCATOR_EXECED", "GNN_BATCHING_ALLOCATOR_NOTED"):
+        monkeypatch.setenv(var, "")  # unset for ensure(), and removed again after the test
+    monkeypatch.setenv("GNN_BATCHING_ALLOCATOR", "jemalloc")
+    with caplog.at_level("WARNING"):
+        allocator.ensure([])
+    text = caplog.text
+    assert "GNN_BATCHING_ALLOCATOR=jemalloc" in text and "libjemalloc" in text and "cmeel-mimalloc" not in text

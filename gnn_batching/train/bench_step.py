@@ -16,11 +16,11 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 import time
 
 import numpy as np
 
+from gnn_batching.command import cli_command
 from gnn_batching.data import DatasetSpec
 
 
@@ -87,7 +87,7 @@ def run_bench_step(argv_worker: list[str], settings: list[str]) -> list[dict]:
     rows: list[dict] = []
     prog = Progress("bench step", total=len(settings))
     for i, setting in enumerate(settings):
-        cmd = [sys.executable, "-m", "gnn_batching.cli", *argv_worker, "--worker"]
+        cmd = cli_command(*argv_worker, "--worker")
         r = subprocess.run(cmd, env=child_env(setting), capture_output=True, text=True)
         if r.returncode != 0:
             raise UserError(f"bench step: the {setting!r} process failed:\n{r.stderr.strip()[-2000:]}")
