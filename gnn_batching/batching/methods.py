@@ -52,6 +52,10 @@ class BatchingMethod:
     # "slots" (graphs padded one by one and stacked per shape bucket); the training code maps
     # this to its steps, so the run loop never asks which method it runs
     layout: ClassVar[str] = "disjoint-union"
+    # where the method comes from, for comparisons against the study: "study" (the study's
+    # static-2^N, static-64 and dynamic), "beyond" (a method of ours or a user's that goes past
+    # it) or "variant" (a reference point of the study's kind, e.g. static-max: neither)
+    family: ClassVar[str] = "beyond"
 
     def __init__(self, cfg: BatchingConfig, n_node: np.ndarray, n_edge: np.ndarray, train_index: np.ndarray,
                  ids: np.ndarray | None = None, seed: int = 0):
@@ -138,6 +142,7 @@ class StaticMethod(BatchingMethod):
 class StaticPow2(StaticMethod):
     """The study's static batching with nodes and edges rounded up to powers of two."""
     name = "static-pow2"
+    family = "study"
 
     def shapes_for(self, sum_n, sum_e):
         """Next power of two >= sum + 1 nodes (the padding node) and >= sum edges."""
@@ -147,6 +152,7 @@ class StaticPow2(StaticMethod):
 class Static64(StaticMethod):
     """The study's static batching with nodes and edges rounded up to multiples of 64."""
     name = "static-64"
+    family = "study"
 
     def shapes_for(self, sum_n, sum_e):
         """Next multiple of 64 >= sum + 1 nodes and >= sum edges."""
@@ -156,6 +162,7 @@ class Static64(StaticMethod):
 class StaticExact(StaticMethod):
     """Static batching without rounding: a new compiled shape for almost every batch."""
     name = "static-exact"
+    family = "variant"
 
     def shapes_for(self, sum_n, sum_e):
         """Exactly the real sums (+1 padding node)."""
@@ -167,6 +174,7 @@ class StaticMax(StaticMethod):
     the ``bs - 1`` largest edge counts, so any batch of any split fits one shape."""
 
     name = "static-max"
+    family = "variant"
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
@@ -187,6 +195,7 @@ class Dynamic(BatchingMethod):
     """Greedy next-fit packing in stream order into one budget (jraph ``dynamically_batch``)."""
 
     name = "dynamic"
+    family = "study"
 
     def __init__(self, *args, budget: Budget | None = None, **kwargs):
         super().__init__(*args, **kwargs)

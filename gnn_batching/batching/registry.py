@@ -28,6 +28,11 @@ METHODS: dict[str, type[BatchingMethod]] = {
 assert tuple(METHODS) == METHOD_NAMES  # the config schema validates names against this list
 
 
+def methods_of(family: str) -> tuple[str, ...]:
+    """Names of the registered methods of ``family`` (``study``, ``beyond`` or ``variant``)."""
+    return tuple(name for name, cls in METHODS.items() if cls.family == family)
+
+
 def make_method(cfg: BatchingConfig, store, train_index: np.ndarray, seed: int = 0) -> BatchingMethod:
     """Instantiate ``cfg.method`` for a GraphStore (budgets validated here, before any work).
 

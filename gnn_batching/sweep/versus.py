@@ -2,7 +2,9 @@
 
 For every cell (dataset, model, batch size and every other grid axis but the seed) that holds
 at least one of the study's methods (``static-pow2``, ``static-64``, ``dynamic``) and one method
-beyond it, two comparisons, each choosing its winners on its own measure (mean over seeds):
+beyond it (``buckets``, ``packed``, ``autobatch``: a method's ``family``; ``static-max`` and
+``static-exact`` are the study's kind of padding, neither side), two comparisons, each choosing
+its winners on its own measure (mean over seeds):
 
 * steady state: the best new method's graphs/s over the best study method's graphs/s;
 * including compilation: the same with ``graphs_per_s_incl_compile`` (every step and the
@@ -19,11 +21,13 @@ import os
 import numpy as np
 import pandas as pd
 
+from gnn_batching.batching.registry import methods_of
 from gnn_batching.io import write_csv_atomic
 from gnn_batching.sweep.results import cell_keys, comparison
 from gnn_batching.sweep.significance import pairwise_tests
 
-STUDY_METHODS = ("static-pow2", "static-64", "dynamic")
+STUDY_METHODS = methods_of("study")  # static-pow2, static-64, dynamic
+NEW_METHODS = methods_of("beyond")  # buckets, packed, autobatch (static-max / static-exact are neither)
 
 
 def versus_study(df: pd.DataFrame, goal: float = 1.3) -> pd.DataFrame:
@@ -46,7 +50,7 @@ def versus_study(df: pd.DataFrame, goal: float = 1.3) -> pd.DataFrame:
     rows = []
     for key, g in agg.groupby(cells, dropna=False):
         study = g[g["method"].isin(STUDY_METHODS)]
-        new = g[~g["method"].isin(STUDY_METHODS)]
+        new = g[g["method"].isin(NEW_METHODS)]
         if not len(study) or not len(new):
             continue
         key = key if isinstance(key, tuple) else (key,)
