@@ -92,5 +92,17 @@ def _slot_steps(method, store, parts):
     return [next(iter(method.iterate(store, plan, store.targets["y"]))) for plan in plans]
 
 
+def abstract() -> dict:
+    """The abstract batch of an example holding ONE host-local device (as on one of 4 hosts)."""
+    from gnn_batching.train.precompile import abstract_batch
+
+    rng = np.random.default_rng(0)
+    store = random_store(rng, np.array([3, 4]), np.array([5, 6]))
+    one = stack_batches([assemble(store, np.array([0, 1]), (8, 12, 3), store.targets["y"])])
+    ab = abstract_batch(one.arrays, (16, 24, 4), batch_sharding(make_mesh(4)))
+    return {"leading": sorted({x.shape[0] for x in jax.tree_util.tree_leaves(ab)}),
+            "rows": [list(ab.graph.nodes.shape)]}
+
+
 if __name__ == "__main__":
-    print(json.dumps({"equivalence": equivalence}[sys.argv[1]]()))
+    print(json.dumps({"equivalence": equivalence, "abstract": abstract}[sys.argv[1]]()))

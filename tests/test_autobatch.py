@@ -204,3 +204,28 @@ def test_dense_forms_predict_what_the_sparse_forms_predict(small):
             pd_ = jax.vmap(lambda g, p=params, de=dense: de.apply(p, g)[0])(bucket.graph)
             np.testing.assert_allclose(jnp.where(bucket.mask, ps, 0), jnp.where(bucket.mask, pd_, 0), rtol=1e-5,
                                        atol=1e-6)
+
+
+@pytest.mark.parametrize("name", ["mpeu", "schnet"])
+def test_autobatched_evaluation_counts_only_real_slots(small, name):
+    """Evaluation sums over the slots of a step with EMPTY slots equal the disjoint union's over
+    the same graphs (an empty slot's prediction must not reach the error sums or the count)."""
+    from gnn_batching.train.layouts import init_graph, steps_for
+
+    store = small
+    index = np.arange(len(store))
+    stats = TargetStats(mean=0.3, std=1.7)
+    method = make_method(BatchingConfig(method="autobatch", batch_size=8, buckets=3), store, index)
+    batches = [b for b in method.iterate(store, method.plan(index), store.targets["y"]) if b.n_real_graphs < b.shape[2]]
+    assert batches  # steps with empty slots
+    model = make_model(ModelConfig(name=name, latent_size=8, n_rbf=16), store.n_species)
+    _, slot_eval = steps_for("slots", model, stats)
+    _, union_eval = steps_for("disjoint-union", model, stats)
+    for batch in batches:
+        idx = batch.index
+        union = assemble(store, idx, (int(store.n_node[idx].sum()) + 1, int(store.n_edge[idx].sum()), len(idx) + 1),
+                         store.targets["y"])
+        state = init_state(model, make_optimizer(1e-3, 1, 1.0, False), init_graph("disjoint-union", union.arrays), 0)
+        a, u = slot_eval(state, batch.arrays), union_eval(state, union.arrays)
+        assert float(a["n"]) == float(u["n"]) == len(idx)
+        np.testing.assert_allclose([float(a["sse"]), float(a["sae"])], [float(u["sse"]), float(u["sae"])], rtol=2e-5)

@@ -190,3 +190,28 @@ def test_best_new_against_best_study_method_per_measure(tmp_path):
     only_study = collect(_fake_sweep(tmp_path / "b", [r for r in rows if r["method"] in ("static-64", "dynamic")],
                                      {"batching.method": [], "train.seed": [0, 1, 2]}))
     assert len(versus_study(only_study)) == 0
+    # static-max / static-exact are the study's kind of padding, not methods beyond it: a faster
+    # static-max is not "new"
+    variants = collect(_fake_sweep(tmp_path / "c", [r for r in rows if r["method"] in ("static-64", "dynamic")]
+                                   + [{**r, "method": "static-max", "graphs_per_s": 5000.0} for r in rows
+                                      if r["method"] == "packed"], {"batching.method": [], "train.seed": [0, 1, 2]}))
+    assert len(versus_study(variants)) == 0
+
+
+def test_a_test_graph_larger_than_any_training_graph_is_evaluated_with_buckets():
+    """The menu's largest shape holds the dataset's largest graph, wherever it is: a test graph
+    bigger than every training graph is evaluated, not refused."""
+    from gnn_batching.batching import make_loaders
+    from gnn_batching.data.store import Splits
+
+    rng = np.random.default_rng(0)
+    n = np.concatenate([rng.integers(2, 6, 60), [40]])  # graph 60: the largest, in the test split only
+    e = np.concatenate([rng.integers(1, 10, 60), [300]])
+    store = random_store(rng, n, e)
+    splits = Splits(train=np.arange(0, 50), val=np.arange(50, 55), test=np.arange(55, 61))
+    method, _, evals = make_loaders(BatchingConfig(method="buckets", batch_size=4, buckets=3), store,
+                                    store.targets["y"], splits)
+    batches = list(evals["test"].epoch(0))
+    assert sorted(int(i) for b in batches for i in b.index) == list(range(55, 61))
+    menu = {tuple(s) for s in method.compile_ahead()}
+    assert all(b.shape in menu for b in batches)  # on the menu: compiled ahead, no compile while timed

@@ -127,13 +127,17 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.mark.slow  # ~50 s: three training processes; the simulated-hosts test above runs by default
-def test_two_hosts_train_exactly_like_one_host_with_as_many_devices(tmp_path):
+@pytest.mark.slow  # ~50 s per method: three training processes; the simulated-hosts tests run by default
+@pytest.mark.parametrize("method", ["static-pow2", "buckets", "packed"])
+def test_two_hosts_train_exactly_like_one_host_with_as_many_devices(tmp_path, method):
     """A real multi-host run on this machine: 2 processes x 2 CPU devices joined through
     jax.distributed (localhost coordinator) give the same losses and test error as 1 process x 4
-    devices; process 0 writes the run directory, the evaluation covers every graph once."""
+    devices, and the same records: graphs seen, fill and throughput count every host's graphs;
+    methods compiled ahead of time (buckets, packed) compile their global shapes; process 0 writes
+    the run directory, the evaluation covers every graph once."""
     smoke = os.path.join(ROOT, "configs", "smoke.yaml")
-    args = ["--set", "train.devices=all", "--set", "train.num_train_steps=6", "--set", "train.eval_every=3"]
+    args = ["--set", "train.devices=all", "--set", "train.num_train_steps=6", "--set", "train.eval_every=3",
+            "--set", f"batching.method={method}"]
     port = _free_port()
     procs = []
     for i in range(2):
@@ -155,6 +159,10 @@ def test_two_hosts_train_exactly_like_one_host_with_as_many_devices(tmp_path):
     assert two["final_loss"] == pytest.approx(one["final_loss"], rel=1e-5)
     assert two["test_rmse"] == pytest.approx(one["test_rmse"], rel=1e-5)
     assert two["test_graphs"] == one["test_graphs"] == 30
+    for key in ("graphs_seen", "epochs", "node_fill", "edge_fill", "graph_fill", "real_graphs_per_batch_mean",
+                "train_compiles_ahead", "train_step_compiles"):
+        assert two[key] == pytest.approx(one[key]), key
+    assert two["graphs_per_s_per_device"] == pytest.approx(two["graphs_per_s"] / 4)
 
 
 def test_threaded_assembly_gives_the_same_batches_and_the_bench_reports_it(tmp_path):
@@ -179,3 +187,52 @@ def test_threaded_assembly_gives_the_same_batches_and_the_bench_reports_it(tmp_p
     # the ratio is of the figures printed (rounded to 2 decimals)
     assert row["ratio"] == pytest.approx(row["sequential_ms_per_step"] / row["threaded_ms_per_step"], abs=0.006)
     assert row["default_ratio"] == pytest.approx(row["sequential_ms_per_step"] / row["default_ms_per_step"], abs=0.006)
+
+
+@pytest.mark.parametrize("name", ["static-pow2", "dynamic", "buckets", "autobatch"])
+@pytest.mark.parametrize("hosts,n_local", [(1, 2), (2, 2), (3, 1)])
+def test_a_resumed_sharded_stream_continues_with_exactly_the_next_step(name, hosts, n_local):
+    """``forever(start)`` on every host yields what an uninterrupted stream yields from step
+    ``start`` on: a host skips ``start`` STEPS, i.e. ``start * n_local`` of its device batches."""
+    import itertools
+
+    rng = np.random.default_rng(2)
+    store = random_store(rng, rng.integers(1, 20, 90), rng.integers(0, 60, 90))
+    index = rng.permutation(90)[:80]
+    method = make_method(BatchingConfig(method=name, batch_size=8, buckets=3), store, index)
+    for ld_a, ld_b in zip(_loaders(method, store, index, hosts, n_local, True),
+                          _loaders(method, store, index, hosts, n_local, True)):
+        straight = list(itertools.islice(ld_a.forever(0), 3, 9))
+        resumed = list(itertools.islice(ld_b.forever(3), 6))
+        for a, b in zip(straight, resumed):
+            assert a.index.tolist() == b.index.tolist()
+            for x, y in zip(_leaves(a.arrays), _leaves(b.arrays)):
+                np.testing.assert_array_equal(x, y)
+
+
+@pytest.mark.parametrize("hosts,n_local", [(2, 1), (2, 2), (3, 1)])
+def test_every_host_records_the_whole_step(hosts, n_local):
+    """On several hosts each one holds its share of a step, but its records count the whole step
+    (real graphs, nodes, edges and padded sizes over every host's devices)."""
+    rng = np.random.default_rng(4)
+    store = random_store(rng, rng.integers(1, 20, 120), rng.integers(0, 60, 120))
+    index = np.arange(120)
+    method = make_method(BatchingConfig(method="dynamic", batch_size=8), store, index)
+    steps = [list(ld.epoch(0)) for ld in _loaders(method, store, index, hosts, n_local, True)]
+    for step in zip(*steps):
+        own = [{"real_graphs": b.n_real_graphs, "real_nodes": b.n_real_nodes, "real_edges": b.n_real_edges,
+                **dict(zip(("n_node", "n_edge", "n_graph"), b.shape))} for b in step]
+        whole = {k: sum(o[k] for o in own) for k in own[0]}
+        for b in step:
+            assert b.totals() == whole
+    assert sum(b.totals()["real_graphs"] for b in steps[0]) == len(index)  # one host counts every graph
+
+
+def test_ahead_of_time_shapes_span_every_host_device():
+    """A host's example batch stacks its own devices; the abstract batch compiled ahead of time
+    must span the whole mesh (every host's devices), as the step's global arrays do."""
+    r = subprocess.run([sys.executable, os.path.join(HERE, "parallel_cases.py"), "abstract"],
+                       capture_output=True, text=True, env=_four_devices_env())
+    assert r.returncode == 0, r.stderr[-3000:]
+    out = json.loads(r.stdout.strip().splitlines()[-1])
+    assert out["leading"] == [4] and out["rows"] == [[4, 16]]

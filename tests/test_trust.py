@@ -25,8 +25,9 @@ from gnn_batching.config import METHOD_NAMES, load_config
 from gnn_batching.data import DatasetSpec, load_dataset
 from gnn_batching.data.store import make_splits
 from gnn_batching.errors import ConfigError, OversizeGraphError
+from gnn_batching.rundir import default_run_dir
 from gnn_batching.train.instruments import summarise_steps
-from gnn_batching.train.run import default_run_dir, run
+from gnn_batching.train.run import run
 from gnn_batching.train.steps import masked_mse
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -307,7 +308,7 @@ def test_a_run_never_overwrites_files_it_did_not_create(tmp_path, capsys):
 
 def test_run_names_cannot_escape_the_runs_folder():
     cfg = load_config(SMOKE, ["name=../../x"])
-    path = default_run_dir(cfg)
+    path = default_run_dir(cfg.name)
     assert os.path.dirname(path) == os.path.join("results", "runs") and ".." not in path
     assert os.path.normpath(path).startswith(os.path.join("results", "runs") + os.sep)
 

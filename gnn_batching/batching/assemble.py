@@ -55,6 +55,10 @@ class Batch:
     transfer_ms: float = float("nan")  # host->device copy, when done ahead (prefetch); else in the update
     # (n_node, n_edge, n_graph) summed over the arrays, for layouts that are not one GraphsTuple
     padded: tuple[int, int, int] | None = None
+    # a data-parallel step over several hosts: (real graphs, nodes, edges) and the padded
+    # (n_node, n_edge, n_graph) of the WHOLE step, every host's devices (this batch holds only
+    # this host's); None: the batch is the whole step
+    step_totals: tuple[int, int, int, int, int, int] | None = None
 
     @property
     def graph(self) -> jraph.GraphsTuple:
@@ -77,6 +81,15 @@ class Batch:
         if self.padded is not None:
             return tuple(int(x) for x in self.padded)
         return int(self.graph.nodes.shape[0]), int(self.graph.edges.shape[0]), int(self.graph.n_node.shape[0])
+
+    def totals(self) -> dict[str, int]:
+        """Real and padded sizes of the whole step (all hosts), as the run records them."""
+        if self.step_totals is not None:
+            keys = ("real_graphs", "real_nodes", "real_edges", "n_node", "n_edge", "n_graph")
+            return dict(zip(keys, (int(x) for x in self.step_totals)))
+        n_node, n_edge, n_graph = self.shape
+        return {"real_graphs": self.n_real_graphs, "real_nodes": self.n_real_nodes, "real_edges": self.n_real_edges,
+                "n_node": n_node, "n_edge": n_edge, "n_graph": n_graph}
 
     def node_mask(self) -> np.ndarray:
         """Boolean mask of real nodes, shape ``(n_node,)`` (real nodes come first)."""

@@ -7,6 +7,7 @@ pass over the split, final partial batch included. Each graph appears exactly on
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import time
 from collections.abc import Callable, Iterator
@@ -19,7 +20,7 @@ from gnn_batching.batching.methods import BatchingConfig, BatchingMethod
 from gnn_batching.batching.plan import EpochPlan
 from gnn_batching.batching.prefetch import Prefetcher
 from gnn_batching.batching.registry import make_method
-from gnn_batching.batching.shard import PARALLEL_MIN_EDGES, Shard, device_plan, host_plan, iterate_steps
+from gnn_batching.batching.shard import PARALLEL_MIN_EDGES, Shard, device_plan, host_plan, iterate_steps, step_totals
 
 
 class Loader:
@@ -58,6 +59,15 @@ class Loader:
         order = np.random.default_rng([self.seed, epoch]).permutation(self.index) if self.shuffle else self.index
         return self.method.plan(order)
 
+    def example(self) -> Batch:
+        """The first batch of epoch 0, in this loader's form (this host's device batches stacked
+        when sharded), planned without recording statistics: for shapes and dtypes (initialising
+        a model, compiling ahead of time), never for training."""
+        plan = self.plan(0)
+        if self.shard is not None:
+            plan = device_plan(plan, self.shard.n_global, self.method.common_shape)
+        return next(iter(self._iterate(plan)))
+
     def _planned(self, epoch: int) -> EpochPlan:
         """The epoch's plan (per device step where sharded); its statistics are recorded."""
         t0 = time.perf_counter()
@@ -77,10 +87,15 @@ class Loader:
         if self.shard is None:
             return self.method.iterate(self.store, plan.tail(skip) if skip else plan, self.targets, self.pad_edges)
         mine = host_plan(plan, self.shard)
+        totals = step_totals(plan, self.store.n_node, self.store.n_edge, self.shard)
         if skip:
             mine = mine.tail(skip * self.shard.n_local)
-        return iterate_steps(self.method, self.store, mine, self.targets, self.pad_edges, self.shard.n_local,
-                             self._pool, self.parallel_min_edges)
+            totals = totals[skip:]
+        steps = iterate_steps(self.method, self.store, mine, self.targets, self.pad_edges, self.shard.n_local,
+                              self._pool, self.parallel_min_edges)
+        if self.shard.n_processes == 1:
+            return steps
+        return (dataclasses.replace(b, step_totals=tuple(int(x) for x in t)) for b, t in zip(steps, totals))
 
     def epoch(self, epoch: int = 0) -> Iterator[Batch]:
         """Yield the padded batches of ``epoch`` in plan order.

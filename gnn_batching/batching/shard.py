@@ -73,6 +73,23 @@ def device_plan(plan: EpochPlan, n_global: int, common_shape: Callable[[np.ndarr
     return EpochPlan(plan.order, bounds, shapes, plan.skipped, plan.groups)
 
 
+def step_totals(plan: EpochPlan, n_node: np.ndarray, n_edge: np.ndarray, shard: Shard) -> np.ndarray:
+    """Per step of a :func:`device_plan`: real graphs, nodes, edges and padded sizes over EVERY
+    host's devices, shape ``(steps, 6)``. Every host plans the same epoch, so each knows the
+    whole step's sizes without communicating; a host's records then count the run, not its share.
+    """
+    g = shard.n_global
+    sizes = np.diff(plan.bounds)
+    starts = plan.bounds[:-1]
+    nodes = n_node[plan.order]
+    edges = n_edge[plan.order]
+    cum_n = np.concatenate([[0], np.cumsum(nodes)])
+    cum_e = np.concatenate([[0], np.cumsum(edges)])
+    per_batch = np.column_stack([sizes, cum_n[starts + sizes] - cum_n[starts], cum_e[starts + sizes] - cum_e[starts],
+                                 np.asarray(plan.shapes, np.int64).reshape(-1, 3)])
+    return per_batch.reshape(-1, g, 6).sum(axis=1)
+
+
 def host_plan(plan: EpochPlan, shard: Shard) -> EpochPlan:
     """This host's batches of a :func:`device_plan`, in step order (``n_local`` per step)."""
     g, d, h = shard.n_global, shard.n_local, shard.process_index

@@ -24,7 +24,8 @@ from dataclasses import dataclass, field
 
 from gnn_batching.config import config_changes, config_from_dict, parse_override, read_yaml, set_dotted
 from gnn_batching.errors import ConfigError, UserError
-from gnn_batching.sweep.layout import cell_dir, is_finished
+from gnn_batching.rundir import CONFIG, is_finished
+from gnn_batching.sweep.layout import cell_dir
 
 SWEEP_KEYS = ("name", "output_dir", "base", "grid", "report")
 
@@ -131,7 +132,7 @@ def load_sweep(path: str, overrides: list[str] | None = None) -> Sweep:
 def check_unchanged(sw: Sweep) -> None:
     """Refuse to mix results of different settings in one output directory."""
     for c in sw.cells:
-        saved = os.path.join(c.run_dir, "config.yaml")
+        saved = os.path.join(c.run_dir, CONFIG)
         if os.path.exists(saved):
             diffs = config_changes(read_yaml(saved), c.config, saved)
             if diffs:

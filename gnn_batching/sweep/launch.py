@@ -12,14 +12,15 @@ import logging
 import os
 import signal
 import subprocess
-import sys
 import time
 
 import yaml
 
+from gnn_batching.command import cli_command
 from gnn_batching.errors import ConfigError
 from gnn_batching.io import write_json_atomic, write_text_atomic
 from gnn_batching.progress import Progress
+from gnn_batching.rundir import CONFIG, EPOCHS, EVALS, STATUS, STEPS, has_checkpoint
 from gnn_batching.sweep.grid import Cell, Sweep, check_unchanged
 from gnn_batching.sweep.layout import SWEEP_FILE, cell_log
 
@@ -58,13 +59,14 @@ def prepare_cell(cell: Cell) -> list[str]:
     (``gnn-batching run ... --force --resume``: a partial cell continues from its latest
     checkpoint, or is redone in place when it has none). Every launcher uses it."""
     os.makedirs(cell.run_dir, exist_ok=True)
-    cfg_path = os.path.join(cell.run_dir, "config.yaml")
+    cfg_path = os.path.join(cell.run_dir, CONFIG)
     write_text_atomic(cfg_path, yaml.safe_dump(cell.config, sort_keys=False))
-    for stale in ("steps.csv", "evals.csv", "epochs.csv", "status.json"):
-        p = os.path.join(cell.run_dir, stale)
-        if os.path.exists(p):
-            os.unlink(p)
-    return [sys.executable, "-m", "gnn_batching.cli", "run", cfg_path, "--out", cell.run_dir, "--force", "--resume"]
+    if not has_checkpoint(cell.run_dir):  # redone from step 0: an earlier attempt's records are stale
+        for stale in (STEPS, EVALS, EPOCHS, STATUS):  # (with a checkpoint they are what resumes)
+            p = os.path.join(cell.run_dir, stale)
+            if os.path.exists(p):
+                os.unlink(p)
+    return cli_command("run", cfg_path, "--out", cell.run_dir, "--force", "--resume")
 
 
 def _launch(cell: Cell, env: dict, cores: list[int] | None, log_path: str) -> subprocess.Popen:

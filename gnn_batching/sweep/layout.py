@@ -4,7 +4,7 @@
 
     <output_dir>/
       sweep.json          the sweep's name, source file, grid and base config (written first)
-      runs/<cell>/        one run directory per grid cell (see gnn_batching.train.run)
+      runs/<cell>/        one run directory per grid cell (see gnn_batching.rundir)
       runs/<cell>.log     that cell's console output
       results.csv/.parquet, comparison.csv, significance.csv, figures/, report.md|html
 
@@ -18,10 +18,10 @@ import json
 import os
 
 from gnn_batching.errors import UserError
+from gnn_batching.rundir import SUMMARY
 
 SWEEP_FILE = "sweep.json"
 RUNS = "runs"
-SUMMARY = "summary.json"
 
 
 def runs_dir(sweep_dir: str) -> str:
@@ -37,11 +37,6 @@ def cell_dir(sweep_dir: str, cell_id: str) -> str:
 def cell_log(sweep_dir: str, cell_id: str) -> str:
     """Log file of cell ``cell_id`` (next to its run directory)."""
     return cell_dir(sweep_dir, cell_id) + ".log"
-
-
-def is_finished(run_dir: str) -> bool:
-    """A run is finished once its ``summary.json`` exists (written last, atomically)."""
-    return os.path.exists(os.path.join(run_dir, SUMMARY))
 
 
 def finished_runs(sweep_dir: str) -> list[str]:

@@ -30,6 +30,7 @@ import pandas as pd
 
 from gnn_batching.errors import UserError
 from gnn_batching.io import write_csv_atomic
+from gnn_batching.rundir import EVALS, STEPS, run_file
 from gnn_batching.sweep.results import cell_keys, collect, comparison, extra_axes, variant, with_variant
 from gnn_batching.sweep.significance import pairwise_tests
 
@@ -89,13 +90,6 @@ def _subtitle(df) -> str:
     r = df.iloc[0]
     synth = " (SYNTHETIC data)" if df["synthetic"].any() else ""
     return f"{r['device_kind']} / {r['cpu_model']}, {int(df['steps'].max())} steps{synth}"
-
-
-def _run_file(run_dir: str, name: str) -> str:
-    path = os.path.join(run_dir, name)
-    if not os.path.exists(path):
-        raise UserError(f"{path}: missing; the run directory is incomplete (re-run the sweep)")
-    return path
 
 
 def _agg(df):
@@ -191,7 +185,7 @@ def _per_run(df: pd.DataFrame, name: str) -> pd.DataFrame:
     frames = []
     extras = extra_axes(df)
     for _, r in df.iterrows():
-        e = pd.read_csv(_run_file(r["run_dir"], name))
+        e = pd.read_csv(run_file(r["run_dir"], name))
         for k in ("dataset", "model", "method", "batch_size", "seed", *extras):
             e[k] = r[k]
         e["variant"] = variant(r, extras)
@@ -217,7 +211,7 @@ def _by_cell(df: pd.DataFrame, frame: pd.DataFrame) -> list[tuple[str, pd.DataFr
 def plot_cumulative(df, out_dir, fmt):
     """Cumulative training wall time (assembly + update of every step, compiles included) per
     (dataset, model, batch size and extra axes), mean over seeds: vs step and vs graphs seen."""
-    steps = _per_run(df, "steps.csv")
+    steps = _per_run(df, STEPS)
     style = _Styles(df)
     cells = _by_cell(df, steps)
     fig, axes = _subplots(len(cells), 2, figsize=(11, 3.6 * len(cells)), squeeze=False)
@@ -243,7 +237,7 @@ def plot_cumulative(df, out_dir, fmt):
 
 def plot_learning(df, out_dir, fmt):
     """Figure ``learning``: test error against steps and graphs seen, per method and batch size."""
-    ev = _per_run(df, "evals.csv")
+    ev = _per_run(df, EVALS)
     ev = ev[ev["split"] == "test"] if len(ev) else ev
     panels = _panels(df)
     style = _Styles(df)
@@ -273,7 +267,7 @@ def plot_learning(df, out_dir, fmt):
 def plot_time_to_accuracy(df, out_dir, fmt):
     """Test RMSE against training wall time INCLUDING compilation (``train_wall_s`` recorded with
     every evaluation), next to graphs seen: what a user waiting for a model sees."""
-    ev = _per_run(df, "evals.csv")
+    ev = _per_run(df, EVALS)
     if "train_wall_s" not in ev:
         raise UserError("evals.csv has no train_wall_s (runs from an older version): re-run the sweep's cells")
     ev = ev[ev["split"] == "test"]
@@ -306,7 +300,7 @@ def plot_batch_sizes(df, out_dir, fmt):
     for i, b in enumerate(sizes):
         runs = dfv[(dfv["batch_size"] == b)].sort_values("seed").drop_duplicates(["variant"])
         for _, r in runs.iterrows():
-            steps = pd.read_csv(_run_file(r["run_dir"], "steps.csv"))
+            steps = pd.read_csv(run_file(r["run_dir"], STEPS))
             for j, (col, lab) in enumerate([("real_nodes", "real nodes"), ("real_edges", "real edges"),
                                             ("real_graphs", "real graphs")]):
                 axes[i, j].hist(steps[col], bins=30, histtype="step", linewidth=1.6, color=style(r["variant"])["color"],

@@ -9,6 +9,7 @@ import os
 import pandas as pd
 
 from gnn_batching.io import write_text_atomic
+from gnn_batching.rundir import PROVENANCE
 from gnn_batching.sweep.layout import read_json
 from gnn_batching.sweep.results import COMPARISON_NOTE, format_comparison
 from gnn_batching.sweep.significance import pairwise_tests
@@ -28,7 +29,7 @@ FIGURE_TITLES = {
 
 
 def _provenance(df: pd.DataFrame) -> dict:
-    return read_json(os.path.join(df["run_dir"].iloc[0], "provenance.json"))
+    return read_json(os.path.join(df["run_dir"].iloc[0], PROVENANCE))
 
 
 def build_markdown(sweep_dir: str, df: pd.DataFrame, figures: list[str]) -> str:

@@ -21,6 +21,7 @@ import pandas as pd
 
 from gnn_batching.errors import UserError
 from gnn_batching.io import write_csv_atomic
+from gnn_batching.rundir import CONFIG
 from gnn_batching.sweep.layout import RUNS, SUMMARY, finished_runs, read_json, sweep_info
 
 GROUP = ["dataset", "model", "batch_size"]
@@ -66,7 +67,7 @@ def collect(sweep_dir: str, write: bool = True) -> pd.DataFrame:
     rows = []
     for run_dir in finished_runs(sweep_dir):
         s = read_json(os.path.join(run_dir, SUMMARY))
-        cfg_path = os.path.join(run_dir, "config.yaml")
+        cfg_path = os.path.join(run_dir, CONFIG)
         try:
             with open(cfg_path, encoding="utf-8") as fh:
                 cfg = _flatten(yaml.safe_load(fh) or {})

@@ -110,6 +110,12 @@ class CompileMonitor:
     ``jax.monitoring`` backend-compile events. Either way the first tracked call of a function
     must compile; if neither source sees that, :class:`CompileCountError` is raised rather than
     a silent 0.
+
+    Restarts: a compile is identified by its label and a ``key`` (the padded shape of what it
+    compiled). A compile of a key already compiled in an EARLIER segment of the run (before a
+    restart, :meth:`load`) is a recompilation that an uninterrupted run would not have paid: it
+    is counted in ``restart_counts`` / ``restart_seconds``, not in ``counts`` / ``seconds``. A
+    shape met for the first time after a restart counts as a first compile, as it would have.
     """
 
     def __init__(self) -> None:
@@ -119,11 +125,45 @@ class CompileMonitor:
         self.cache_hits: dict[str, int] = {}  # executables loaded from the persistent cache
         self.backend_events: dict[str, int] = {}
         self.ahead: dict[str, int] = {}  # of counts: compiled ahead of time (outside the timed steps)
+        self.restart_counts: dict[str, int] = {}  # recompiles of keys compiled before a restart
+        self.restart_seconds: dict[str, float] = {}
+        self.compiled: dict[str, set] = {}  # keys compiled so far, per label (every segment)
+        self._earlier: dict[str, set] = {}  # keys compiled in earlier segments (restored)
         self._events = 0  # any compile-related event (trace, lowering, backend compile, cache hit)
         self._label: str | None = None
         self._seen: set[int] = set()
         with _lock:
             _active.append(self)
+
+    def state(self) -> dict:
+        """Counts, seconds and compiled keys as plain data (kept in a checkpoint)."""
+        return {"counts": dict(self.counts), "seconds": dict(self.seconds), "cache_hits": dict(self.cache_hits),
+                "ahead": dict(self.ahead), "restart_counts": dict(self.restart_counts),
+                "restart_seconds": dict(self.restart_seconds),
+                "compiled": {k: sorted([list(map(list, key)) for key in v]) for k, v in self.compiled.items()}}
+
+    def load(self, state: dict) -> None:
+        """Continue from :meth:`state` of an earlier segment: its counts go on, and its compiled
+        keys are what a recompilation after this restart is recognised by."""
+        for name in ("counts", "seconds", "cache_hits", "ahead", "restart_counts", "restart_seconds"):
+            setattr(self, name, dict(state.get(name, {})))
+        self.compiled = {k: {tuple(tuple(x) for x in key) for key in v} for k, v in state.get("compiled", {}).items()}
+        self._earlier = {k: set(v) for k, v in self.compiled.items()}
+
+    def _attribute(self, label: str, key, new: int, seconds: float) -> bool:
+        """Book ``new`` compiles of ``key`` taking ``seconds``; True when they were restart recompiles."""
+        if new <= 0:
+            return False
+        restart = key is not None and key in self._earlier.get(label, set())
+        if key is not None:
+            self.compiled.setdefault(label, set()).add(key)
+        if restart:
+            self.restart_counts[label] = self.restart_counts.get(label, 0) + new
+            self.restart_seconds[label] = self.restart_seconds.get(label, 0.0) + seconds
+            self.seconds[label] = self.seconds.get(label, 0.0) - seconds
+        else:
+            self.counts[label] = self.counts.get(label, 0) + new
+        return restart
 
     def _on_compile_time(self, duration: float, backend: bool = False) -> None:
         self._events += 1
@@ -138,14 +178,19 @@ class CompileMonitor:
             self.cache_hits[self._label] = self.cache_hits.get(self._label, 0) + 1
 
     @contextlib.contextmanager
-    def track(self, label: str, fn):
-        """Attribute compile time during the block to ``label``; count new variants of ``fn``."""
+    def track(self, label: str, fn, key=None):
+        """Attribute compile time during the block to ``label``; count new variants of ``fn``.
+
+        ``key`` names what the call compiles for (:func:`shape_key` of its batch), so a
+        recompilation after a restart is counted apart. Yields a dict: ``compiled`` (compiles in
+        the block), ``compile_s`` and ``restart`` (whether they were restart recompiles).
+        """
         before = cache_size(fn)
         sec_before = self.seconds.get(label, 0.0)
         ev_before = self.backend_events.get(label, 0)
         any_before = self._events
         self._label = label
-        info = {"compiled": 0, "compile_s": 0.0}
+        info = {"compiled": 0, "compile_s": 0.0, "restart": False}
         ok = False
         try:
             yield info
@@ -159,9 +204,9 @@ class CompileMonitor:
                 new = 0  # a dispatch-cache entry for an executable compiled ahead of time: no compile
             first = id(fn) not in self._seen
             self._seen.add(id(fn))
-            self.counts[label] = self.counts.get(label, 0) + max(new, 0)
             info["compiled"] = max(new, 0)
             info["compile_s"] = self.seconds.get(label, 0.0) - sec_before
+            info["restart"] = self._attribute(label, key, max(new, 0), info["compile_s"])
         if ok and first and new <= 0:
             raise CompileCountError(
                 f"the first call of the {label!r} step compiled nothing that could be counted "
@@ -169,12 +214,14 @@ class CompileMonitor:
                 "hides both, so compile counts would silently read 0")
 
     @contextlib.contextmanager
-    def ahead_of_time(self, label: str, fn):
+    def ahead_of_time(self, label: str, fn, key=None):
         """Count ONE compilation of ``fn`` done ahead of time in the block (``lower().compile()``).
 
-        Yields a dict whose ``wall_s`` is set to the block's wall-clock seconds on exit.
+        Yields a dict whose ``wall_s`` is set to the block's wall-clock seconds on exit, and
+        ``restart`` to whether ``key`` was compiled before a restart (then counted apart).
         """
-        info = {"wall_s": 0.0}
+        info = {"wall_s": 0.0, "restart": False}
+        sec_before = self.seconds.get(label, 0.0)
         self._label = label
         t0 = time.perf_counter()
         try:
@@ -183,8 +230,9 @@ class CompileMonitor:
             info["wall_s"] = time.perf_counter() - t0
             self._label = None
         self._seen.add(id(fn))
-        self.counts[label] = self.counts.get(label, 0) + 1
-        self.ahead[label] = self.ahead.get(label, 0) + 1
+        info["restart"] = self._attribute(label, key, 1, self.seconds.get(label, 0.0) - sec_before)
+        if not info["restart"]:
+            self.ahead[label] = self.ahead.get(label, 0) + 1
 
     def close(self) -> None:
         """Stop counting compilations for this monitor."""
@@ -227,6 +275,16 @@ class StepLog:
         return pd.DataFrame(self.rows)
 
 
+def shape_key(arrays, lead: int = 0) -> tuple:
+    """What a step compiles for: the shapes of its batch's array leaves (hashable, JSON-able).
+
+    Works on concrete arrays and on ``jax.ShapeDtypeStruct`` alike, so a shape compiled ahead
+    of time and the same shape met in a step have one key. ``lead``: leading axes to leave out
+    (the device axis of a data-parallel batch, host-local or global depending on placement).
+    """
+    return tuple(tuple(int(d) for d in leaf.shape[lead:]) for leaf in jax.tree_util.tree_leaves(arrays))
+
+
 def timer() -> float:
     """A monotonic clock in seconds (``time.perf_counter``)."""
     return time.perf_counter()
@@ -256,24 +314,31 @@ class PhaseTimer:
         return self.s[name] * 1e3
 
 
+def first_use(df) -> np.ndarray:
+    """Steps that ran their padded shape for the first time in their SEGMENT (a restarted run
+    starts a new segment: a new process meets every shape anew, compiled ahead or not)."""
+    cols = [c for c in ("segment", "n_node", "n_edge", "n_graph") if c in df]
+    return ~df.duplicated(cols).to_numpy() if cols else np.zeros(len(df), bool)
+
+
 def summarise_steps(df, warmup_steps: int) -> dict:
     """Steady-state timing stats (ms) over steps past warm-up that did not compile and did not run
-    their padded shape for the first time.
+    their padded shape for the first time in their segment.
 
     A shape's first run is slower even when it was compiled ahead of time (JAX fills its dispatch
     cache, the runtime warms up), so it is excluded like a compiling step; for shapes compiled on
-    first use the two are the same steps.
+    first use the two are the same steps. After a restart every shape runs for the first time
+    again in the new process: those first runs are excluded too.
     """
-    shape_cols = [c for c in ("n_node", "n_edge", "n_graph") if c in df]
-    first_use = ~df.duplicated(shape_cols).to_numpy() if shape_cols else np.zeros(len(df), bool)
-    steady = df[(df["step"] >= warmup_steps) & (df["compiled"] == 0) & ~first_use]
+    first_use_mask = first_use(df)
+    steady = df[(df["step"] >= warmup_steps) & (df["compiled"] == 0) & ~first_use_mask]
     out = {
         "first_step_ms": float(df["combined_ms"].iloc[0]),
         "first_step_assembly_ms": float(df["assembly_ms"].iloc[0]),
         "first_step_update_ms": float(df["update_ms"].iloc[0]),
         "steady_steps": len(steady),
         "compiled_steps": int((df["compiled"] > 0).sum()),
-        "first_use_steps": int(first_use.sum()),
+        "first_use_steps": int(first_use_mask.sum()),
     }
     src = steady if len(steady) else df
     for col in ("assembly_ms", "update_ms", "combined_ms"):

@@ -14,7 +14,7 @@ import jax
 import jraph
 
 from gnn_batching.batching.assemble import GraphBatch
-from gnn_batching.train.instruments import CompileMonitor
+from gnn_batching.train.instruments import CompileMonitor, shape_key
 
 
 def abstract_batch(example: GraphBatch, shape: tuple[int, int, int], sharding=None) -> GraphBatch:
@@ -23,16 +23,19 @@ def abstract_batch(example: GraphBatch, shape: tuple[int, int, int], sharding=No
     Node arrays get ``n_node`` rows, edge arrays (features, senders, receivers) ``n_edge``,
     per-graph arrays (``n_node``, ``n_edge``, targets, mask) ``n_graph``; trailing dimensions
     are kept. Leaves are ``jax.ShapeDtypeStruct``: nothing is allocated. With a ``sharding``
-    (data parallelism) the example's leaves carry a leading device axis, which is kept and
-    laid out with that sharding; ``shape`` is then one device's.
+    (data parallelism) the example's leaves carry a leading axis of this host's devices; the
+    abstract batch's leading axis is every device of the mesh (all hosts), laid out with that
+    sharding; ``shape`` is then one device's.
     """
     n, e, g = (int(x) for x in shape)
     lead = 0 if sharding is None else 1
+    # the GLOBAL device axis: on several hosts the example holds only this host's devices
+    devices = () if sharding is None else (int(sharding.mesh.size),)
 
     def like(x, rows: int):
         if x is None:
             return None
-        return jax.ShapeDtypeStruct((*x.shape[:lead], rows, *x.shape[lead + 1:]), x.dtype, sharding=sharding)
+        return jax.ShapeDtypeStruct((*devices, rows, *x.shape[lead + 1:]), x.dtype, sharding=sharding)
 
     gr = example.graph
     graph = jraph.GraphsTuple(
@@ -57,12 +60,15 @@ def precompile(monitor: CompileMonitor, label: str, step, state, example: GraphB
       sharding: the batch sharding of a data-parallel run (:func:`abstract_batch`).
 
     Returns:
-      One row per shape: label, n_node, n_edge, n_graph and ``compile_s`` (wall seconds).
+      One row per shape: label, n_node, n_edge, n_graph, ``compile_s`` (wall seconds) and
+      ``restart`` (True for a shape compiled again after a restart: restart overhead, not
+      time-to-train).
     """
     rows = []
     for shape in shapes:  # the real state: its placement is what later calls will have
-        with monitor.ahead_of_time(label, step) as info:
-            step.lower(state, abstract_batch(example, shape, sharding)).compile()
+        abstract = abstract_batch(example, shape, sharding)
+        with monitor.ahead_of_time(label, step, key=shape_key(abstract, 0 if sharding is None else 1)) as info:
+            step.lower(state, abstract).compile()
         rows.append({"label": label, "n_node": int(shape[0]), "n_edge": int(shape[1]), "n_graph": int(shape[2]),
-                     "compile_s": info["wall_s"]})
+                     "compile_s": info["wall_s"], "restart": bool(info["restart"])})
     return rows

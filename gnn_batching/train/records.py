@@ -14,6 +14,7 @@ import time
 import pandas as pd
 
 from gnn_batching.io import write_csv_atomic, write_json_atomic
+from gnn_batching.rundir import EPOCHS, EVALS, PRECOMPILE, STATUS, STEPS
 from gnn_batching.train.instruments import StepLog
 
 
@@ -44,8 +45,10 @@ class RunRecords:
         self.ahead.extend(rows)
 
     def precompile_frame(self) -> pd.DataFrame:
-        """The ahead-of-time compilations: label, n_node, n_edge, n_graph, compile_s (may be empty)."""
-        return pd.DataFrame(self.ahead, columns=["label", "n_node", "n_edge", "n_graph", "compile_s"])
+        """The ahead-of-time compilations: label, n_node, n_edge, n_graph, compile_s, restart (a shape
+        compiled again after a restart) and segment (may be empty)."""
+        return pd.DataFrame(self.ahead, columns=["label", "n_node", "n_edge", "n_graph", "compile_s", "restart",
+                                                 "segment"])
 
     def frames(self) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
         """Steps, evaluations and per-epoch statistics as DataFrames."""
@@ -54,15 +57,15 @@ class RunRecords:
     def save(self) -> None:
         """Write ``steps.csv``, ``evals.csv``, ``epochs.csv`` and ``precompile.csv`` atomically."""
         steps, evals, epochs = self.frames()
-        write_csv_atomic(os.path.join(self.out_dir, "steps.csv"), steps)
-        write_csv_atomic(os.path.join(self.out_dir, "evals.csv"), evals)
-        write_csv_atomic(os.path.join(self.out_dir, "epochs.csv"), epochs)
-        write_csv_atomic(os.path.join(self.out_dir, "precompile.csv"), self.precompile_frame())
+        write_csv_atomic(os.path.join(self.out_dir, STEPS), steps)
+        write_csv_atomic(os.path.join(self.out_dir, EVALS), evals)
+        write_csv_atomic(os.path.join(self.out_dir, EPOCHS), epochs)
+        write_csv_atomic(os.path.join(self.out_dir, PRECOMPILE), self.precompile_frame())
         self._last = time.perf_counter()
 
     def status(self, status: dict) -> None:
         """Write ``status.json`` (state of the run, steps done) atomically."""
-        write_json_atomic(os.path.join(self.out_dir, "status.json"), status)
+        write_json_atomic(os.path.join(self.out_dir, STATUS), status)
 
     def snapshot(self) -> dict:
         """The step, evaluation and ahead-of-time rows as plain data (what a checkpoint keeps)."""

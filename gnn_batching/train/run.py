@@ -4,40 +4,20 @@
 pieces it composes live in their own files: instruments (compile monitor, phase timer),
 records (rows written as they come), summary (the summary row), steps (the jitted steps).
 
-Run directory contents (all written atomically; ``summary.json`` is written LAST, so its
-presence means the run finished):
-
-* ``config.yaml``      the resolved config
-* ``provenance.json``  git commit, package versions, JAX backend/device, CPU, cores
-* ``data.json``        facts derived from the data: split sizes, target stats, budget, method
-* ``steps.csv``        one row per step: timings, compile flags, real and padded sizes, loss
-* ``evals.csv``        one row per (step, split): RMSE, MAE (physical units), graphs evaluated
-* ``epochs.csv``       per-epoch batcher statistics (batches, graphs, shapes, fill, planning ms)
-* ``precompile.csv``   shapes compiled ahead of time (methods with a menu) and their seconds
-* ``status.json``      ``complete``, or ``interrupted`` / ``failed`` with the reason and steps done
-                       (the records above are kept for a run that stopped early)
-* ``params.msgpack``   the final parameters (``flax.serialization.to_bytes``)
-* ``summary.json``     the flat summary row
-* ``checkpoints/``     orbax checkpoints (``train.checkpoint_every`` / ``checkpoint_minutes``),
-                       from which ``run --resume`` continues (``checkpoint.py``)
-* ``tensorboard/``     TensorBoard event files (``train.tensorboard: true``)
+The loop body: assemble the next batch, run the jitted step, book it (counters, records), then
+call the periodic actions (:mod:`~gnn_batching.train.hooks`: evaluate, TensorBoard, progress,
+checkpoint, stop on SIGTERM). What the run directory holds: :mod:`gnn_batching.rundir`.
 """
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
-import datetime
 import functools
 import logging
-import math
 import os
 import shutil
-import signal
 import tempfile
-import threading
 import time
-from types import SimpleNamespace
 
 import flax.linen as nn
 import flax.serialization
@@ -56,9 +36,23 @@ from gnn_batching.errors import ConfigError, UserError
 from gnn_batching.io import write_bytes_atomic, write_json_atomic, write_text_atomic
 from gnn_batching.models import make_model
 from gnn_batching.progress import Progress
-from gnn_batching.train.checkpoint import Checkpoints, has_checkpoint
-from gnn_batching.train.instruments import CompileMonitor, PhaseTimer, compilation_cache, peak_device_memory, timer
+from gnn_batching.rundir import (
+    CONFIG,
+    DATA,
+    PARAMS,
+    PROVENANCE,
+    SUMMARY,
+    TENSORBOARD,
+    check_out_dir,
+    default_run_dir,
+    has_checkpoint,
+)
+from gnn_batching.train.checkpoint import Checkpoints
+from gnn_batching.train.counters import RunCounters
+from gnn_batching.train.hooks import Board, Checkpoint, Evaluate, Hook, Interrupted, ShowProgress, StopOnSignal
+from gnn_batching.train.instruments import CompileMonitor, PhaseTimer, compilation_cache, shape_key, timer
 from gnn_batching.train.layouts import init_graph, steps_for
+from gnn_batching.train.loop import Loop
 from gnn_batching.train.parallel import batch_sharding, first_local, put_global, replicate, setup
 from gnn_batching.train.precompile import precompile
 from gnn_batching.train.provenance import provenance
@@ -66,45 +60,6 @@ from gnn_batching.train.records import RunRecords
 from gnn_batching.train.steps import TrainState, count_params, init_state, make_optimizer
 from gnn_batching.train.summary import build_summary
 from gnn_batching.train.tensorboard import TensorBoard
-
-RUN_FILES = ("config.yaml", "provenance.json", "data.json", "steps.csv", "evals.csv", "epochs.csv", "precompile.csv",
-             "status.json", "params.msgpack", "summary.json", "checkpoints", "tensorboard")
-
-
-def safe_name(name: str) -> str:
-    """A run name usable as ONE path component: ``../../x`` stays inside ``results/runs``."""
-    slug = "".join(c if c.isalnum() or c in "-_.=" else "_" for c in name)
-    while ".." in slug:
-        slug = slug.replace("..", "_")
-    slug = slug.strip(".")
-    return slug or "run"
-
-
-def default_run_dir(cfg: RunConfig) -> str:
-    """``results/runs/<name>-<timestamp>``: where a run goes unless told otherwise."""
-    stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
-    return os.path.join("results", "runs", f"{safe_name(cfg.name)}-{stamp}")
-
-
-def check_out_dir(out: str, force: bool = False) -> None:
-    """Refuse a run directory that holds a finished run, or anything this run did not create.
-
-    ``force`` allows redoing a PARTIAL run in place (what a resumed sweep does): the folder may
-    then hold only the files a run writes.
-    """
-    if os.path.exists(os.path.join(out, "summary.json")):
-        raise UserError(f"{out}: already holds a finished run (summary.json); choose another --out")
-    if os.path.exists(out) and not os.path.isdir(out):
-        raise UserError(f"{out}: exists and is not a directory; choose another --out")
-    present = sorted(os.listdir(out)) if os.path.isdir(out) else []
-    if not present:
-        return
-    foreign = [f for f in present if f not in RUN_FILES]
-    if not force or foreign:
-        what = f"files this run does not write ({', '.join(foreign[:5])})" if foreign else "a partial run"
-        hint = "" if foreign else ", or pass --force to redo the partial run in place"
-        raise UserError(f"{out}: exists and holds {what}; choose another --out{hint}")
-
 
 log = logging.getLogger(__name__)
 
@@ -119,32 +74,6 @@ def to_device(batch: Batch, sharding=None) -> Batch:
     return dataclasses.replace(batch, arrays=arrays, transfer_ms=(timer() - t0) * 1e3)
 
 
-def evaluate(eval_step, state, loader, monitor: CompileMonitor, place=None) -> dict:
-    """One ordered pass over a split: every graph exactly once, final partial batch included.
-
-    ``place`` puts a batch's arrays where the step expects them (over the mesh of a
-    data-parallel run); the counts then come from every host's devices.
-    """
-    sse = sae = 0.0
-    n = 0.0
-    graphs = 0
-    for batch in loader.epoch(0):
-        with monitor.track("eval", eval_step):
-            out = eval_step(state, place(batch.arrays) if place else batch.arrays)
-            out = jax.device_get(out)
-        sse += float(out["sse"])
-        sae += float(out["sae"])
-        n += float(out["n"])
-        graphs += batch.n_real_graphs
-    one_host = loader.shard is None or loader.shard.n_processes == 1
-    if round(n) != len(loader.index) or (one_host and graphs != round(n)):  # evaluation never skips
-        raise RuntimeError(f"evaluation covered {round(n)} graphs of {len(loader.index)}")
-    graphs = round(n)
-    if graphs == 0:
-        return {"rmse": float("nan"), "mae": float("nan"), "graphs": 0}
-    return {"rmse": math.sqrt(sse / n), "mae": sae / n, "graphs": graphs}
-
-
 def _compile_ahead(p: Prepared, cfg: RunConfig, monitor: CompileMonitor, train_step, eval_step, state,
                    example, sharding=None) -> list[dict]:
     """Compile the shapes the methods name ahead of time (none for the study's methods)."""
@@ -153,41 +82,6 @@ def _compile_ahead(p: Prepared, cfg: RunConfig, monitor: CompileMonitor, train_s
     for split in cfg.train.eval_splits:
         eval_shapes += [s for s in p.eval_loaders[split].method.compile_ahead() if s not in eval_shapes]
     return rows + precompile(monitor, "eval", eval_step, state, example, eval_shapes, sharding)
-
-
-class _Interrupted(Exception):
-    """Raised in the main thread on SIGTERM, so the run keeps its records on the way out."""
-
-
-class _StopRequest:
-    """Set by the first SIGTERM; the run loop stops at the end of the step it is in."""
-
-    signum: int | None = None
-
-    def check(self) -> None:
-        """Raise :class:`_Interrupted` if a stop was requested."""
-        if self.signum is not None:
-            raise _Interrupted(f"signal {self.signum}")
-
-
-@contextlib.contextmanager
-def _sigterm_as_exception(stop: _StopRequest):
-    """SIGTERM stops the run at the end of the current step (records, state and checkpoint then
-    agree); a second SIGTERM stops it at once."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    def handler(signum, frame):
-        if stop.signum is not None:
-            raise _Interrupted(f"signal {signum} (twice)")
-        stop.signum = signum
-
-    old = signal.signal(signal.SIGTERM, handler)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, old)
 
 
 @dataclasses.dataclass
@@ -228,10 +122,10 @@ def prepare(cfg: RunConfig, verbose: bool = True, shard: Shard | None = None) ->
 def _write_header(out: str, cfg: RunConfig, p: Prepared, prov: dict) -> None:
     """config.yaml, provenance.json and data.json (facts derived from the data)."""
     os.makedirs(out, exist_ok=True)
-    write_text_atomic(os.path.join(out, "config.yaml"), yaml.safe_dump(cfg.to_dict(), sort_keys=False))
-    write_json_atomic(os.path.join(out, "provenance.json"), prov)
+    write_text_atomic(os.path.join(out, CONFIG), yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+    write_json_atomic(os.path.join(out, PROVENANCE), prov)
     ds = p.ds
-    write_json_atomic(os.path.join(out, "data.json"), {
+    write_json_atomic(os.path.join(out, DATA), {
         "dataset": cfg.dataset.name, "synthetic": ds.synthetic, "target": ds.target, "unit": ds.unit,
         "n_graphs": len(ds.store), "n_train": len(ds.splits.train), "n_val": len(ds.splits.val),
         "n_test": len(ds.splits.test), "train_mean": ds.stats.mean, "train_std": ds.stats.std,
@@ -253,7 +147,7 @@ def check_resumable(out: str, cfg: RunConfig) -> None:
     Raises:
       UserError: naming the run directory and the changed keys.
     """
-    saved = os.path.join(out, "config.yaml")
+    saved = os.path.join(out, CONFIG)
     if not os.path.exists(saved):
         return
     changed = config_changes(read_yaml(saved), cfg.to_dict(), saved, ignore=RESUMABLE_CHANGES)
@@ -263,9 +157,31 @@ def check_resumable(out: str, cfg: RunConfig) -> None:
                         "change); choose another --out for the new settings")
 
 
-def _compile_totals(first: dict):
-    """What the summary reads from a compile monitor, from the compile counts of the first start."""
-    return SimpleNamespace(counts=first["counts"], seconds=first["seconds"], cache_hits=first["cache_hits"])
+def _restore(loop: Loop, out: str) -> int:
+    """Continue ``loop`` from the newest readable checkpoint; returns the steps it holds.
+
+    Nothing is written before this succeeds (an unreadable checkpoint falls back to the
+    previous one; none readable: :class:`~gnn_batching.train.checkpoint.CheckpointError`).
+    """
+    def check(step: int, meta: dict) -> None:
+        if RunCounters.from_dict(meta["counters"]).steps_done != step:
+            raise ValueError(f"its counters hold {meta['counters']['steps_done']} steps, not {step}")
+        if len(next(iter(meta["records"]["steps"].values()), [])) != step:
+            raise ValueError(f"its records hold {len(next(iter(meta['records']['steps'].values()), []))} "
+                             f"steps, not {step}")
+
+    t0 = time.perf_counter()
+    step, loop.state, meta = loop.ckpt.restore(loop.state, check)
+    loop.counters = RunCounters.from_dict(meta["counters"])
+    loop.monitor.load(loop.counters.compile)
+    loop.records.restore(meta["records"])
+    dt = time.perf_counter() - t0
+    loop.counters.restarts += 1
+    loop.counters.restore_s += dt
+    loop.counters.restart_overhead_s += dt
+    loop.segment = loop.counters.restarts
+    log.info(f"resuming {out} from step {step}")
+    return step
 
 
 def train_and_evaluate(cfg: RunConfig, workdir: str | None = None, verbose: bool = True,
@@ -281,18 +197,20 @@ def train_and_evaluate(cfg: RunConfig, workdir: str | None = None, verbose: bool
         workdir: the run directory (default ``results/runs/<name>-<time>``).
         verbose: log progress on the ``gnn_batching`` logger (INFO; the CLI shows it on stderr).
         force: redo a partial run found in ``workdir`` (never a finished one).
-        resume: continue a partial run in ``workdir`` from its latest checkpoint (from step 0
-          when it has none): the remaining steps see exactly the batches an uninterrupted run
-          would have seen; ``summary.json`` counts ``restarts`` and the compiles after them apart.
+        resume: continue a partial run in ``workdir`` from its newest readable checkpoint (from
+          step 0 when it has none): the remaining steps see exactly the batches an uninterrupted
+          run would have seen; nothing in ``workdir`` is written before the restore succeeded.
+          ``summary.json`` counts ``restarts``, the recompiles they caused and their overhead apart.
 
     Returns:
         The trained Flax ``TrainState`` and the summary (also in ``summary.json``); the final
         parameters are saved in ``params.msgpack`` (``flax.serialization``).
 
     Raises:
-        UserError: bad config or data, an unusable ``workdir``, or a loss that became NaN.
+        UserError: bad config or data, an unusable ``workdir``, a checkpoint past
+          ``train.num_train_steps`` or none readable, or a loss that became NaN.
     """
-    out = workdir or default_run_dir(cfg)
+    out = workdir or default_run_dir(cfg.name)
     ckpt_root = out  # every process saves and restores the same checkpoints (orbax coordinates them)
     shard, mesh = setup(cfg.train.devices)
     if jax.process_index() != 0:  # one run directory, written by process 0; the others keep theirs apart
@@ -301,153 +219,122 @@ def train_and_evaluate(cfg: RunConfig, workdir: str | None = None, verbose: bool
     check_out_dir(out, force or resume)
     if resume:
         check_resumable(out, cfg)
+    tc = cfg.train
+    ckpt = Checkpoints(ckpt_root, tc.checkpoint_every, tc.checkpoint_minutes, tc.checkpoint_keep)
+    newest = ckpt.steps()[:1] if resume else []
+    if newest and newest[0] > tc.num_train_steps:
+        raise UserError(f"{out}: its newest checkpoint is at step {newest[0]}, past train.num_train_steps="
+                        f"{tc.num_train_steps}; resume with train.num_train_steps >= {newest[0]}, or start "
+                        "a new run (another --out)")
     t_start = time.perf_counter()
     p = prepare(cfg, verbose, shard)
     prov = provenance()
-    _write_header(out, cfg, p, prov)
-
-    tc = cfg.train
     tx = make_optimizer(tc.lr, tc.decay_steps, tc.decay_rate, tc.staircase)
     train_step, eval_step = steps_for(p.method.layout, p.model, p.ds.stats, mesh)
     sharding = batch_sharding(mesh) if mesh is not None else None
     # where a step's arrays go when the prefetch thread did not put them there already
     place = functools.partial(put_global, sharding=sharding) if sharding is not None else None
     step_place = place if cfg.batching.prefetch <= 0 else None
-    monitor = CompileMonitor()
-    ckpt = Checkpoints(ckpt_root, tc.checkpoint_every, tc.checkpoint_minutes, tc.checkpoint_keep)
-    start = (ckpt.latest() or 0) if resume else 0
-    if resume:
-        log.info(f"resuming {out} from step {start}" if start else f"{out}: no checkpoint; starting from step 0")
-    elif has_checkpoint(ckpt_root):  # a partial run redone from scratch: its checkpoints are stale
-        shutil.rmtree(ckpt.directory)
+    t0 = time.perf_counter()  # init outside the timed phases; parameter shapes do not depend on the batch
+    example = p.train_loader.example()
+    one = example.arrays if mesh is None else first_local(example.arrays)
+    state = init_state(p.model, tx, init_graph(p.method.layout, one), tc.seed)
+    if mesh is not None:
+        state = replicate(state, mesh)
+    init_s = time.perf_counter() - t0
+    loop = Loop(tc.num_train_steps, state, RunCounters(init_s=init_s), RunRecords(out, p.train_loader.epoch_stats),
+                CompileMonitor(), ckpt, eval_step, p.eval_loaders, place, lead=0 if mesh is None else 1)
+    start = 0
+    try:
+        if resume and newest:
+            start = _restore(loop, out)
+        elif resume:
+            log.info(f"{out}: no checkpoint; starting from step 0")
+        elif has_checkpoint(ckpt_root):  # a partial run redone from scratch: its checkpoints are stale
+            shutil.rmtree(ckpt.directory)
+    except BaseException:
+        loop.monitor.close()
+        ckpt.close()
+        raise
+    _write_header(out, cfg, p, prov)  # only now: a failed restore leaves the run directory as it was
     stream = p.train_loader.stream(cfg.batching.prefetch, transform=functools.partial(to_device, sharding=sharding),
                                    start=start)
-    board = TensorBoard(os.path.join(out, "tensorboard")) if tc.tensorboard else None
-    compiles = {"first": None, "restarts": {"count": 0, "seconds": 0.0}}
-    restarts = 0
-    records = RunRecords(out, p.train_loader.epoch_stats)
-    prog = Progress(f"run {cfg.name}", total=tc.num_train_steps, enabled=verbose)
-    state: TrainState | None = None
-    init_s = 0.0
-    graphs_seen = 0
-    train_wall_s = 0.0
+    board = TensorBoard(os.path.join(out, TENSORBOARD)) if tc.tensorboard else None
+    stop = StopOnSignal()
+    hooks: list[Hook] = [Evaluate(tc.eval_every, tc.eval_splits, board), *([Board(board)] if board else []),
+                         ShowProgress(Progress(f"run {cfg.name}", total=tc.num_train_steps, enabled=verbose)),
+                         Checkpoint(ckpt), stop]
     status = {"status": "running"}
-    stop = _StopRequest()
-
-    def compile_counts() -> dict:  # counts before the first restart, and all compiles after restarts apart
-        if restarts == 0:
-            return {"first": {"counts": dict(monitor.counts), "seconds": dict(monitor.seconds),
-                              "cache_hits": dict(monitor.cache_hits)}, "restarts": compiles["restarts"]}
-        return {"first": compiles["first"],
-                "restarts": {"count": compiles["restarts"]["count"] + sum(monitor.counts.values()),
-                             "seconds": compiles["restarts"]["seconds"] + sum(monitor.seconds.values())}}
-
-    def save_checkpoint(steps_done: int) -> None:
-        ckpt.save(steps_done, state, {"steps_done": steps_done, "graphs_seen": graphs_seen,
-                                      "train_wall_s": train_wall_s, "restarts": restarts, "init_s": init_s,
-                                      "records": records.snapshot(), "compiles": compile_counts()})
-
     try:
-        with _sigterm_as_exception(stop), compilation_cache(tc.compilation_cache):
+        with stop.installed(), compilation_cache(tc.compilation_cache):
+            rows = _compile_ahead(p, cfg, loop.monitor, train_step, eval_step, loop.state, example.arrays, sharding)
+            for r in rows:
+                r["segment"] = loop.segment
+            loop.records.precompiled(rows)
+            loop.counters.ahead(rows)
             for step in range(start, tc.num_train_steps):
                 phase = PhaseTimer()
                 with phase("assembly"):
                     batch = next(stream)
-                if state is None:  # init outside the timed phases (uses the first batch's shapes)
-                    with phase("init"):
-                        one = batch.arrays if mesh is None else first_local(batch.arrays)
-                        state = init_state(p.model, tx, init_graph(p.method.layout, one), tc.seed)
-                        if mesh is not None:
-                            state = replicate(state, mesh)
-                    init_s = phase.s["init"]
-                    if start:  # the template's structure and placement, the checkpoint's values
-                        state, meta = ckpt.restore(state)
-                        records.restore(meta["records"])
-                        graphs_seen, train_wall_s = int(meta["graphs_seen"]), float(meta["train_wall_s"])
-                        restarts, init_s = int(meta["restarts"]) + 1, float(meta["init_s"])
-                        compiles = meta["compiles"]
-                    ahead = _compile_ahead(p, cfg, monitor, train_step, eval_step, state, batch.arrays, sharding)
-                    if not start:  # compiled again after a restart: counted apart (restart_compiles)
-                        records.precompiled(ahead)
-                    train_wall_s += sum(r["compile_s"] for r in ahead if r["label"] == "train")
-                with phase("update"), monitor.track("train", train_step) as info:
-                    state, metrics = train_step(state, step_place(batch.arrays) if step_place else batch.arrays)
-                    jax.block_until_ready((state, metrics))
-                loss = float(metrics["loss"])
-                graphs_seen += batch.n_real_graphs
-                step_ms = phase.ms("assembly") + phase.ms("update")
-                train_wall_s += phase.s["assembly"] + phase.s["update"]
-                n_node, n_edge, n_graph = batch.shape
-                records.step(step=step, assembly_ms=phase.ms("assembly"), update_ms=phase.ms("update"),
-                             combined_ms=step_ms, compiled=info["compiled"],
-                             compile_s=info["compile_s"],
-                             wait_ms=getattr(stream, "last_wait_s", float("nan")) * 1e3,
-                             transfer_ms=batch.transfer_ms, real_graphs=batch.n_real_graphs,
-                             real_nodes=batch.n_real_nodes, real_edges=batch.n_real_edges, n_node=n_node,
-                             n_edge=n_edge, n_graph=n_graph, loss=loss, graphs_seen=graphs_seen)
-                if board is not None:
-                    board.step(step, loss, step_ms, graphs_seen)
+                arrays = step_place(batch.arrays) if step_place else batch.arrays
+                with phase("update"), loop.monitor.track("train", train_step, shape_key(batch.arrays, loop.lead)) as c:
+                    loop.state, metrics = train_step(loop.state, arrays)
+                    jax.block_until_ready((loop.state, metrics))
+                loss, step_ms = float(metrics["loss"]), phase.ms("assembly") + phase.ms("update")
+                restart_s = c["compile_s"] if c["restart"] else 0.0
+                sizes = batch.totals()
+                loop.counters.step(sizes["real_graphs"], step_ms / 1e3, restart_s)
+                loop.records.step(step=step, segment=loop.segment, assembly_ms=phase.ms("assembly"),
+                                  update_ms=phase.ms("update"), combined_ms=step_ms, compiled=c["compiled"],
+                                  compile_s=c["compile_s"], restart_compile_s=restart_s,
+                                  wait_ms=getattr(stream, "last_wait_s", float("nan")) * 1e3,
+                                  transfer_ms=batch.transfer_ms, **sizes, loss=loss,
+                                  graphs_seen=loop.counters.graphs_seen)
+                loop.last = {"loss": loss, "step_ms": step_ms}
                 if not np.isfinite(loss):
                     raise UserError(f"{cfg.name}: loss became {loss} at step {step}; lower train.lr? "
                                     f"(records so far kept in {out})")
-                if step == tc.num_train_steps - 1 or (tc.eval_every and (step + 1) % tc.eval_every == 0):
-                    for split in tc.eval_splits:
-                        r = evaluate(eval_step, state, p.eval_loaders[split], monitor, place)
-                        records.evaluation({"step": step + 1, "split": split, "graphs_seen": graphs_seen,
-                                            "train_wall_s": train_wall_s, **r})
-                        if board is not None:
-                            board.evaluation(step + 1, split, r)
-                prog.update(step + 1, postfix=f"loss {loss:.4f}, {step_ms:.1f} ms/step")
-                if step + 1 < tc.num_train_steps and ckpt.enabled and ckpt.due(step + 1):
-                    save_checkpoint(step + 1)
-                stop.check()
+                for hook in hooks:
+                    hook.after_step(loop, step + 1)
+            for hook in hooks:
+                hook.finish(loop)
         status = {"status": "complete"}
     except BaseException as exc:
-        kind = "interrupted" if isinstance(exc, (KeyboardInterrupt, _Interrupted)) else "failed"
-        status = {"status": kind, "reason": f"{type(exc).__name__}: {exc}", "steps_done": len(records)}
+        kind = "interrupted" if isinstance(exc, (KeyboardInterrupt, Interrupted)) else "failed"
+        status = {"status": kind, "reason": f"{type(exc).__name__}: {exc}", "steps_done": len(loop.records)}
         # a preempted job (SIGTERM) keeps its progress; --resume continues from here. The state's own
         # step counter says how many updates it holds; saved only when the records hold as many (a
         # second SIGTERM between an update and its record leaves the previous checkpoint in charge)
-        done = int(state.step) if state is not None else 0
-        if kind == "interrupted" and ckpt.enabled and done > start and done == len(records):
+        done = int(loop.state.step)
+        if kind == "interrupted" and ckpt.enabled and done > start and done == len(loop.records) \
+                and done == loop.counters.steps_done:
             try:
-                save_checkpoint(done)
-                status["checkpoint"] = done
+                if loop.save_checkpoint():
+                    status["checkpoint"] = done
             except Exception as save_exc:
                 status["checkpoint_error"] = f"{type(save_exc).__name__}: {save_exc}"
+            if "checkpoint" not in status and done in ckpt.steps():
+                status["checkpoint"] = done  # saved already at this step (a checkpoint step)
         raise
     finally:
-        prog.close()
         if hasattr(stream, "close"):
             stream.close()
-        monitor.close()
+        for hook in hooks:
+            hook.close()
+        loop.monitor.close()
         ckpt.close()
-        if board is not None:
-            board.close()
-        records.save()
+        loop.records.save()
         if status["status"] != "complete":
-            records.status(status)
+            loop.records.status(status)
 
-    write_bytes_atomic(os.path.join(out, "params.msgpack"), flax.serialization.to_bytes(state.params))
-    totals = compile_counts()
-    summary = build_summary(cfg, p.ds, *records.frames(), _compile_totals(totals["first"]),
-                            count_params(state.params), prov, precompile_df=records.precompile_frame())
-    summary.update({"restarts": restarts, "restart_compiles": int(totals["restarts"]["count"]),
-                    "restart_compile_s": float(totals["restarts"]["seconds"]), "checkpoints_saved": ckpt.saved,
-                    "checkpoint_s": ckpt.seconds})
-    summary["init_s"] = init_s
-    summary["peak_device_memory_bytes"] = peak_device_memory()
-    summary["wall_s"] = time.perf_counter() - t_start
-    summary["concurrent_jobs"] = int(os.environ.get("GNN_BATCHING_JOBS", "1"))
-    n_local = shard.n_local if shard else 1
-    summary.update({"n_devices": shard.n_global if shard else 1, "n_local_devices": n_local,
-                    "n_processes": shard.n_processes if shard else 1,
-                    # this host's graphs over this host's devices (hosts step in lockstep)
-                    "graphs_per_s_per_device": summary["graphs_per_s"] / n_local})
-    summary["run_dir"] = os.path.abspath(out)
-    records.status(status)
-    write_json_atomic(os.path.join(out, "summary.json"), summary)
-    return state, summary
+    write_bytes_atomic(os.path.join(out, PARAMS), flax.serialization.to_bytes(loop.state.params))
+    loop.counters.compile = loop.monitor.state()
+    summary = build_summary(cfg, p.ds, *loop.records.frames(), loop.counters, count_params(loop.state.params), prov,
+                            precompile_df=loop.records.precompile_frame(), shard=shard,
+                            wall_s=time.perf_counter() - t_start, run_dir=os.path.abspath(out))
+    loop.records.status(status)
+    write_json_atomic(os.path.join(out, SUMMARY), summary)
+    return loop.state, summary
 
 
 def run(cfg: RunConfig, out_dir: str | None = None, verbose: bool = True, force: bool = False,

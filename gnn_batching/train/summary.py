@@ -1,35 +1,63 @@
-"""The summary row of a run: every figure is computed here from the raw per-step and evaluation
-records (so a reviewer can recompute it from ``steps.csv`` / ``evals.csv``)."""
+"""The summary row of a run, its whole schema in one place: every figure is computed here from the
+raw per-step and evaluation records (so a reviewer can recompute it from ``steps.csv`` /
+``evals.csv`` / ``precompile.csv``), plus the run's counters (compile counts, restarts,
+checkpoints; :class:`~gnn_batching.train.counters.RunCounters`)."""
 
 from __future__ import annotations
 
+import os
+
 import pandas as pd
 
-from gnn_batching.train.instruments import CompileMonitor, summarise_steps
+from gnn_batching.train.counters import RunCounters
+from gnn_batching.train.instruments import peak_device_memory, summarise_steps
+
+TRAIN_WALL_RULE = ("every step's assembly + update (compiling and warm-up steps included) + train shapes compiled "
+                   "ahead of time, minus recompiles of shapes compiled before a restart (in restart_overhead_s)")
+RESTART_OVERHEAD_RULE = ("recompiles of train-step shapes compiled before a restart (ahead of time: wall seconds; "
+                         "in a step: its compile seconds) + checkpoint restores; not in train_wall_s")
+
+
+def train_wall_s(steps_df: pd.DataFrame, precompile_df: pd.DataFrame) -> float:
+    """Time-to-train INCLUDING compilation, by the rule every method shares (``TRAIN_WALL_RULE``)."""
+    ahead = precompile_df[(precompile_df["label"] == "train") & ~_restart(precompile_df)]
+    repeated = float(steps_df["restart_compile_s"].sum()) if "restart_compile_s" in steps_df else 0.0
+    return float(steps_df["combined_ms"].sum() / 1e3) - repeated + float(ahead["compile_s"].sum())
+
+
+def _restart(pre: pd.DataFrame) -> pd.Series:
+    return pre["restart"].astype(bool) if "restart" in pre else pd.Series(False, index=pre.index)
 
 
 def build_summary(cfg, ds, steps_df: pd.DataFrame, evals_df: pd.DataFrame, epochs_df: pd.DataFrame,
-                  monitor: CompileMonitor, n_params: int, prov: dict,
-                  precompile_df: pd.DataFrame | None = None) -> dict:
+                  counters: RunCounters, n_params: int, prov: dict, precompile_df: pd.DataFrame | None = None,
+                  shard=None, wall_s: float = float("nan"), run_dir: str | None = None) -> dict:
     """The flat summary of a finished run.
 
     Args:
         cfg: the run's ``RunConfig``.
         ds: the loaded ``Dataset`` (split sizes, target and unit).
-        steps_df: one row per training step (``steps.csv``).
+        steps_df: one row per training step (``steps.csv``; real and padded sizes over every
+          host's devices).
         evals_df: one row per (evaluation step, split) (``evals.csv``).
         epochs_df: per-epoch batcher statistics (``epochs.csv``).
-        monitor: the run's compile monitor (counts and seconds per step function).
+        counters: the run's counters; ``counters.compile`` is the compile monitor's state.
         n_params: number of model parameters.
         prov: the run's provenance.
         precompile_df: shapes compiled ahead of time and their seconds (``precompile.csv``).
+        shard: the devices and hosts of a data-parallel run (None: one device).
+        wall_s: the whole run's wall-clock seconds (data loading and evaluation included).
+        run_dir: the run directory.
 
     Returns:
         A flat dict of JSON-able values (NaN where a figure does not exist).
     """
     tc = cfg.train
-    pre = precompile_df if precompile_df is not None else pd.DataFrame(columns=["label", "compile_s"])
-    ahead_s = {k: float(pre.loc[pre["label"] == k, "compile_s"].sum()) for k in ("train", "eval")}
+    pre = precompile_df if precompile_df is not None else pd.DataFrame(columns=["label", "compile_s", "restart"])
+    first_pre = pre[~_restart(pre)]
+    ahead_s = {k: float(first_pre.loc[first_pre["label"] == k, "compile_s"].sum()) for k in ("train", "eval")}
+    comp = counters.compile
+    counts, seconds = comp.get("counts", {}), comp.get("seconds", {})
     timing = summarise_steps(steps_df, tc.warmup_steps)
     timed = steps_df[steps_df["step"] >= tc.warmup_steps]
     real = steps_df[["real_graphs", "real_nodes", "real_edges", "n_node", "n_edge", "n_graph"]].sum()
@@ -49,16 +77,17 @@ def build_summary(cfg, ds, steps_df: pd.DataFrame, evals_df: pd.DataFrame, epoch
         "pad_edges": cfg.batching.pad_edges, "prefetch": cfg.batching.prefetch,
         "real_graphs_per_batch_mean": float(steps_df["real_graphs"].mean()),
         **timing,
-        "train_step_compiles": monitor.counts.get("train", 0),
-        "eval_step_compiles": monitor.counts.get("eval", 0),
-        "train_compile_seconds": monitor.seconds.get("train", 0.0),
-        "eval_compile_seconds": monitor.seconds.get("eval", 0.0),
-        "compile_seconds": sum(monitor.seconds.values()),
+        # compiles an uninterrupted run would also have made; restarts' recompiles are apart
+        "train_step_compiles": counts.get("train", 0),
+        "eval_step_compiles": counts.get("eval", 0),
+        "train_compile_seconds": seconds.get("train", 0.0),
+        "eval_compile_seconds": seconds.get("eval", 0.0),
+        "compile_seconds": sum(seconds.values()),
         "compilation_cache": tc.compilation_cache,
-        "compile_cache_hits": sum(monitor.cache_hits.values()),
+        "compile_cache_hits": sum(comp.get("cache_hits", {}).values()),
         "compiles_in_timed_window": int(timed["compiled"].sum()),
-        "train_compiles_ahead": int((pre["label"] == "train").sum()),
-        "eval_compiles_ahead": int((pre["label"] == "eval").sum()),
+        "train_compiles_ahead": int((first_pre["label"] == "train").sum()),
+        "eval_compiles_ahead": int((first_pre["label"] == "eval").sum()),
         "train_ahead_compile_s": ahead_s["train"], "eval_ahead_compile_s": ahead_s["eval"],
         "plan_ms_per_epoch": float(epochs_df["plan_ms"].mean()) if "plan_ms" in epochs_df else float("nan"),
         "distinct_train_shapes": int(steps_df[["n_node", "n_edge", "n_graph"]].drop_duplicates().shape[0]),
@@ -78,15 +107,37 @@ def build_summary(cfg, ds, steps_df: pd.DataFrame, evals_df: pd.DataFrame, epoch
         "git_commit": prov["git_commit"],
         "git_dirty": prov.get("git_dirty"),  # uncommitted changes: the commit alone does not name the code
     }
-    # time-to-train INCLUDING compilation: every step's assembly + update, compiling and warm-up
-    # steps included, plus train-step shapes compiled ahead of time; evaluation excluded (the
-    # study's mean over the run is of this kind)
-    s["train_wall_s"] = float(steps_df["combined_ms"].sum() / 1e3) + ahead_s["train"]
+    # time-to-train INCLUDING compilation (the study's mean over the run is of this kind);
+    # evaluation excluded; one rule for every method, restarts' repeated work excluded
+    s["train_wall_s"] = train_wall_s(steps_df, pre)
+    s["train_wall_basis"] = TRAIN_WALL_RULE
+    restart_pre = pre[_restart(pre) & (pre["label"] == "train")]
+    s["restarts"] = counters.restarts
+    s["restart_compiles"] = int(sum(comp.get("restart_counts", {}).values()))
+    s["train_restart_compiles"] = int(comp.get("restart_counts", {}).get("train", 0))
+    s["eval_restart_compiles"] = int(comp.get("restart_counts", {}).get("eval", 0))
+    s["restart_compile_s"] = float(sum(comp.get("restart_seconds", {}).values()))
+    s["restart_overhead_s"] = (float(steps_df["restart_compile_s"].sum()) if "restart_compile_s" in steps_df else 0.0) \
+        + float(restart_pre["compile_s"].sum()) + counters.restore_s
+    s["restart_overhead_basis"] = RESTART_OVERHEAD_RULE
+    s["train_wall_s_incl_restarts"] = s["train_wall_s"] + s["restart_overhead_s"]
+    s["segments"] = int(steps_df["segment"].max()) + 1 if "segment" in steps_df else 1
+    s["checkpoints_saved"], s["checkpoint_s"] = counters.checkpoints_saved, counters.checkpoint_s
+    s["init_s"] = counters.init_s
     s["ms_per_step_incl_compile"] = s["train_wall_s"] * 1e3 / len(steps_df)
     s["graphs_per_s_incl_compile"] = s["graphs_seen"] / s["train_wall_s"] if s["train_wall_s"] > 0 else float("nan")
     n_train = len(ds.splits.train)
     s["epoch_time_basis"] = "steady-state graphs_per_s (epoch_time_s_incl_compile: graphs_per_s_incl_compile)"
     s["epoch_time_s"] = n_train / s["graphs_per_s"] if s["graphs_per_s"] > 0 else float("nan")
     s["epoch_time_s_incl_compile"] = n_train / s["graphs_per_s_incl_compile"]
+    s["peak_device_memory_bytes"] = peak_device_memory()
+    s["wall_s"] = wall_s
+    s["concurrent_jobs"] = int(os.environ.get("GNN_BATCHING_JOBS", "1"))
+    n_global = shard.n_global if shard else 1
+    s.update({"n_devices": n_global, "n_local_devices": shard.n_local if shard else 1,
+              "n_processes": shard.n_processes if shard else 1,
+              # graphs of every host over every device (the records count the whole step)
+              "graphs_per_s_per_device": s["graphs_per_s"] / n_global})
+    s["run_dir"] = run_dir
     s["status"] = "complete"
     return s
