@@ -19,18 +19,18 @@ Example::
 Each ``graph`` given to ``loss_one`` is a jraph ``GraphsTuple`` of the real graph followed by
 one padding graph (``n_node = [n_real, n_pad]``; real nodes and edges first, padding edges
 between padding nodes), so ``jraph.get_node_padding_mask`` works and a per-graph output is
-``[0]`` of a batched model's. Host side: :mod:`gnn_batching.batching.autobatch`; device side:
-:mod:`gnn_batching.train.autobatch`.
+``[0]`` of a batched model's. Host side: :mod:`gnn_batching.batching.slots`; device side:
+:mod:`gnn_batching.train.slot_steps`.
 """
 
 from __future__ import annotations
 
 import optax
 
-from gnn_batching.batching.autobatch import Autobatch, agenda, slot_layout, stack_slots
 from gnn_batching.batching.loader import Loader
+from gnn_batching.batching.slots import Autobatch, agenda, slot_layout, stack_slots
 from gnn_batching.config import BatchingConfig
-from gnn_batching.train.autobatch import first_slot_graph, make_loss_one, make_slot_steps, make_train_step, slots_loss
+from gnn_batching.train.slot_steps import first_slot_graph, make_loss_one, make_slot_steps, make_train_step, slots_loss
 from gnn_batching.train.steps import TrainState
 from gnn_batching.train.steps import init_state as _init_state
 

@@ -71,7 +71,7 @@ def cmd_data_stats(a: argparse.Namespace) -> int:
 
 def cmd_bench_batching(a: argparse.Namespace) -> int:
     """``gnn-batching bench batching``: host assembly throughput per method against jraph and a copy."""
-    from gnn_batching.batching.bench import format_table, run_bench
+    from gnn_batching.bench.assembly import format_table, run_bench
 
     a.dataset = a.dataset_flag or a.dataset
     if not a.dataset:
@@ -82,7 +82,7 @@ def cmd_bench_batching(a: argparse.Namespace) -> int:
         raise UserError(f"bench batching: --batch-sizes must be >= 2 (each counts the padding graph), "
                         f"got {a.batch_sizes}")
     if a.devices > 1:
-        from gnn_batching.batching.bench import format_device_table, run_device_bench
+        from gnn_batching.bench.assembly import format_device_table, run_device_bench
 
         rows = run_device_bench(_spec_from_args(a), a.batch_sizes, a.devices, a.methods, use_cache=not a.no_cache,
                                 repeats=a.repeats)
@@ -96,7 +96,7 @@ def cmd_bench_batching(a: argparse.Namespace) -> int:
 
 def cmd_bench_graphs(a: argparse.Namespace) -> int:
     """``gnn-batching bench graphs``: graph building with vesin against ASE's neighbour list."""
-    from gnn_batching.data.bench import format_graph_bench, run_graph_bench
+    from gnn_batching.bench.graphs import format_graph_bench, run_graph_bench
 
     a.dataset = a.dataset_flag or a.dataset
     if not a.dataset:
@@ -110,7 +110,7 @@ def cmd_bench_graphs(a: argparse.Namespace) -> int:
 
 def cmd_bench_step(a: argparse.Namespace) -> int:
     """``gnn-batching bench step``: jitted train-step time per allocator, model and method."""
-    from gnn_batching.train.bench_step import format_step_table, run_bench_step, time_steps
+    from gnn_batching.bench.step import format_step_table, run_bench_step, time_steps
 
     a.dataset = a.dataset_flag or a.dataset
     if not a.dataset:

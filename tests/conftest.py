@@ -7,6 +7,10 @@ import os
 import numpy as np
 import pytest
 
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# the tests' tiny run: every test that trains starts from it and changes only what it tests
+TEST_CONFIG = os.path.join(ROOT, "configs", "test.yaml")
+
 os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=1")
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 

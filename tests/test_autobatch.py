@@ -20,8 +20,8 @@ from gnn_batching.config import load_config
 from gnn_batching.data.store import TargetStats
 from gnn_batching.errors import ConfigError
 from gnn_batching.models import ModelConfig, make_model
-from gnn_batching.train.autobatch import first_slot_graph, make_loss_one, make_slot_steps, slots_loss
 from gnn_batching.train.run import run
+from gnn_batching.train.slot_steps import first_slot_graph, make_loss_one, make_slot_steps, slots_loss
 from gnn_batching.train.steps import init_state, make_loss, make_optimizer
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -49,7 +49,7 @@ def small():
     return _store_with_unique_pairs(rng, n, e)
 
 
-@pytest.mark.parametrize("name", ["mpeu", "schnet"])
+@pytest.mark.parametrize("name", [pytest.param("mpeu", marks=pytest.mark.slow), "schnet"])
 def test_autobatched_loss_and_gradients_equal_the_disjoint_union(small, name):
     store = small
     index = np.arange(len(store))
@@ -93,7 +93,7 @@ def _check_step(store, batch, name, stats):
 def test_slot_assembly_equals_per_graph_batches_stacked(sizes, extra_slots, wide, seed):
     """The vectorised slot stack holds exactly what one `assemble` per graph, stacked, holds:
     single-atom and zero-edge graphs, empty slots, int16 pair gathers and int32 indices."""
-    from gnn_batching.batching.autobatch import assemble_slots, stack_slots
+    from gnn_batching.batching.slots import assemble_slots, stack_slots
 
     rng = np.random.default_rng(seed)
     n, e = (np.array(x) for x in zip(*sizes))
@@ -154,6 +154,7 @@ def test_every_bucket_gets_its_share_and_none_starves():
     assert s["graphs"] == 4000 and s["node_fill"] > 0.7
 
 
+@pytest.mark.slow  # end to end / another process: run by .ci/run and `pytest -m slow`
 def test_one_compiled_step_over_epochs(small):
     store = small
     index = np.arange(len(store))
@@ -173,6 +174,7 @@ def test_one_compiled_step_over_epochs(small):
     assert np.isfinite(float(out["loss"]))
 
 
+@pytest.mark.slow  # end to end / another process: run by .ci/run and `pytest -m slow`
 def test_run_end_to_end_with_both_forms_and_refusals(tmp_path):
     base = ["batching.method=autobatch", "train.num_train_steps=8", "train.eval_every=4", "model.latent_size=8",
             "dataset.limit=150", "model.n_rbf=16"]
@@ -189,6 +191,7 @@ def test_run_end_to_end_with_both_forms_and_refusals(tmp_path):
         run(crystals, out_dir=str(tmp_path / "c"), verbose=False)
 
 
+@pytest.mark.slow  # end to end / another process: run by .ci/run and `pytest -m slow`
 def test_dense_forms_predict_what_the_sparse_forms_predict(small):
     store = small
     m = make_method(BatchingConfig(method="autobatch", batch_size=len(store) + 1, buckets=2), store,

@@ -129,6 +129,7 @@ def test_packing_is_exact_on_a_hand_checked_case():
         pack_balanced(np.array([11]), np.array([0]), 10, 10, 3)
 
 
+@pytest.mark.slow  # end to end / another process: run by .ci/run and `pytest -m slow`
 @pytest.mark.parametrize("method", ["buckets", "packed"])
 def test_no_compilation_while_timed_and_the_upfront_cost_is_counted(tmp_path, method):
     cfg = load_config(SMOKE, [f"batching.method={method}", "train.num_train_steps=12", "train.eval_every=6",

@@ -54,6 +54,7 @@ def test_bench_batching_json(tmp_path, capsys):
         assert r["vs_reused_copy"] == pytest.approx(r["reused_copy_graphs_per_s"] / r["graphs_per_s"], rel=0.02)
 
 
+@pytest.mark.slow  # end to end / another process: run by .ci/run and `pytest -m slow`
 def test_bench_step_compares_allocators_in_fresh_processes(capsys):
     from gnn_batching import allocator
 

@@ -10,18 +10,18 @@ import sys
 
 import pandas as pd
 import pytest
+from conftest import TEST_CONFIG
 
 from gnn_batching import allocator
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-TINY = ["--set", "dataset.name=aflow-synthetic", "--set", "dataset.limit=60", "--set", "train.num_train_steps=5",
-        "--set", "model.latent_size=8", "--set", "train.eval_every=0"]
+TINY = ["--set", "train.num_train_steps=5", "--set", "model.latent_size=8", "--set", "train.eval_every=0"]
 
 
 def _run(tmp_path, name, setting):
     env = allocator.child_env(setting)
     out = tmp_path / name
-    r = subprocess.run([sys.executable, "-m", "gnn_batching.cli", "run", os.path.join(ROOT, "configs/smoke.yaml"),
+    r = subprocess.run([sys.executable, "-m", "gnn_batching.cli", "run", TEST_CONFIG,
                         *TINY, "--out", str(out)], capture_output=True, text=True, cwd=tmp_path, env=env)
     assert r.returncode == 0, r.stderr
     return json.loads((out / "summary.json").read_text()), pd.read_csv(out / "steps.csv")
@@ -29,6 +29,7 @@ def _run(tmp_path, name, setting):
 
 @pytest.mark.skipif(allocator.find("mimalloc") is None and allocator.find("tcmalloc") is None
                     and allocator.find("jemalloc") is None, reason="no caching allocator on this platform")
+@pytest.mark.slow  # end to end / another process: run by .ci/run and `pytest -m slow`
 def test_default_preloads_a_caching_allocator_and_changes_no_result(tmp_path):
     fast, fast_steps = _run(tmp_path, "fast", "auto")
     slow, slow_steps = _run(tmp_path, "slow", "system")
@@ -52,20 +53,21 @@ def test_choices_and_child_environment(monkeypatch):
     assert allocator.active_allocator() in ("system", "mimalloc", "tcmalloc", "jemalloc")
 
 
+@pytest.mark.slow  # end to end / another process: run by .ci/run and `pytest -m slow`
 def test_compilation_cache_is_opt_in_and_counted(tmp_path):
     from gnn_batching.config import load_config
     from gnn_batching.train.run import run
 
-    args = ["dataset.name=aflow-synthetic", "dataset.limit=60", "train.num_train_steps=4", "model.latent_size=4",
+    args = ["train.num_train_steps=4", "train.eval_every=0",
             "batching.method=static-64", f"train.compilation_cache={tmp_path / 'cc'}"]
-    cfg = load_config(os.path.join(ROOT, "configs/smoke.yaml"), args)
+    cfg = load_config(TEST_CONFIG, args)
     first = run(cfg, out_dir=str(tmp_path / "a"), verbose=False)
     second = run(cfg, out_dir=str(tmp_path / "b"), verbose=False)
     assert first["compilation_cache"] == str(tmp_path / "cc") and first["compile_cache_hits"] == 0
     # the second run compiles the same shapes again (counted), but loads them from the cache
     assert second["train_step_compiles"] == first["train_step_compiles"]
     assert second["compile_cache_hits"] == second["train_step_compiles"] + second["eval_step_compiles"]
-    plain = run(load_config(os.path.join(ROOT, "configs/smoke.yaml"), args[:-1]), out_dir=str(tmp_path / "c"),
+    plain = run(load_config(TEST_CONFIG, args[:-1]), out_dir=str(tmp_path / "c"),
                 verbose=False)
     assert plain["compilation_cache"] is None and plain["compile_cache_hits"] == 0
 

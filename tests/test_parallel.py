@@ -27,6 +27,7 @@ def _four_devices_env() -> dict:
     return env
 
 
+@pytest.mark.slow  # end to end / another process: run by .ci/run and `pytest -m slow`
 def test_a_four_device_step_equals_one_step_on_the_union():
     r = subprocess.run([sys.executable, os.path.join(HERE, "parallel_cases.py"), "equivalence"],
                        capture_output=True, text=True, env=_four_devices_env(), cwd=ROOT)
@@ -95,6 +96,7 @@ def test_more_devices_than_the_host_has_is_a_config_error(tmp_path):
     assert "Traceback" not in r.stderr and not (tmp_path / "r").exists()
 
 
+@pytest.mark.slow  # end to end / another process: run by .ci/run and `pytest -m slow`
 def test_a_four_device_run_end_to_end(tmp_path):
     """The run loop on 4 devices: summary says so, evaluation covers every graph once, the
     ahead-of-time compiled shapes are the only compiles, fill is over all devices."""

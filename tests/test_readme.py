@@ -7,6 +7,8 @@ import re
 import subprocess
 import sys
 
+import pytest
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
@@ -18,6 +20,7 @@ def _block(marker: str) -> str:
     return blocks[0]
 
 
+@pytest.mark.slow  # end to end / another process: run by .ci/run and `pytest -m slow`
 def test_autobatch_example_runs_with_one_compiled_step(tmp_path):
     code = _block("# autobatch example")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path,
@@ -27,6 +30,7 @@ def test_autobatch_example_runs_with_one_compiled_step(tmp_path):
     assert m and float(m.group(1)) < 10 and int(m.group(2)) == 1, r.stdout
 
 
+@pytest.mark.slow  # end to end / another process: run by .ci/run and `pytest -m slow`
 def test_notebook_example_trains_with_its_own_loop_and_reads_a_sweep(tmp_path):
     import yaml
 

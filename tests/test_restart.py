@@ -74,6 +74,7 @@ def check_resumed_equals_straight(base: str, s: dict, r: dict) -> None:
     assert sorted(os.listdir(os.path.join(base, "resumed", "checkpoints"))) == ["12", "18"]
 
 
+@pytest.mark.slow  # end to end / another process: run by .ci/run and `pytest -m slow`
 @pytest.mark.parametrize("method", ["static-pow2"])
 def test_a_killed_static_run_resumes_to_the_uninterrupted_records(tmp_path, method):
     s, r = straight_and_resumed(method, str(tmp_path))
@@ -140,6 +141,7 @@ CORRUPTIONS = {
 }
 
 
+@pytest.mark.slow  # end to end / another process: run by .ci/run and `pytest -m slow`
 @pytest.mark.parametrize("kind", sorted(CORRUPTIONS))
 def test_a_corrupt_latest_checkpoint_falls_back_to_the_previous_one(killed, tmp_path, kind):
     out = _copy(killed, tmp_path)
@@ -153,6 +155,7 @@ def test_a_corrupt_latest_checkpoint_falls_back_to_the_previous_one(killed, tmp_
     assert [p.name.split("-")[0] for p in (out / "checkpoints-corrupt").iterdir()] == ["12"]  # kept, set aside
 
 
+@pytest.mark.slow  # end to end / another process: run by .ci/run and `pytest -m slow`
 def test_a_half_written_checkpoint_is_ignored(killed, tmp_path):
     out = _copy(killed, tmp_path)
     tmp = out / "checkpoints" / "18.orbax-checkpoint-tmp-1764480000"

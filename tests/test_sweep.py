@@ -72,6 +72,7 @@ def _sweep_cmd(p, *extra):
     return [sys.executable, "-m", "gnn_batching.cli", "sweep", str(p), *extra]
 
 
+@pytest.mark.slow  # end to end / another process: run by .ci/run and `pytest -m slow`
 def test_kill_9_then_resume_then_refuse_changed_config(tmp_path):
     p = _sweep_file(tmp_path)
     out = tmp_path / "out"
@@ -139,6 +140,7 @@ def test_kill_9_then_resume_then_refuse_changed_config(tmp_path):
     assert r.returncode == 2 and str(victim) in r.stderr and "missing" in r.stderr and "Traceback" not in r.stderr
 
 
+@pytest.mark.slow  # end to end / another process: run by .ci/run and `pytest -m slow`
 def test_submitit_local_launcher_runs_resumes_and_names_failed_cells(tmp_path):
     """The cluster code path (submitit job array) on submitit's local executor: every cell runs,
     a re-run submits only unfinished cells, a failing cell is named with its log."""

@@ -39,7 +39,7 @@ def test_parameter_counts_match_the_study(name, expected):
     assert count_params(params) == expected
 
 
-@pytest.mark.parametrize("name", ["mpeu", "schnet", "painn"])
+@pytest.mark.parametrize("name", [pytest.param("mpeu", marks=pytest.mark.slow), "schnet", "painn"])
 def test_padding_never_leaks_into_loss_or_gradients(name):
     """The loss and gradients of padded batches equal those of the same graphs unpadded."""
     rng = np.random.default_rng(1)
@@ -70,6 +70,7 @@ def test_padding_never_leaks_into_loss_or_gradients(name):
                 np.testing.assert_allclose(g, r, rtol=2e-4, atol=1e-6)
 
 
+@pytest.mark.slow  # end to end / another process: run by .ci/run and `pytest -m slow`
 def test_compile_counting_static_exact_vs_dynamic():
     rng = np.random.default_rng(2)
     store = random_store(rng, rng.integers(2, 9, 60), rng.integers(0, 20, 60), n_species=5)
@@ -126,6 +127,7 @@ def _smoke_overrides(out):
             "--set", "train.eval_every=6", "--set", "model.latent_size=8", "--out", str(out)]
 
 
+@pytest.mark.slow  # end to end / another process: run by .ci/run and `pytest -m slow`
 def test_smoke_run_through_cli(tmp_path):
     out = tmp_path / "run"
     r = subprocess.run([sys.executable, "-m", "gnn_batching.cli", "run", os.path.join(ROOT, "configs/smoke.yaml"),
@@ -282,6 +284,7 @@ def test_run_records_are_snapshotted_as_they_come(tmp_path):
     assert len(pd.read_csv(tmp_path / "steps.csv")) == 2
 
 
+@pytest.mark.slow  # end to end / another process: run by .ci/run and `pytest -m slow`
 def test_a_run_killed_with_sigkill_resumes_to_the_same_parameters(tmp_path):
     """Checkpoint every 25 steps, SIGKILL after the first checkpoint, `run --resume`: the same step
     count, the same final parameters and test error as an uninterrupted run; restarts and the
@@ -385,6 +388,7 @@ def _tensorboard_scalars(folder) -> dict:
     return out
 
 
+@pytest.mark.slow  # end to end / another process: run by .ci/run and `pytest -m slow`
 def test_tensorboard_event_files_hold_the_recorded_losses_and_metrics(tmp_path):
     import pandas as pd
 

@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
-from conftest import random_store
+from conftest import TEST_CONFIG, random_store
 
 from gnn_batching.batching import BatchingConfig, make_loaders
 from gnn_batching.cli import main
@@ -31,9 +31,9 @@ from gnn_batching.train.run import run
 from gnn_batching.train.steps import masked_mse
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-SMOKE = os.path.join(ROOT, "configs", "smoke.yaml")
-TINY = ["dataset.name=aflow-synthetic", "dataset.limit=60", "train.num_train_steps=6", "model.latent_size=4", "train.eval_every=3"]
-SET_TINY = [arg for o in TINY for arg in ("--set", o)]
+SMOKE = TEST_CONFIG  # the tiny run
+TINY: list[str] = []
+SET_TINY: list[str] = []
 
 
 def _strict_json(text: str):
@@ -313,6 +313,7 @@ def test_run_names_cannot_escape_the_runs_folder():
     assert os.path.normpath(path).startswith(os.path.join("results", "runs") + os.sep)
 
 
+@pytest.mark.slow  # end to end / another process: run by .ci/run and `pytest -m slow`
 def test_printed_summary_is_strict_json(tmp_path):
     out = tmp_path / "j"
     r = subprocess.run([sys.executable, "-m", "gnn_batching.cli", "run", SMOKE, *SET_TINY,

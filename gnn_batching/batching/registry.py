@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import numpy as np
 
-from gnn_batching.batching.autobatch import Autobatch
 from gnn_batching.batching.methods import (
     BatchingMethod,
     Buckets,
@@ -19,6 +18,7 @@ from gnn_batching.batching.methods import (
     StaticMax,
     StaticPow2,
 )
+from gnn_batching.batching.slots import Autobatch
 from gnn_batching.config import METHOD_NAMES, BatchingConfig
 from gnn_batching.errors import ConfigError
 

@@ -3,7 +3,7 @@ is initialised on. The run loop asks the method for its layout, never for its na
 
 * ``disjoint-union``: one padded ``GraphsTuple`` per step (:func:`~gnn_batching.train.steps.make_sums`).
 * ``slots``: graphs padded one by one, stacked per shape bucket, the model vmapped per graph
-  (:func:`~gnn_batching.train.autobatch.make_slot_sums`).
+  (:func:`~gnn_batching.train.slot_steps.make_slot_sums`).
 
 Both are built from per-batch sums over real graphs, so the same layout runs on one device
 (:func:`~gnn_batching.train.steps.steps_from_sums`) or data-parallel over a mesh
@@ -17,8 +17,8 @@ from collections.abc import Callable
 import jraph
 from jax.sharding import Mesh
 
-from gnn_batching.train.autobatch import first_slot_graph, make_slot_sums
 from gnn_batching.train.parallel import make_parallel_steps
+from gnn_batching.train.slot_steps import first_slot_graph, make_slot_sums
 from gnn_batching.train.steps import make_sums, steps_from_sums
 
 LAYOUTS: dict[str, tuple[Callable, Callable[[object], jraph.GraphsTuple]]] = {

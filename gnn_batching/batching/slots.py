@@ -15,7 +15,7 @@ buckets, always from the queue with the most graphs still waiting relative to it
 most "behind"), so no bucket starves and a step stays a near-uniform sample of the epoch. Every
 graph is placed exactly once per epoch; the epoch ends when every queue is empty.
 
-NumPy only; the device side is :mod:`gnn_batching.train.autobatch`.
+NumPy only; the device side is :mod:`gnn_batching.train.slot_steps`.
 """
 
 from __future__ import annotations

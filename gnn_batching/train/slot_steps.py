@@ -1,7 +1,7 @@
 """Autobatch, device side: the user's loss for ONE graph, vmapped per shape bucket, combined
 into one gradient and one optimizer update per step.
 
-A batch (host side: :mod:`gnn_batching.batching.autobatch`) is a tuple with one entry per shape
+A batch (host side: :mod:`gnn_batching.batching.slots`) is a tuple with one entry per shape
 bucket: a :class:`~gnn_batching.batching.GraphBatch` whose leaves carry a leading slot axis.
 Each slot is a jraph ``GraphsTuple`` of one real graph plus its padding graph (``n_node`` is
 ``[n_real, n_pad]``), its scalar target, and a mask that is False for an empty slot.
