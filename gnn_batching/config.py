@@ -463,5 +463,121 @@ def load_config(path: str, overrides: list[str] | None = None) -> RunConfig:
         ConfigError: unreadable file, unknown or renamed key, wrong type or impossible value,
             with the file and the dotted key named.
     """
-    data = apply_overrides(read_yaml(path), overrides or [])
-    return config_from_dict(data, path)
+    data = read_yaml(path)
+    if isinstance(data, dict) and {"grid", "base", "output_dir"} & set(data):
+        keys = ", ".join(sorted({"grid", "base", "output_dir"} & set(data)))
+        raise ConfigError(f"{path}: this is a sweep file (it has {keys}), not a run config; run it with "
+                          f"`gnn-batching sweep {path}`")
+    for o in overrides or []:
+        check_override_key(parse_override(o)[0])
+    return config_from_dict(apply_overrides(data, overrides or []), path)
+
+
+def check_override_key(key: str) -> None:
+    """A ``--set`` key must name a config key (``dataset.options.*`` is free-form).
+
+    Raises:
+      ConfigError: naming ``--set``, the key, and the valid keys of its section (or the new name
+        of a renamed key).
+    """
+    section, _, name = key.partition(".")
+    if key in FIELD_DOCS or (section == "dataset" and name.startswith("options.")):
+        return
+    if name in RENAMED.get(section, {}):
+        raise ConfigError(f"--set {key}: renamed; use {section}.{RENAMED[section][name]}")
+    if section in SECTIONS:
+        valid = sorted(k.partition(".")[2] for k in FIELD_DOCS if k.startswith(section + "."))
+        raise ConfigError(f"--set {key}: unknown key in {section}; valid keys: {', '.join(valid)}")
+    raise ConfigError(f"--set {key}: unknown key; sections are {', '.join(SECTIONS)} (and name), e.g. "
+                      "batching.batch_size=64")
+
+
+# One line per config key: what it means. The config reference (docs/config.md, written by
+# scripts/config_reference.py) is generated from the schema and this table; a test fails when a
+# field has no description here, or a description names no field.
+FIELD_DOCS: dict[str, str] = {
+    "name": "Run name: the default run folder is `results/runs/<name>-<time>`.",
+    "dataset.name": "Dataset: `qm9`, `aflow`, `aflow-synthetic`, `file:<path or glob>` (any ASE-readable file), or a "
+                    "name registered with `@register_dataset` in a `dataset.module`.",
+    "dataset.source": "Where a dataset's raw files are (AFLOW export, a structure file); null: the dataset's default.",
+    "dataset.limit": "Use a seeded random subset of this many graphs (null: every graph).",
+    "dataset.target": "Regression target (a property name of the source); null: the dataset's default target.",
+    "dataset.graph": "Graph builder: `fully-connected`, `radius` or `knn` (periodic images for crystals); null: the "
+                     "dataset's default.",
+    "dataset.cutoff": "Radius graphs: neighbour cutoff in Angstrom.",
+    "dataset.k": "kNN graphs: neighbours per atom.",
+    "dataset.split": "Train/validation/test as fractions summing to 1, or as sizes (test may be -1: the rest).",
+    "dataset.split_seed": "Seed of the split (independent of `train.seed`, so repeats share one split).",
+    "dataset.skip_bad": "Skip (and count) unreadable entries instead of stopping at the first one.",
+    "dataset.targets_csv": "`file:` datasets: a CSV of targets, rows in structure order or matched by an "
+                           "`index` column.",
+    "dataset.download": "AFLOW: download the entries (AFLUX) instead of reading an export (`dataset.source`).",
+    "dataset.dft_type": "AFLOW: keep only entries of this DFT type (e.g. `PAW_PBE`); null: every entry.",
+    "dataset.ef_range": "AFLOW: keep formation energies in [low, high] eV/atom; null: every entry.",
+    "dataset.module": "A Python module (or .py file) imported first, e.g. one that registers a dataset.",
+    "dataset.options": "Keyword options passed to a registered dataset's loader.",
+    "model.name": "Model: `schnet`, `mpeu` or `painn`.",
+    "model.latent_size": "Width of the hidden features; null: the study's value for the model (64; PaiNN 256).",
+    "model.message_passing_steps": "Message-passing layers; null: the study's value (3).",
+    "model.n_rbf": "Radial basis functions of the edge distance; null: the study's value (150; PaiNN 20).",
+    "model.cutoff": "PaiNN: cosine cutoff radius in Angstrom; null: 6.0.",
+    "model.form": "Autobatch's per-graph model: `sparse` (segment sums over edges) or `dense` (n x n pairs).",
+    "batching.method": "Batching method: `static-pow2`, `static-64`, `static-max`, `static-exact`, `dynamic`, "
+                       "`buckets`, `packed` or `autobatch` (see the methods page).",
+    "batching.batch_size": "Graphs per batch INCLUDING the padding graph (static batches hold batch_size - 1 real "
+                           "graphs); per device in a data-parallel run.",
+    "batching.budget": "Dynamic batching's node/edge budget rule: `full`, `paper`, `fit-or-skip` or `percentile`.",
+    "batching.success_ratio": "`fit-or-skip` budgets: share of random batches that must fit.",
+    "batching.percentile": "`percentile` budgets: percentile of random batch sizes the budget holds.",
+    "batching.oversize": "A graph larger than a fixed budget: `error` (stop, naming it) or `skip` (counted).",
+    "batching.skip_overflow": "`fit-or-skip`: drop (and count) groups that do not fit, as TF-GNN does.",
+    "batching.pad_edges": "Where padding edges point: `hub` (one padding node, jraph's layout) or `spread`.",
+    "batching.prefetch": "Batches assembled (and copied to the device) ahead in a background thread; 0: off.",
+    "batching.buckets": "`buckets`: padded shapes on the menu (compiled ahead); `autobatch`: per-graph size buckets.",
+    "batching.graph_slack": "`packed`: graph slots per batch as a multiple of batch_size - 1.",
+    "train.num_train_steps": "Training steps (one optimizer update each).",
+    "train.seed": "Model initialisation AND training data order; repeats must differ here.",
+    "train.lr": "Initial learning rate (Adam).",
+    "train.decay_steps": "Steps per exponential learning-rate decay, as in the study.",
+    "train.decay_rate": "Learning-rate factor per `decay_steps`.",
+    "train.staircase": "Decay in steps (true, the study's) or continuously.",
+    "train.eval_every": "Evaluate every N steps (and after the last); 0: only after the last.",
+    "train.eval_splits": "Splits evaluated (every graph of each, never skipped).",
+    "train.warmup_steps": "First steps reported apart from the steady state (at least 1).",
+    "train.compilation_cache": "A folder for JAX's persistent compilation cache; null: off (a warm cache hides compile "
+                               "cost).",
+    "train.devices": "Data parallelism: 1, a number of local devices, or `all`.",
+    "train.checkpoint_every": "Save a checkpoint every N steps (0: never by steps).",
+    "train.checkpoint_minutes": "Save a checkpoint every M minutes (0: never by time).",
+    "train.checkpoint_keep": "Checkpoints kept (the newest).",
+    "train.tensorboard": "Write TensorBoard event files to `<run>/tensorboard`.",
+}
+
+
+def config_reference() -> str:
+    """The config reference as Markdown: every key of every section, its type, default and
+    meaning (:data:`FIELD_DOCS`), generated from the schema."""
+    sections = [("", RunConfig, "Top level"), ("dataset", DatasetSpec, "`dataset`: what to load, how to build graphs"),
+                ("model", ModelConfig, "`model`: the network"), ("batching", BatchingConfig, "`batching`: how graphs "
+                 "become padded batches"), ("train", TrainConfig, "`train`: the run")]
+    lines = ["# Config reference", "",
+             "Every key of a run config, generated from the schema (`gnn_batching/config.py`) by "
+             "`python scripts/config_reference.py`; a test keeps it current. Set any key in a YAML file or with "
+             "`--set section.key=value` (values are YAML). A sweep file adds `output_dir`, `base` (a run config) "
+             "and `grid` (dotted keys to lists of values).", ""]
+    for prefix, cls, title in sections:
+        lines += [f"## {title}", "", "| key | type | default | meaning |", "|---|---|---|---|"]
+        for f in dataclasses.fields(cls):
+            key = f"{prefix}.{f.name}" if prefix else f.name
+            if key not in FIELD_DOCS:
+                continue  # a section (documented by its own table)
+            if f.default is not dataclasses.MISSING:
+                default = f.default
+            else:
+                default = f.default_factory()  # type: ignore[misc]
+            shown = yaml.safe_dump(list(default) if isinstance(default, tuple) else default,
+                                   default_flow_style=True).strip().removesuffix("...").strip()
+            typ = str(f.type).replace("|", "or")
+            lines.append(f"| `{key}` | {typ} | `{shown}` | {FIELD_DOCS[key]} |")
+        lines.append("")
+    return "\n".join(lines)

@@ -8,6 +8,8 @@ import os
 
 import pytest
 
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
 PKG = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "gnn_batching")
 
 
@@ -94,8 +96,8 @@ def test_renamed_config_keys_are_refused_with_the_new_name(tmp_path):
             config_from_dict({section: {old: 3}})
     p = tmp_path / "c.yaml"
     p.write_text("name: x\n")
-    with pytest.raises(ConfigError, match=r"c.yaml: train.steps was renamed: use train.num_train_steps"):
-        load_config(str(p), ["train.steps=5"])
+    with pytest.raises(ConfigError, match=r"--set train.steps: renamed; use train.num_train_steps"):
+        load_config(str(p), ["train.steps=5"])  # blamed on the override, not on the file
     cfg = load_config(str(p), ["train.num_train_steps=5", "model.latent_size=8", "model.message_passing_steps=2"])
     assert (cfg.train.num_train_steps, cfg.model.latent_size, cfg.model.message_passing_steps) == (5, 8, 2)
     assert cfg.model.hyperparameters()["n_rbf"] == 150  # unset fields keep the study's default
@@ -237,3 +239,41 @@ def test_a_sweep_shows_progress_inside_running_cells(tmp_path, monkeypatch, capl
         launch.run_sweep(load_sweep(str(tmp_path / "s.yaml")), watch_s=0.5)
     text = "\n".join(r.getMessage() for r in caplog.records)
     assert "running seed=0: 3/10 (1 s) loss 0.5000, 2.0 ms/step" in text, text
+
+
+def test_every_config_key_is_described_and_the_reference_is_current():
+    """docs/config.md is generated from the schema: every field has a line in FIELD_DOCS (and no
+    line names a field that does not exist), and the committed page is what the schema gives."""
+    import dataclasses
+
+    from gnn_batching import config as c
+
+    keys = {"name"}
+    for section, cls in (("dataset", c.DatasetSpec), ("model", c.ModelConfig), ("batching", c.BatchingConfig),
+                         ("train", c.TrainConfig)):
+        keys |= {f"{section}.{f.name}" for f in dataclasses.fields(cls)}
+    assert keys - set(c.FIELD_DOCS) == set(), "fields without a description in config.FIELD_DOCS"
+    assert set(c.FIELD_DOCS) - keys == set(), "descriptions of fields that do not exist"
+    with open(os.path.join(ROOT, "docs", "config.md"), encoding="utf-8") as fh:
+        assert fh.read() == c.config_reference(), "docs/config.md is stale: run python scripts/config_reference.py"
+
+
+def test_result_files_honour_the_umask(tmp_path):
+    """Atomic writes go through a private temporary file; the result must still get the mode a
+    plain open() gives (0644 under umask 022), so others can read a sweep's files."""
+    import pandas as pd
+
+    from gnn_batching.io import write_csv_atomic, write_json_atomic, write_text_atomic
+
+    old = os.umask(0o022)
+    try:
+        write_text_atomic(str(tmp_path / "a.md"), "x")
+        write_json_atomic(str(tmp_path / "b.json"), {"a": 1})
+        write_csv_atomic(str(tmp_path / "c.csv"), pd.DataFrame({"a": [1]}))
+        os.umask(0o077)
+        write_text_atomic(str(tmp_path / "private.md"), "x")
+    finally:
+        os.umask(old)
+    for name in ("a.md", "b.json", "c.csv"):
+        assert (tmp_path / name).stat().st_mode & 0o777 == 0o644, name
+    assert (tmp_path / "private.md").stat().st_mode & 0o777 == 0o600

@@ -146,7 +146,7 @@ def make_loaders(cfg: BatchingConfig, store, targets: np.ndarray, splits, seed: 
         splits: the dataset's ``Splits`` (train/val/test index arrays).
         seed: training data order (epoch e is shuffled with ``default_rng([seed, e])``).
         shard: devices and hosts of a data-parallel run (every loader then yields one stacked
-          batch per step; :mod:`gnn_batching.batching.shard`).
+            batch per step; :mod:`gnn_batching.batching.shard`).
 
     Returns:
         ``(method, train_loader, {"val": loader, "test": loader})``; a loader's ``epoch(e)``

@@ -198,9 +198,9 @@ def train_and_evaluate(cfg: RunConfig, workdir: str | None = None, verbose: bool
         verbose: log progress on the ``gnn_batching`` logger (INFO; the CLI shows it on stderr).
         force: redo a partial run found in ``workdir`` (never a finished one).
         resume: continue a partial run in ``workdir`` from its newest readable checkpoint (from
-          step 0 when it has none): the remaining steps see exactly the batches an uninterrupted
-          run would have seen; nothing in ``workdir`` is written before the restore succeeded.
-          ``summary.json`` counts ``restarts``, the recompiles they caused and their overhead apart.
+            step 0 when it has none): the remaining steps see exactly the batches an uninterrupted
+            run would have seen; nothing in ``workdir`` is written before the restore succeeded.
+            ``summary.json`` counts ``restarts``, the recompiles they caused and their overhead apart.
 
     Returns:
         The trained Flax ``TrainState`` and the summary (also in ``summary.json``); the final
@@ -208,7 +208,7 @@ def train_and_evaluate(cfg: RunConfig, workdir: str | None = None, verbose: bool
 
     Raises:
         UserError: bad config or data, an unusable ``workdir``, a checkpoint past
-          ``train.num_train_steps`` or none readable, or a loss that became NaN.
+            ``train.num_train_steps`` or none readable, or a loss that became NaN.
     """
     out = workdir or default_run_dir(cfg.name)
     ckpt_root = out  # every process saves and restores the same checkpoints (orbax coordinates them)
