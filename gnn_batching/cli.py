@@ -6,6 +6,7 @@ import argparse
 import logging
 import sys
 
+from gnn_batching.config import METHOD_NAMES, MODEL_NAMES
 from gnn_batching.errors import UserError
 from gnn_batching.io import dumps_json
 
@@ -156,7 +157,7 @@ def _tables_figures_report(sweep_dir: str, fmt: str = "md", show_table: bool = F
     from gnn_batching.sweep.results import collect, format_comparison
     from gnn_batching.sweep.versus import format_versus, write_versus
 
-    df = collect(sweep_dir)
+    df = collect(sweep_dir, write=True)
     versus = write_versus(sweep_dir, df)
     if show_table:
         print(format_comparison(df))
@@ -193,9 +194,11 @@ def cmd_sweep(a: argparse.Namespace) -> int:
 def cmd_results(a: argparse.Namespace) -> int:
     """``gnn-batching results``: print a sweep's comparison table (and best new vs best study method)."""
     from gnn_batching.sweep.results import collect, format_comparison
+    from gnn_batching.sweep.verdict import verdict
     from gnn_batching.sweep.versus import format_versus, versus_study
 
-    df = collect(a.sweep_dir)
+    df = collect(a.sweep_dir, write=True)
+    print("Verdict:\n" + "\n".join(f"* {line}" for line in verdict(df)) + "\n")
     print(format_comparison(df))
     versus = versus_study(df)
     if len(versus):
@@ -222,8 +225,11 @@ def build_parser() -> argparse.ArgumentParser:
     """The ``gnn-batching`` argument parser with all sub-commands."""
     p = argparse.ArgumentParser(
         prog="gnn-batching",
-        description="Benchmark graph batching strategies for GNN training in JAX.",
+        description="Which way of batching graphs trains fastest in JAX, and does it change what the model learns? "
+                    "Run instrumented trainings and sweeps over batching methods, then compare them.",
+        epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+    p.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     sub = p.add_subparsers(dest="command", required=True)
 
     data = sub.add_parser("data", help="list datasets, print statistics").add_subparsers(dest="data_cmd", required=True)
@@ -238,9 +244,12 @@ def build_parser() -> argparse.ArgumentParser:
     bench = sub.add_parser("bench", help="benchmarks").add_subparsers(dest="bench_cmd", required=True)
     bb = bench.add_parser("batching", help="host assembly throughput of each batching method vs jraph")
     _dataset_args(bb, flag=True)
-    bb.add_argument("--batch-sizes", type=int, nargs="+", default=[16, 32, 64, 128])
-    bb.add_argument("--methods", nargs="+", default=None, help="default: all methods")
-    bb.add_argument("--pad-edges", choices=["hub", "spread"], default="hub")
+    bb.add_argument("--batch-sizes", type=int, nargs="+", default=[16, 32, 64, 128], metavar="BS",
+                    help="batch sizes, each counting the padding graph (default: 16 32 64 128)")
+    bb.add_argument("--methods", nargs="+", default=None, choices=METHOD_NAMES, metavar="METHOD",
+                    help=f"methods to time (default: all: {', '.join(METHOD_NAMES)})")
+    bb.add_argument("--pad-edges", choices=["hub", "spread"], default="hub",
+                    help="where padding edges point: one padding node (hub, jraph's) or spread over them")
     bb.add_argument("--repeats", type=int, default=1, help="epochs timed per row (best is reported)")
     bb.add_argument("--devices", type=int, default=1,
                     help="N > 1: time data-parallel steps of N device batches, sequential vs parallel threads")
@@ -256,9 +265,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     bs_ = bench.add_parser("step", help="the jitted train step alone, per allocator setting (fresh process each)")
     _dataset_args(bs_, flag=True)
-    bs_.add_argument("--models", nargs="+", default=["schnet", "mpeu"])
-    bs_.add_argument("--methods", nargs="+", default=["dynamic"])
-    bs_.add_argument("--batch-sizes", type=int, nargs="+", default=[32, 64])
+    bs_.add_argument("--models", nargs="+", default=["schnet", "mpeu"], choices=MODEL_NAMES, metavar="MODEL",
+                     help=f"models to time (default: schnet mpeu; choose from {', '.join(MODEL_NAMES)})")
+    bs_.add_argument("--methods", nargs="+", default=["dynamic"], choices=METHOD_NAMES, metavar="METHOD",
+                     help=f"batching methods (default: dynamic; choose from {', '.join(METHOD_NAMES)})")
+    bs_.add_argument("--batch-sizes", type=int, nargs="+", default=[32, 64], metavar="BS",
+                     help="batch sizes, each counting the padding graph (default: 32 64)")
     bs_.add_argument("--forms", nargs="+", choices=["sparse", "dense"], default=["sparse"],
                      help="model forms; dense (an n x n neighbourhood per graph) runs with --methods autobatch only")
     bs_.add_argument("--steps", type=int, default=30, help="timed steps per row (after an untimed warm-up)")
@@ -298,20 +310,48 @@ def build_parser() -> argparse.ArgumentParser:
     sw.add_argument("--array-parallelism", type=int, default=64, help="cell jobs running at once (default 64)")
     sw.set_defaults(fn=cmd_sweep)
 
-    res = sub.add_parser("results", help="collect a sweep into one tidy table and print a comparison")
-    res.add_argument("sweep_dir")
+    res = sub.add_parser("results", help="collect a sweep into one tidy table; print its verdict and comparison",
+                         description="Collect a sweep's finished runs into results.csv/.parquet and comparison.csv "
+                                     "(in the sweep folder), and print the verdict and the comparison table.")
+    res.add_argument("sweep_dir", help="the sweep's output_dir, e.g. results/quickstart")
     res.set_defaults(fn=cmd_results)
 
-    pl = sub.add_parser("plot", help="write the study's figures for a sweep")
-    pl.add_argument("sweep_dir")
-    pl.add_argument("--format", choices=["png", "pdf"], default="png")
+    pl = sub.add_parser("plot", help="write the study's figures for a sweep",
+                        description="Draw a sweep's figures into <sweep_dir>/figures/ and print their paths.")
+    pl.add_argument("sweep_dir", help="the sweep's output_dir, e.g. results/quickstart")
+    pl.add_argument("--format", choices=["png", "pdf"], default="png", help="image format (default png)")
     pl.set_defaults(fn=cmd_plot)
 
-    rep = sub.add_parser("report", help="write a Markdown report with tables, figures and provenance")
-    rep.add_argument("sweep_dir")
-    rep.add_argument("--format", choices=["md", "html"], default="md")
+    rep = sub.add_parser("report", help="rewrite a sweep's tables and figures and its report (Markdown or HTML)",
+                         description="Rewrite everything a sweep shows: results.csv/.parquet, comparison.csv, "
+                                     "versus_study.csv, significance.csv, figures/, and report.md (or report.html "
+                                     "with --format html) with the verdict, tables, figures and provenance.")
+    rep.add_argument("sweep_dir", help="the sweep's output_dir, e.g. results/quickstart")
+    rep.add_argument("--format", choices=["md", "html"], default="md", help="report.md (default) or report.html")
     rep.set_defaults(fn=cmd_report)
     return p
+
+
+EXAMPLES = """examples:
+  gnn-batching data stats qm9
+  gnn-batching run configs/smoke.yaml
+  gnn-batching run configs/qm9.yaml --set batching.method=static-64 --set dataset.limit=2000 --out results/runs/r
+  gnn-batching run configs/qm9.yaml --out results/runs/r --resume
+  gnn-batching sweep configs/quickstart.yaml
+  gnn-batching results results/quickstart
+  gnn-batching report results/quickstart --format html
+  gnn-batching bench batching --dataset qm9 --batch-sizes 16 64
+
+every config key: docs/config.md; `gnn-batching COMMAND --help` for a command's options"""
+
+
+def _version() -> str:
+    from importlib import metadata
+
+    try:
+        return metadata.version("gnn-batching")
+    except metadata.PackageNotFoundError:  # pragma: no cover - running from a source tree
+        return "unknown"
 
 
 FAST_ALLOCATOR_COMMANDS = ("run", "sweep", "bench")  # commands that train or time training steps
@@ -359,6 +399,10 @@ def main(argv: list[str] | None = None) -> int:
     Returns:
       The exit status: 0 on success, 2 for a user error (printed without a traceback).
     """
+    if argv is None:
+        from gnn_batching.command import apply_launch_env
+
+        apply_launch_env()  # a sweep cell: pin to its cores, die with the sweep
     _log_to_stderr()
     args = build_parser().parse_args(sys.argv[1:] if argv is None else argv)
     args.argv = list(sys.argv[1:] if argv is None else argv)

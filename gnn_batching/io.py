@@ -1,6 +1,8 @@
 """Atomic writes: a file is written to a temporary name in the same folder, then renamed.
 
-A killed process therefore leaves either the old file or the complete new one, never half.
+A killed process therefore leaves either the old file or the complete new one, never half. The
+file gets the mode a plain ``open()`` would give it (``0o666`` less the process umask, e.g. 0644),
+not the temporary file's private 0600, so results can be shared.
 """
 
 from __future__ import annotations
@@ -11,12 +13,27 @@ import tempfile
 from typing import Any
 
 
+def _umask() -> int:
+    """The process umask, read without changing it where the system says it (Linux)."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as fh:
+            for line in fh:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)  # elsewhere: read by setting, then restore at once
+    os.umask(mask)
+    return mask
+
+
 def write_bytes_atomic(path: str, data: bytes) -> None:
     """Write ``data`` to ``path`` through a temporary file in the same folder, then rename."""
     folder = os.path.dirname(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=folder)
     try:
+        os.fchmod(fd, 0o666 & ~_umask())  # mkstemp makes it 0600
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
             fh.flush()

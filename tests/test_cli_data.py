@@ -67,3 +67,27 @@ def test_bench_step_compares_allocators_in_fresh_processes(capsys):
     assert rows[1]["allocator"] == allocator.choose("auto")[0]  # what the fresh process really loaded
     assert rows[1]["speedup_vs_system"] == pytest.approx(rows[0]["ms_per_step"] / rows[1]["ms_per_step"])
     assert all(r["steps"] == 3 and r["ms_per_step"] > 0 and r["graphs_per_s"] > 0 for r in rows)
+
+
+def test_help_explains_every_argument_and_shows_examples(capsys):
+    from gnn_batching.cli import build_parser
+
+    with pytest.raises(SystemExit):
+        main(["--version"])
+    assert capsys.readouterr().out.startswith("gnn-batching ")
+    top = build_parser().format_help()
+    assert "examples:" in top and "gnn-batching sweep configs/quickstart.yaml" in top
+    sub = build_parser()._subparsers._group_actions[0].choices
+    for name in ("results", "plot", "report"):
+        assert "the sweep's output_dir" in sub[name].format_help(), name
+    assert "report.html" in sub["report"].format_help() and "figures/" in sub["report"].format_help()
+    bench = sub["bench"]._subparsers._group_actions[0].choices
+    for name, flags in (("batching", ("--batch-sizes", "--methods", "--pad-edges")), ("step", ("--models", "--methods",
+                                                                                                "--batch-sizes"))):
+        text = bench[name].format_help()
+        for flag in flags:  # every option has a help line (argparse prints it after the flag)
+            line = next(ln for ln in text.splitlines() if ln.strip().startswith(flag))
+            assert len(line.split(flag, 1)[1].strip()) > 0 or "default" in text.split(line, 1)[1][:200], flag
+    with pytest.raises(SystemExit):
+        main(["bench", "step", "--methods", "greedy"])
+    assert "invalid choice: 'greedy'" in capsys.readouterr().err

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import os
+import re
 import tarfile
 
 import numpy as np
@@ -101,12 +102,12 @@ def test_qm9_xyz_tarball_with_mathematica_exponent(tmp_path):
         load_qm9_xyz(str(tmp_path / "dir"))
 
 
-def _write_extxyz(path, n=12, with_bad=None):
+def _write_extxyz(path, n=12, with_bad=None, mixed=False):
     frames = []
     rng = np.random.default_rng(0)
     for i in range(n):
         a = Atoms("CH4" if i % 2 else "NaCl", positions=rng.normal(size=(5 if i % 2 else 2, 3)) * 2)
-        if i % 3 == 0:
+        if mixed and i % 3 == 0:  # a few crystals among molecules
             a.set_cell([5, 5, 5])
             a.pbc = True
         a.info["energy"] = float(i)
@@ -121,8 +122,11 @@ def _write_extxyz(path, n=12, with_bad=None):
 
 def test_file_dataset_extxyz_species_from_data(tmp_path):
     p = tmp_path / "mols.extxyz"
-    _write_extxyz(p)
-    ds = load_dataset(DatasetSpec(name=f"file:{p}", split=(0.5, 0.25, 0.25)))
+    _write_extxyz(p, mixed=True)
+    with pytest.raises(DataError, match=r"4 of 12 structures are periodic \(e\.g\. mols\.extxyz:0\), the others not "
+                                         r"\(e\.g\. mols\.extxyz:1\); choose the graph with dataset\.graph"):
+        load_dataset(DatasetSpec(name=f"file:{p}"))  # a mix of molecules and crystals: the user chooses
+    ds = load_dataset(DatasetSpec(name=f"file:{p}", split=(0.5, 0.25, 0.25), graph="fully-connected"))
     assert len(ds.store) == 12 and ds.target == "energy"
     assert ds.store.species_z.tolist() == [1, 6, 11, 17]  # not QM9's five
     assert ds.store.n_edge[0] == 2  # NaCl fully connected
@@ -133,15 +137,44 @@ def test_file_dataset_extxyz_species_from_data(tmp_path):
 def test_file_dataset_bad_entries(tmp_path):
     p = tmp_path / "bad.extxyz"
     _write_extxyz(p, with_bad="target")
-    with pytest.raises(DataError, match=r"bad.extxyz:4: missing target 'energy'"):
+    where = "bad.extxyz: structure 5 (counting from 1; id bad.extxyz:4)"
+    with pytest.raises(DataError, match=re.escape(f"{where}: missing target 'energy'")):
         load_dataset(DatasetSpec(name=f"file:{p}", target="energy"))
-    ds = load_dataset(DatasetSpec(name=f"file:{p}", target="energy", skip_bad=True))
-    assert len(ds.store) == 11 and ds.store.skipped == ["bad.extxyz:4: missing target 'energy'"]
+    ds = load_dataset(DatasetSpec(name=f"file:{p}", target="energy", skip_bad=True, graph="radius"))
+    assert len(ds.store) == 11 and ds.store.skipped == [f"{where}: missing target 'energy'"]
+    _write_extxyz(p, with_bad="nan")
+    with pytest.raises(DataError, match=r"structure 4 \(counting from 1; id bad.extxyz:3\): NaN or infinite"):
+        load_dataset(DatasetSpec(name=f"file:{p}", target="energy"))
+    text = (tmp_path / "m.xyz")
+    text.write_text("1\nenergy=abc\nH 0 0 0\n1\nenergy=1.5\nH 0 0 0\n")
+    with pytest.raises(DataError, match=r"structure 1 .*: target 'energy' is not a number \('abc'\)"):
+        load_dataset(DatasetSpec(name=f"file:{text}", target="energy"))
+    text.write_text("1\nenergy=1.0\nH 0 0 0\n1\nenergy=1.5\nXx 0 0 0\n")
+    with pytest.raises(DataError, match=r"m\.xyz: ASE cannot read structure 2 \(counting from 1\)"):
+        load_dataset(DatasetSpec(name=f"file:{text}", target="energy"))
     with pytest.raises(DataError, match="no file matches"):
         load_dataset(DatasetSpec(name=f"file:{tmp_path}/*.nothing"))
     (tmp_path / "junk.extxyz").write_text("this is not\nan xyz file\n")
     with pytest.raises(DataError, match=r"junk\.extxyz: ASE cannot read"):
         load_dataset(DatasetSpec(name=f"file:{tmp_path / 'junk.extxyz'}"))
+
+
+def test_a_crystal_file_gets_periodic_graphs_by_default(tmp_path):
+    """pbc=True structures are crystals: periodic kNN graphs by default (a 1-atom crystal has
+    neighbours: its own images), not fully connected molecules."""
+    p = tmp_path / "crystals.extxyz"
+    frames = []
+    for i in range(8):
+        a = Atoms("Cu", positions=[[0, 0, 0]], cell=[2.5 + 0.1 * i] * 3, pbc=True) if i % 2 else \
+            Atoms("NaCl", positions=[[0, 0, 0], [2.8, 0, 0]], cell=[5.6, 5.6, 5.6], pbc=True)
+        a.info["energy"] = float(i)
+        frames.append(a)
+    write(p, frames, format="extxyz")
+    ds = load_dataset(DatasetSpec(name=f"file:{p}"))
+    assert ds.store.recipe.kind == "knn"
+    assert ds.store.n_edge[1] == 12  # the 1-atom crystal: 12 neighbours among its images
+    fc = load_dataset(DatasetSpec(name=f"file:{p}", graph="fully-connected"))
+    assert fc.store.n_edge[1] == 0
 
 
 def test_file_dataset_side_csv(tmp_path):

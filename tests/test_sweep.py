@@ -184,3 +184,42 @@ def test_a_resumed_cell_keeps_its_earlier_attempts_log(tmp_path, monkeypatch):
         proc.wait()
         proc.log.close()
     assert log_path.read_text().splitlines() == ["attempt", "attempt"]
+
+
+def test_a_sweep_over_another_grids_folder_says_so(tmp_path, caplog):
+    """A --set that changes a grid axis puts new cells next to the finished ones: named, with the fix."""
+    from gnn_batching.sweep.launch import start_sweep
+
+    p = tmp_path / "s.yaml"
+    p.write_text(yaml.safe_dump({"name": "s", "output_dir": str(tmp_path / "out"),
+                                 "base": {"dataset": {"name": "aflow-synthetic", "limit": 20}},
+                                 "grid": {"batching.method": ["dynamic"]}}))
+    (tmp_path / "out" / "runs" / "method=static-64").mkdir(parents=True)
+    with caplog.at_level("WARNING"):
+        start_sweep(load_sweep(str(p), ["grid.batching.batch_size=[8]"]))
+    assert "1 cell(s) of another grid (method=static-64)" in caplog.text and "--set output_dir" in caplog.text
+
+
+def test_a_launched_cell_pins_itself_without_forking_this_process(tmp_path, monkeypatch, recwarn):
+    """The launcher passes the cores and its pid in the environment; the cell pins itself and
+    follows the sweep's death. No preexec_fn: that forks the launching process with its threads
+    (JAX's warning 'os.fork() was called ... JAX is multithreaded')."""
+    import jax.numpy as jnp
+
+    from gnn_batching.sweep import launch
+
+    jnp.zeros(1).block_until_ready()  # JAX's threads run in this process
+    p = tmp_path / "s.yaml"
+    p.write_text(yaml.safe_dump({"name": "s", "output_dir": str(tmp_path / "out"),
+                                 "base": {"dataset": {"name": "aflow-synthetic", "limit": 20}},
+                                 "grid": {"batching.method": ["dynamic"]}}))
+    cell = load_sweep(str(p)).cells[0]
+    code = ("from gnn_batching.command import apply_launch_env; apply_launch_env(); import os; "
+            "print('cores', sorted(os.sched_getaffinity(0)))")
+    monkeypatch.setattr(launch, "prepare_cell", lambda cell: [sys.executable, "-c", code])
+    log_path = tmp_path / "cell.log"
+    proc = launch._launch(cell, dict(os.environ), [0], str(log_path))
+    assert proc.wait() == 0
+    proc.log.close()
+    assert "cores [0]" in log_path.read_text()
+    assert not [w for w in recwarn if "fork" in str(w.message)]

@@ -169,8 +169,12 @@ def test_bad_override_fails_before_any_work(tmp_path):
     r = subprocess.run([sys.executable, "-m", "gnn_batching.cli", "run", os.path.join(ROOT, "configs/smoke.yaml"),
                         "--set", "batching.batch_sise=3", "--out", str(tmp_path / "x")],
                        capture_output=True, text=True, cwd=tmp_path)
-    assert r.returncode == 2 and "batching.batch_sise: unknown key" in r.stderr
+    assert r.returncode == 2 and "--set batching.batch_sise: unknown key in batching" in r.stderr
+    assert "smoke.yaml" not in r.stderr  # the override is wrong, not the file
     assert not (tmp_path / "x").exists()
+    r = subprocess.run([sys.executable, "-m", "gnn_batching.cli", "run", os.path.join(ROOT, "configs/quickstart.yaml")],
+                       capture_output=True, text=True, cwd=tmp_path)
+    assert r.returncode == 2 and "this is a sweep file" in r.stderr and "gnn-batching sweep" in r.stderr
 
 
 def test_prefetch_run_records_wait(tmp_path):

@@ -200,7 +200,7 @@ def test_results_group_by_every_grid_axis_but_the_seed(tmp_path):
                          "graphs_per_s_incl_compile": gps / 2, "train_wall_s": 10.0, "train_step_compiles": 1,
                          "test_rmse": 1.0 + seed})
     sweep = _fake_sweep(tmp_path, rows, {"batching.pad_edges": ["hub", "spread"], "train.seed": [0, 1, 2]})
-    agg = comparison(collect(sweep))
+    agg = comparison(collect(sweep, write=True))
     assert len(agg) == 2 and set(agg["axis:batching.pad_edges"]) == {"hub", "spread"}
     assert (agg["n_seeds"] == 3).all() and (agg["n_runs"] == 3).all()
     assert sorted(agg["graphs_per_s_mean"]) == [101.0, 201.0]
@@ -422,3 +422,43 @@ def test_split_sizes_never_leave_a_positive_share_empty():
     assert (len(sp.train), len(sp.val), len(sp.test)) == (800, 100, 100)
     with pytest.raises(ConfigError, match="training split"):
         make_splits(2, (0.4, 0.3, 0.3), 0)
+
+
+def test_the_verdict_states_the_winners_the_break_even_and_the_significance(tmp_path):
+    """Generated from the numbers: steady winner, winner incl. compilation, when the order changes,
+    and whether test error differs (Holm-corrected Welch)."""
+    from gnn_batching.sweep.results import collect
+    from gnn_batching.sweep.verdict import verdict
+
+    rows = []
+    for seed in (0, 1, 2):
+        # static-64: fastest steps, many compiles (slow incl. compile); dynamic: one compile
+        rows.append({"method": "static-64", "seed": seed, "graphs_per_s": 1000.0 + seed, "train_step_compiles": 30,
+                     "train_wall_s": 60.0, "graphs_per_s_incl_compile": 100.0, "test_rmse": 1.0 + 0.01 * seed})
+        rows.append({"method": "dynamic", "seed": seed, "graphs_per_s": 800.0 + seed, "train_step_compiles": 1,
+                     "train_wall_s": 12.5, "graphs_per_s_incl_compile": 480.0, "test_rmse": 2.0 + 0.01 * seed})
+    df = collect(_fake_sweep(tmp_path, rows, {"batching.method": [], "train.seed": [0, 1, 2]}), write=False)
+    (line,) = verdict(df)
+    assert "fastest in steady state static-64 (1001 graphs/s, 1.25x dynamic)" in line
+    assert "including compilation" in line and "dynamic (480 graphs/s, 4.80x static-64)" in line
+    from gnn_batching.sweep.results import comparison
+
+    steps = comparison(df).set_index("method").loc["static-64", "break_even_steps"]
+    assert steps.isdigit() and f"after about {int(steps):,} steps" in line
+    assert "test RMSE differs: static-64 lower than dynamic" in line
+    one_seed = collect(_fake_sweep(tmp_path / "one", [r for r in rows if r["seed"] == 0],
+                                   {"batching.method": [], "train.seed": [0]}), write=False)
+    assert "not testable with one seed" in verdict(one_seed)[0]
+
+
+def test_collect_reads_without_writing_unless_asked(tmp_path):
+    from gnn_batching.sweep.results import collect
+
+    rows = [{"method": m, "seed": 0, "graphs_per_s": 10.0, "train_step_compiles": 1, "train_wall_s": 1.0,
+             "graphs_per_s_incl_compile": 5.0, "test_rmse": 1.0} for m in ("dynamic", "static-64")]
+    sweep = _fake_sweep(tmp_path, rows, {"batching.method": [], "train.seed": [0]})
+    before = sorted(os.listdir(sweep))
+    collect(sweep)
+    assert sorted(os.listdir(sweep)) == before  # a read in a notebook has no side effect
+    collect(sweep, write=True)
+    assert {"results.csv", "comparison.csv"} <= set(os.listdir(sweep))

@@ -27,11 +27,11 @@ def run_graph_bench(spec: DatasetSpec, n: int = 1000, repeats: int = 1) -> dict:
       ConfigError: a fully connected recipe (it uses no neighbour list).
     """
     spec = dataclasses.replace(spec, limit=n)
-    recipe = recipe_of(spec)
+    s = load_structures(spec)
+    recipe = recipe_of(spec, s)
     if recipe.kind == "fully-connected":
         raise ConfigError(f"bench graphs: {spec.name} builds fully connected graphs (no neighbour list); "
                           "use --graph knn or --graph radius")
-    s = load_structures(spec)
     times, edges = {}, {}
     for backend in NEIGHBOUR_BACKENDS:
         best = float("inf")

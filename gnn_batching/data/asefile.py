@@ -46,12 +46,14 @@ def read_files(pattern: str) -> tuple[list, list[str]]:
     for path in paths:
         if not os.path.exists(path):
             raise DataError(f"{path}: no such file")
-        try:
-            frames = ase.io.read(path, index=":")
+        frames = []
+        try:  # one structure at a time, so a failure names the structure it is in
+            for a in ase.io.iread(path, index=":"):
+                frames.append(a)
         except Exception as exc:  # ASE raises many types for unreadable input
-            raise DataError(f"{path}: ASE cannot read this file ({type(exc).__name__}: {exc})") from None
-        if not isinstance(frames, list):
-            frames = [frames]
+            where = f"structure {len(frames) + 1} (counting from 1)" if frames else "its first structure"
+            hint = " (an unknown element symbol?)" if isinstance(exc, KeyError) else ""
+            raise DataError(f"{path}: ASE cannot read {where}: {type(exc).__name__}: {exc}{hint}") from None
         for i, a in enumerate(frames):
             atoms_list.append(a)
             ids.append(f"{os.path.basename(path)}:{i}")
@@ -109,9 +111,13 @@ def load_file(
         elif a.pbc.any() and abs(a.cell.volume) < 1e-6:
             problem = "periodic but zero-volume cell"
         elif not np.isfinite(targets[chosen][i]):
-            problem = f"missing target {chosen!r}"
+            calc = getattr(a, "calc", None)
+            raw = a.info.get(chosen, getattr(calc, "results", {}).get(chosen) if calc is not None else None)
+            problem = (f"target {chosen!r} is not a number ({raw!r})" if raw is not None
+                       else f"missing target {chosen!r}")
         if problem:
-            msg = f"{ids[i]}: {problem}"
+            name, _, idx = ids[i].rpartition(":")
+            msg = f"{name}: structure {int(idx) + 1} (counting from 1; id {ids[i]}): {problem}"
             if not skip_bad:
                 raise DataError(f"{os.path.dirname(pattern) or '.'}/{msg}")
             bad.append(msg)

@@ -19,6 +19,7 @@ from __future__ import annotations
 import hashlib
 import importlib
 import json
+import logging
 import os
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -32,6 +33,8 @@ from gnn_batching.data.structures import StructureSet, from_atoms_list
 from gnn_batching.config import DatasetSpec
 from gnn_batching.errors import ConfigError, DataError
 from gnn_batching.progress import Progress
+
+log = logging.getLogger(__name__)
 
 CACHE_VERSION = "2"
 
@@ -97,10 +100,38 @@ def describe(name: str) -> DatasetEntry:
     return _REGISTRY[name]
 
 
-def recipe_of(spec: DatasetSpec) -> GraphRecipe:
-    """The graph recipe of a dataset spec (``dataset.graph``, else the dataset's default)."""
-    kind = spec.graph or ("fully-connected" if spec.name.startswith("file:") else _entry(spec).default_graph)
+def recipe_of(spec: DatasetSpec, structures: StructureSet | None = None) -> GraphRecipe:
+    """The graph recipe of a dataset spec: ``dataset.graph``, else the dataset's default.
+
+    A ``file:`` dataset's default depends on what the files hold (``structures``): molecules get
+    fully connected graphs, periodic crystals periodic kNN graphs (``dataset.k`` neighbours,
+    images included: a fully connected graph would ignore the lattice, and a 1-atom crystal would
+    get no edge). A mix is refused, naming an example of each, so the choice is the user's.
+
+    Raises:
+      DataError: a ``file:`` dataset mixing periodic and non-periodic structures, no graph chosen.
+    """
+    if spec.graph:
+        kind = spec.graph
+    elif spec.name.startswith("file:"):
+        kind = "fully-connected" if structures is None else _file_default_graph(spec, structures)
+    else:
+        kind = _entry(spec).default_graph
     return GraphRecipe(kind, float(spec.cutoff), int(spec.k))
+
+
+def _file_default_graph(spec: DatasetSpec, s: StructureSet) -> str:
+    periodic = np.asarray(s.pbc).any(axis=1)
+    if not periodic.any():
+        return "fully-connected"
+    if periodic.all():
+        log.info(f"{spec.name}: {len(periodic)} periodic structures: periodic {spec.k}-NN graphs (images included; "
+                 "dataset.graph chooses another builder)")
+        return "knn"
+    i, j = int(np.argmax(periodic)), int(np.argmax(~periodic))
+    raise DataError(f"{spec.name}: {int(periodic.sum())} of {len(periodic)} structures are periodic (e.g. {s.ids[i]}), "
+                    f"the others not (e.g. {s.ids[j]}); choose the graph with dataset.graph (--graph): radius or "
+                    "knn (periodic images where a structure is periodic) or fully-connected (ignores periodicity)")
 
 
 def _entry(spec: DatasetSpec) -> DatasetEntry:
@@ -197,7 +228,8 @@ def cache_key(spec: DatasetSpec) -> str:
     ident = {
         "v": CACHE_VERSION,
         "name": spec.name,
-        "recipe": asdict(recipe_of(spec)),
+        # a file's default graph depends on its contents (periodic or not): the key says "auto"
+        "recipe": "auto" if _auto_graph(spec) else asdict(recipe_of(spec)),
         "limit": spec.limit if entry is not None and not entry.ignores_limit else None,
         "code": _code_fingerprint(entry) if entry is not None else None,
         "skip_bad": spec.skip_bad,
@@ -209,7 +241,11 @@ def cache_key(spec: DatasetSpec) -> str:
     }
     digest = hashlib.sha1(json.dumps(ident, sort_keys=True, default=str).encode()).hexdigest()[:12]
     slug = "".join(c if c.isalnum() or c in "-_" else "_" for c in spec.name)[:40]
-    return f"{slug}-{recipe_of(spec).key()}-{digest}"
+    return f"{slug}-{'auto' if _auto_graph(spec) else recipe_of(spec).key()}-{digest}"
+
+
+def _auto_graph(spec: DatasetSpec) -> bool:
+    return spec.name.startswith("file:") and not spec.graph
 
 
 def load_structures(spec: DatasetSpec, progress: Progress | None = None) -> StructureSet:
@@ -259,8 +295,9 @@ def load_store(spec: DatasetSpec, use_cache: bool = True, verbose: bool = True) 
     prog = Progress(f"loading {spec.name}", enabled=verbose)
     s = load_structures(spec, prog)
     s.validate()
-    prog.note(f"building {recipe_of(spec).kind} graphs for {len(s)} structures")
-    store = GraphStore.from_structures(s, recipe_of(spec), prog)
+    recipe = recipe_of(spec, s)
+    prog.note(f"building {recipe.kind} graphs for {len(s)} structures")
+    store = GraphStore.from_structures(s, recipe, prog)
     if use_cache:
         store.save(path)
     prog.close()

@@ -57,7 +57,7 @@ def format_stats(d: dict) -> str:
             f"  p90 {d[f'{key}_p90']:>7.1f}  p99 {d[f'{key}_p99']:>7.1f}  max {d[f'{key}_max']:>6}"
         )
     lines.append(
-        f"  target   {d['target_name']} [{d['target_unit']}]  mean {d['target_mean']:.4g}  std {d['target_std']:.4g}"
+        f"  target   {d['target_name']}{f' [{u}]' if (u := d['target_unit']) else ' (no unit given)'}  mean {d['target_mean']:.4g}  std {d['target_std']:.4g}"
         f"  range [{d['target_min']:.4g}, {d['target_max']:.4g}]"
     )
     return "\n".join(lines)

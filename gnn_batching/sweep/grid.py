@@ -22,7 +22,14 @@ import itertools
 import os
 from dataclasses import dataclass, field
 
-from gnn_batching.config import config_changes, config_from_dict, parse_override, read_yaml, set_dotted
+from gnn_batching.config import (
+    check_override_key,
+    config_changes,
+    config_from_dict,
+    parse_override,
+    read_yaml,
+    set_dotted,
+)
 from gnn_batching.errors import ConfigError, UserError
 from gnn_batching.rundir import CONFIG, is_finished
 from gnn_batching.sweep.layout import cell_dir
@@ -101,8 +108,10 @@ def load_sweep(path: str, overrides: list[str] | None = None) -> Sweep:
         elif k == "name":
             name = v
         elif k.startswith("grid."):
+            check_override_key(k[5:])
             grid[k[5:]] = v if isinstance(v, list) else [v]
         else:
+            check_override_key(k)
             set_dotted(base, k, v)
             grid.pop(k, None)  # an override of a grid axis pins it
     if not output_dir or not isinstance(output_dir, str):

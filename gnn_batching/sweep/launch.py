@@ -10,13 +10,12 @@ from __future__ import annotations
 
 import logging
 import os
-import signal
 import subprocess
 import time
 
 import yaml
 
-from gnn_batching.command import cli_command
+from gnn_batching.command import cli_command, launch_env
 from gnn_batching.errors import ConfigError
 from gnn_batching.io import write_json_atomic, write_text_atomic
 from gnn_batching.progress import Progress
@@ -28,7 +27,7 @@ log = logging.getLogger(__name__)
 
 
 def _child_env(threads: int, jobs: int) -> dict:
-    """Environment of a cell process. Threads are bounded by CPU pinning (``_preexec``), not by
+    """Environment of a cell process. Threads are bounded by CPU pinning (``launch_env``), not by
     XLA flags: XLA:CPU sizes its thread pool from the process's CPU affinity (measured here:
     pinned to one core, its CPU time equals its wall time), and it has no thread-count flag
     (``--intra_op_parallelism_threads`` is a fatal "unknown flag"; without the dashes it was
@@ -39,19 +38,6 @@ def _child_env(threads: int, jobs: int) -> dict:
         env[var] = str(threads)
     return env
 
-
-def _preexec(cores: list[int] | None):
-    def fn():
-        try:  # die with the sweep process (Linux), so a killed sweep leaves no orphan writing a cell
-            import ctypes
-
-            ctypes.CDLL("libc.so.6").prctl(1, signal.SIGKILL)
-        except OSError:
-            pass
-        if cores and hasattr(os, "sched_setaffinity"):
-            os.sched_setaffinity(0, cores)
-
-    return fn
 
 
 def prepare_cell(cell: Cell) -> list[str]:
@@ -72,7 +58,9 @@ def prepare_cell(cell: Cell) -> list[str]:
 def _launch(cell: Cell, env: dict, cores: list[int] | None, log_path: str) -> subprocess.Popen:
     cmd = prepare_cell(cell)
     log_file = open(log_path, "a", encoding="utf-8")  # a resumed cell keeps its earlier attempts' output
-    proc = subprocess.Popen(cmd, stdout=log_file, stderr=subprocess.STDOUT, env=env, preexec_fn=_preexec(cores))
+    # the cell pins itself to its cores and dies with the sweep (a killed sweep leaves no orphan
+    # writing a cell): no preexec_fn, which would fork this process with its threads
+    proc = subprocess.Popen(cmd, stdout=log_file, stderr=subprocess.STDOUT, env=launch_env(env, cores))
     proc.log = log_file  # type: ignore[attr-defined]
     return proc
 
@@ -82,10 +70,27 @@ def start_sweep(sw: Sweep) -> list[Cell]:
     (finished cells are skipped; partial ones are redone)."""
     check_unchanged(sw)
     states = [c.state() for c in sw.cells]
+    _warn_other_grid(sw)
     os.makedirs(sw.output_dir, exist_ok=True)
     write_json_atomic(os.path.join(sw.output_dir, SWEEP_FILE),
                       {"name": sw.name, "source": sw.source, "grid": sw.grid, "base": sw.base})
     return [c for c, s in zip(sw.cells, states) if s != "done"]
+
+
+def _warn_other_grid(sw: Sweep) -> None:
+    """Name it when the output folder already holds cells of another grid (e.g. a ``--set`` that
+    changed a grid axis): the new cells will sit next to them, and results will pool both."""
+    runs = os.path.join(sw.output_dir, "runs")
+    if not os.path.isdir(runs):
+        return
+    ours = {c.cell_id for c in sw.cells}
+    others = sorted(n for n in os.listdir(runs) if os.path.isdir(os.path.join(runs, n)) and n not in ours)
+    if others:
+        new = [c.cell_id for c in sw.cells if not os.path.isdir(c.run_dir)]
+        log.warning(f"{sw.output_dir}: holds {len(others)} cell(s) of another grid ({', '.join(others[:3])}"
+                    f"{', ...' if len(others) > 3 else ''}); {len(new)} new cell(s) of this grid will sit next to "
+                    "them and `gnn-batching results` will show both. Use another output_dir "
+                    "(--set output_dir=...) to keep them apart.")
 
 
 def last_progress(log_path: str) -> str | None:

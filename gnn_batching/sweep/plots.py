@@ -255,7 +255,7 @@ def plot_learning(df, out_dir, fmt):
                             linestyle=LINESTYLES[sizes.index(b) % 4], label=f"{v}, bs {b}")
                 ax.set_xlabel("training steps" if x == "step" else "graphs seen")
                 unit = df["unit"].iloc[0]
-                ax.set_ylabel(f"test {metric.upper()} [{unit}]")
+                ax.set_ylabel(f"test {metric.upper()}{f' [{unit}]' if unit else ''}")
                 ax.ticklabel_format(axis="y", useOffset=False)
                 ax.set_title(f"{ds} / {model}", fontsize=10)
                 ax.grid(alpha=0.3)
@@ -283,7 +283,8 @@ def plot_time_to_accuracy(df, out_dir, fmt):
             axes[i, 1].plot(c["graphs_seen"], c["rmse"], **kw)
         for j, xl in enumerate(["training time incl. compilation [s]", "graphs seen"]):
             axes[i, j].set_xlabel(xl)
-            axes[i, j].set_ylabel(f"test RMSE [{df['unit'].iloc[0]}]")
+            unit = df["unit"].iloc[0]
+            axes[i, j].set_ylabel(f"test RMSE{f' [{unit}]' if unit else ''}")
             axes[i, j].set_title(title, fontsize=9)
             axes[i, j].grid(alpha=0.3)
     axes[0, 0].legend(fontsize=8)
@@ -385,7 +386,7 @@ def plot_all(sweep_dir: str, fmt: str = "png", df: pd.DataFrame | None = None) -
         The paths of the figures written.
     """
     if df is None:
-        df = collect(sweep_dir)
+        df = collect(sweep_dir)  # reads only; the tables are written by `gnn-batching results`/`report`
     out_dir = os.path.join(sweep_dir, "figures")
     os.makedirs(out_dir, exist_ok=True)
     tests = pairwise_tests(df)

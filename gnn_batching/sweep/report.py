@@ -13,6 +13,7 @@ from gnn_batching.rundir import PROVENANCE
 from gnn_batching.sweep.layout import read_json
 from gnn_batching.sweep.results import COMPARISON_NOTE, format_comparison
 from gnn_batching.sweep.significance import pairwise_tests
+from gnn_batching.sweep.verdict import format_verdict
 from gnn_batching.sweep.versus import format_versus, versus_study
 
 FIGURE_TITLES = {
@@ -45,6 +46,7 @@ def build_markdown(sweep_dir: str, df: pd.DataFrame, figures: list[str]) -> str:
         f"{len(df)} finished runs; datasets {sorted(df['dataset'].unique())}, models {sorted(df['model'].unique())}, "
         f"methods {sorted(df['method'].unique())}, batch sizes {sorted(int(b) for b in df['batch_size'].unique())}, "
         f"seeds {sorted(int(s) for s in df['seed'].unique())}, {int(df['steps'].max())} steps per run.", "",
+        format_verdict(df), "",
         "## Results", "", format_comparison(df, markdown=True), "",
         COMPARISON_NOTE.replace("\n", " "),
         "Methods hold different numbers of graphs per batch, so speedups compare graphs/s, not ms/step. "

@@ -46,12 +46,13 @@ def _flatten(d: dict, prefix: str = "") -> dict:
     return out
 
 
-def collect(sweep_dir: str, write: bool = True) -> pd.DataFrame:
+def collect(sweep_dir: str, write: bool = False) -> pd.DataFrame:
     """A sweep's tidy results table: one row per finished run.
 
     Args:
         sweep_dir: the sweep's ``output_dir``.
-        write: also write ``results.csv``/``.parquet`` and ``comparison.csv`` (atomically).
+        write: also write ``results.csv``/``.parquet`` and ``comparison.csv`` (atomically); by
+            default nothing is written (reading a sweep, e.g. in a notebook, has no side effect).
 
     Returns:
         Every grid axis as an ``axis:<key>`` column plus every summary metric. ``run_dir`` is

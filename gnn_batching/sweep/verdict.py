@@ -1,0 +1,101 @@
+"""The verdict of a sweep in sentences, generated from its numbers: per cell (dataset, model, batch
+size and any other grid axis), which method is fastest in steady state and including compilation,
+after how many steps the order changes (break-even), and whether test error differs significantly.
+
+Every figure it states is a column of the comparison table (``comparison``) or of the pairwise
+tests (``significance.csv``), so a reader can check each sentence against the table under it.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from gnn_batching.sweep.results import cell_keys, comparison
+from gnn_batching.sweep.significance import pairwise_tests
+
+ALPHA = 0.05
+
+
+def _cell_title(keys: list[str], key: tuple) -> str:
+    parts = []
+    for k, v in zip(keys, key):
+        if k == "batch_size":
+            parts.append(f"bs {v}")
+        elif k.startswith("axis:"):
+            parts.append(f"{k.removeprefix('axis:')}={v}")
+        else:
+            parts.append(str(v))
+    return " / ".join(parts)
+
+
+def _winner(sub: pd.DataFrame, col: str) -> tuple[pd.Series, pd.Series | None]:
+    ranked = sub.sort_values(col, ascending=False)
+    return ranked.iloc[0], (ranked.iloc[1] if len(ranked) > 1 else None)
+
+
+def _significance(tests: pd.DataFrame, title_key: dict) -> str:
+    """One clause on test RMSE for a cell, from the Holm-corrected Welch tests."""
+    if not len(tests):
+        return "test RMSE: not testable (one method)"
+    rows = tests
+    for k, v in title_key.items():
+        if k in rows:
+            rows = rows[(rows[k] == v) | (pd.isna(v) & rows[k].isna())]
+    if not len(rows):
+        return "test RMSE: not testable"
+    if rows["welch_p_holm"].isna().all():
+        few = (rows[["n_a", "n_b"]].min(axis=1) < 2).all()
+        return ("test RMSE: not testable with one seed per method (add seeds to compare learning)" if few
+                else "test RMSE: identical across seeds (nothing to test)")
+    best = rows.sort_values("welch_p_holm").iloc[0]
+    if best["welch_p_holm"] < ALPHA:
+        lower, higher = (best["method_a"], best["method_b"]) if best["mean_a"] < best["mean_b"] \
+            else (best["method_b"], best["method_a"])
+        return (f"test RMSE differs: {lower} lower than {higher} "
+                f"(Holm-corrected Welch p = {best['welch_p_holm']:.3g})")
+    return f"test RMSE: no significant difference (smallest Holm-corrected Welch p = {best['welch_p_holm']:.2g})"
+
+
+def verdict(df: pd.DataFrame) -> list[str]:
+    """One sentence per cell of the sweep ``df`` (:func:`~gnn_batching.sweep.results.collect`)."""
+    agg = comparison(df)
+    keys = cell_keys(df)
+    tests = pairwise_tests(df)
+    steps = int(df["steps"].max()) if "steps" in df else None
+    lines = []
+    for key, sub in agg.groupby(keys, dropna=False, sort=True):
+        key = key if isinstance(key, tuple) else (key,)
+        title = _cell_title(keys, key)
+        if len(sub) < 2:
+            lines.append(f"{title}: one method only ({sub['method'].iloc[0]}); nothing to compare.")
+            continue
+        best, second = _winner(sub, "graphs_per_s_mean")
+        text = (f"{title}: fastest in steady state {best['method']} ({best['graphs_per_s_mean']:.0f} graphs/s, "
+                f"{best['graphs_per_s_mean'] / second['graphs_per_s_mean']:.2f}x {second['method']})")
+        if "graphs_per_s_incl_compile_mean" in sub and np.isfinite(sub["graphs_per_s_incl_compile_mean"]).all():
+            incl, incl2 = _winner(sub, "graphs_per_s_incl_compile_mean")
+            over = f" over {steps} steps" if steps else ""
+            rate, rate2 = incl["graphs_per_s_incl_compile_mean"], incl2["graphs_per_s_incl_compile_mean"]
+            text += (f"; including compilation{over} {incl['method']} ({rate:.0f} graphs/s, {rate / rate2:.2f}x "
+                     f"{incl2['method']})")
+            if incl["method"] != best["method"]:
+                be = str(best.get("break_even_steps", "") or "")
+                if be.isdigit():
+                    text += (f"; {best['method']} pays back its extra compilation after about {int(be):,} steps "
+                             f"(break-even vs {best['break_even_ref']}): for longer runs it is the faster choice")
+                elif be == "never":
+                    text += f"; {best['method']}'s faster steps do not pay back its extra compilation in this data"
+                else:
+                    text += "; the two measures rank them differently (see break-even in the table)"
+            else:
+                text += f"; {best['method']} wins on both measures"
+        sig_key = {k.removeprefix("axis:"): v for k, v in zip(keys, key)}
+        lines.append(f"{text}; {_significance(tests, sig_key)}.")
+    return lines
+
+
+def format_verdict(df: pd.DataFrame) -> str:
+    """The verdict as Markdown bullet points, headed."""
+    return "**Verdict** (from the table below; steady state excludes warm-up and compiling steps):\n\n" + \
+        "\n".join(f"* {line}" for line in verdict(df))
