@@ -99,3 +99,29 @@ def test_notebook_example_trains_with_its_own_loop_and_reads_a_sweep(tmp_path):
     m = re.search(r"loss ([0-9.]+), test MAE ([0-9.]+) eV", r.stdout)
     assert m and float(m.group(1)) < 5 and float(m.group(2)) < 50, r.stdout  # QM9 U0 spans ~10 eV around its mean
     assert "dynamic" in r.stdout and "graphs_per_s" in r.stdout, r.stdout
+
+
+@pytest.mark.slow  # a sweep: another process per cell
+def test_the_file_dataset_sweep_example_runs(tmp_path):
+    """The README's sweep over the user's own structures, on a small extxyz file, shrunk with --set."""
+    import pandas as pd
+    import yaml
+    from test_sources import _write_extxyz
+
+    with open(os.path.join(ROOT, "README.md"), encoding="utf-8") as fh:
+        readme = fh.read()
+    block = [b for b in re.findall(r"```yaml\n(.*?)```", readme, re.S) if b.startswith("# my_sweep.yaml")]
+    assert len(block) == 1
+    sweep = yaml.safe_load(block[0])
+    data = tmp_path / "my_structures.extxyz"
+    _write_extxyz(data, n=40)
+    sweep["base"]["dataset"]["name"] = f"file:{data}"
+    (tmp_path / "my_sweep.yaml").write_text(yaml.safe_dump(sweep))
+    r = subprocess.run([sys.executable, "-m", "gnn_batching.cli", "sweep", "my_sweep.yaml", "--set",
+                        "output_dir=out", "--set", "train.num_train_steps=3", "--set", "train.eval_every=0",
+                        "--set", "model.latent_size=8", "--set", "grid.batching.batch_size=[8]", "--set",
+                        "grid.train.seed=[0]"], capture_output=True, text=True, cwd=tmp_path,
+                       env={**os.environ, "GNN_BATCHING_DATA": str(tmp_path / "data")}, timeout=900)
+    assert r.returncode == 0, r.stderr[-3000:]
+    df = pd.read_csv(tmp_path / "out" / "results.csv")
+    assert sorted(df["method"]) == ["dynamic", "static-64", "static-pow2"] and (df["steps"] == 3).all()

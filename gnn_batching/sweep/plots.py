@@ -31,7 +31,7 @@ import pandas as pd
 from gnn_batching.errors import UserError
 from gnn_batching.io import write_csv_atomic
 from gnn_batching.rundir import EVALS, STEPS, run_file
-from gnn_batching.sweep.results import cell_keys, collect, comparison, extra_axes, variant, with_variant
+from gnn_batching.sweep.results import cell_keys, collect, comparison, extra_axes, group_keys, variant, with_variant
 from gnn_batching.sweep.significance import pairwise_tests
 
 METHOD_STYLE = {  # one colour and marker per method, whichever methods a sweep contains
@@ -73,6 +73,58 @@ def _subplots(*args, **kwargs):
     return plt.subplots(*args, layout="constrained", **kwargs)
 
 
+def _legend(fig, axes) -> None:
+    """One legend for the figure, OUTSIDE the panels (below them): it can never cover data."""
+    handles, labels = {}, []
+    for ax in np.atleast_1d(axes).ravel():
+        for h, lab in zip(*ax.get_legend_handles_labels()):
+            if lab not in handles:
+                handles[lab] = h
+                labels.append(lab)
+    if labels:
+        fig.legend([handles[lab] for lab in labels], labels, loc="outside lower center",
+                   ncols=min(len(labels), 4), fontsize=8, frameon=False)
+
+
+def _log2_x(ax, sizes) -> None:
+    """A log2 batch-size axis that stays readable with ONE batch size (a lone point would get a
+    degenerate range): a margin of a factor 1.6 either side, ticks at the sizes."""
+    sizes = sorted(int(b) for b in sizes)
+    ax.set_xscale("log", base=2)
+    ax.set_xlim(sizes[0] / 1.6, sizes[-1] * 1.6)
+    ax.set_xticks(sizes, [str(b) for b in sizes])
+    ax.minorticks_off()
+
+
+def _identical_to(curves: dict[str, tuple]) -> dict[str, str]:
+    """``variant -> variant it coincides with`` for curves (x, y arrays) identical to an earlier one
+    (e.g. two static methods with one seed see the same batches: their losses are equal)."""
+    out: dict[str, str] = {}
+    names = list(curves)
+    for i, v in enumerate(names):
+        for u in names[:i]:
+            a, b = curves[v], curves[u]
+            if u not in out and all(len(x) == len(y) and np.allclose(x, y, equal_nan=True) for x, y in zip(a, b)):
+                out[v] = u
+                break
+    return out
+
+
+def _plot_curves(ax, curves: dict[str, tuple], style, marker: bool = True) -> None:
+    """Plot ``variant -> (x, y)``; a curve identical to another is labelled so and drawn dashed
+    with open markers on top, so neither hides the other."""
+    same = _identical_to(curves)
+    for v, (x, y) in curves.items():
+        st = style(v)
+        kw = {"color": st["color"], "linestyle": st["linestyle"], "label": v}
+        if marker:
+            kw.update(marker=st["marker"], markersize=4)
+        if v in same:
+            kw.update(label=f"{v} (identical to {same[v]})", linestyle=(0, (4, 3)), markerfacecolor="none",
+                      linewidth=2.0, zorder=3)
+        ax.plot(x, y, **kw)
+
+
 def _save(fig, out_dir: str, name: str, fmt: str) -> str:
     path = os.path.join(out_dir, f"{name}.{fmt}")
     tmp = os.path.join(out_dir, f".{name}.tmp.{fmt}")
@@ -112,12 +164,12 @@ def plot_timing(df, out_dir, fmt):
                 g = g.sort_values("batch_size")
                 ax.errorbar(g["batch_size"], g[f"{col}_mean"], yerr=g[f"{col}_std"].fillna(0), label=v,
                             capsize=3, **style(v))
-            ax.set_xscale("log", base=2)
+            _log2_x(ax, agg["batch_size"].unique())
             ax.set_ylabel(f"{label} [ms/step]")
             ax.set_title(f"{ds} / {model}: {label}", fontsize=10)
             ax.grid(alpha=0.3)
         axes[-1, j].set_xlabel("batch size (graphs incl. padding graph)")
-    axes[0, 0].legend(fontsize=8)
+    _legend(fig, axes)
     fig.suptitle(f"Time per training step (median over steady-state steps; bars = std over seeds)\n{_subtitle(df)}")
     return _save(fig, out_dir, "timing", fmt)
 
@@ -152,7 +204,7 @@ def plot_speedup(df, out_dir, fmt):
             ax.set_ylabel("graphs/s relative to the slowest [x]")
             ax.set_title(f"{ds} / {model}: {label}", fontsize=10)
             ax.grid(axis="y", alpha=0.3)
-    axes[0, 0].legend(fontsize=8)
+    _legend(fig, axes)
     fig.suptitle("Throughput (graphs/s) over the slowest method, steady state and including compile time\n"
                  f"{_subtitle(df)}")
     return _save(fig, out_dir, "speedup", fmt)
@@ -167,16 +219,18 @@ def plot_compiles(df, out_dir, fmt):
         g = g.groupby("batch_size").mean(numeric_only=True).reset_index()
         axes[0].errorbar(g["batch_size"], g["train_step_compiles_mean"], yerr=g["train_step_compiles_std"].fillna(0),
                          label=v, capsize=3, **style(v))
-        axes[1].errorbar(g["batch_size"], g["compile_seconds_mean"], yerr=g["compile_seconds_std"].fillna(0),
-                         label=v, capsize=3, **style(v))
-    for ax, lab in zip(axes, ["train-step compilations [count]", "compile time, train + eval [s]"]):
-        ax.set_xscale("log", base=2)
+        axes[1].errorbar(g["batch_size"], g["train_compile_seconds_mean"],
+                         yerr=g["train_compile_seconds_std"].fillna(0), label=v, capsize=3, **style(v))
+    # train steps only, as the comparison table's "compiles" and "compile s" columns
+    for ax, lab in zip(axes, ["train-step compilations [count]", "train-step compile time [s]"]):
+        _log2_x(ax, agg["batch_size"].unique())
         ax.set_yscale("log")
         ax.set_xlabel("batch size")
         ax.set_ylabel(lab)
         ax.grid(alpha=0.3)
-    axes[0].legend(fontsize=8)
-    fig.suptitle(f"XLA compilations per run (each distinct padded shape compiles once)\n{_subtitle(df)}")
+    _legend(fig, axes)
+    fig.suptitle(f"XLA compilations of the train step per run (each distinct padded shape compiles once; as the "
+                 f"table's 'compiles' and 'compile s')\n{_subtitle(df)}")
     return _save(fig, out_dir, "compiles", fmt)
 
 
@@ -216,20 +270,23 @@ def plot_cumulative(df, out_dir, fmt):
     cells = _by_cell(df, steps)
     fig, axes = _subplots(len(cells), 2, figsize=(11, 3.6 * len(cells)), squeeze=False)
     for i, (title, sub) in enumerate(cells):
+        by_step, by_graphs = {}, {}
         for v, g in sub.groupby("variant"):
             g = g.sort_values(["seed", "step"]).copy()
-            g["cum_s"] = g.groupby("seed")["combined_ms"].cumsum() / 1e3
+            # the time-to-train rule: what a restart repeated is not training time
+            repeated = g["restart_compile_s"] * 1e3 if "restart_compile_s" in g else 0.0
+            g["cum_s"] = (g["combined_ms"] - repeated).groupby(g["seed"]).cumsum() / 1e3
             mean = g.groupby("step")[["cum_s", "graphs_seen"]].mean().reset_index()
-            st = style(v)
-            kw = {"color": st["color"], "linestyle": st["linestyle"], "label": v}
-            axes[i, 0].plot(mean["step"] + 1, mean["cum_s"], **kw)
-            axes[i, 1].plot(mean["graphs_seen"], mean["cum_s"], **kw)
+            by_step[v] = (mean["step"].to_numpy() + 1, mean["cum_s"].to_numpy())
+            by_graphs[v] = (mean["graphs_seen"].to_numpy(), mean["cum_s"].to_numpy())
+        _plot_curves(axes[i, 0], by_step, style, marker=False)
+        _plot_curves(axes[i, 1], by_graphs, style, marker=False)
         for j, xl in enumerate(["training steps", "graphs seen"]):
             axes[i, j].set_xlabel(xl)
             axes[i, j].set_ylabel("cumulative training time [s]")
             axes[i, j].set_title(title, fontsize=9)
             axes[i, j].grid(alpha=0.3)
-    axes[0, 0].legend(fontsize=8)
+    _legend(fig, axes)
     fig.suptitle("Time to train, compilation included (assembly + update of every step, evaluation excluded; "
                  f"mean over seeds)\n{_subtitle(df)}")
     return _save(fig, out_dir, "cumulative", fmt)
@@ -248,18 +305,19 @@ def plot_learning(df, out_dir, fmt):
         for i, metric in enumerate(["rmse", "mae"]):
             for j, x in enumerate(["step", "graphs_seen"]):
                 ax = axes[2 * p + i, j]
+                curves, styles = {}, {}
                 for (v, b), g in sub.groupby(["variant", "batch_size"]) if len(sub) else []:
                     c = g.groupby("step")[[metric, "graphs_seen"]].mean().reset_index()
-                    st = style(v)
-                    ax.plot(c[x], c[metric], marker=st["marker"], markersize=4, color=st["color"],
-                            linestyle=LINESTYLES[sizes.index(b) % 4], label=f"{v}, bs {b}")
+                    curves[f"{v}, bs {b}"] = (c[x].to_numpy(), c[metric].to_numpy())
+                    styles[f"{v}, bs {b}"] = {**style(v), "linestyle": LINESTYLES[sizes.index(b) % 4]}
+                _plot_curves(ax, curves, lambda name, styles=styles: styles[name])
                 ax.set_xlabel("training steps" if x == "step" else "graphs seen")
                 unit = df["unit"].iloc[0]
                 ax.set_ylabel(f"test {metric.upper()}{f' [{unit}]' if unit else ''}")
                 ax.ticklabel_format(axis="y", useOffset=False)
                 ax.set_title(f"{ds} / {model}", fontsize=10)
                 ax.grid(alpha=0.3)
-    axes[0, 0].legend(fontsize=7)
+    _legend(fig, axes)
     fig.suptitle(f"Test error during training (mean over seeds; line style = batch size)\n{_subtitle(df)}")
     return _save(fig, out_dir, "learning", fmt)
 
@@ -275,19 +333,20 @@ def plot_time_to_accuracy(df, out_dir, fmt):
     cells = _by_cell(df, ev)
     fig, axes = _subplots(len(cells), 2, figsize=(11, 3.6 * len(cells)), squeeze=False)
     for i, (title, sub) in enumerate(cells):
+        by_time, by_graphs = {}, {}
         for v, g in sub.groupby("variant"):
             c = g.groupby("step")[["rmse", "train_wall_s", "graphs_seen"]].mean().reset_index()
-            st = style(v)
-            kw = {"color": st["color"], "marker": st["marker"], "linestyle": st["linestyle"], "label": v}
-            axes[i, 0].plot(c["train_wall_s"], c["rmse"], **kw)
-            axes[i, 1].plot(c["graphs_seen"], c["rmse"], **kw)
+            by_time[v] = (c["train_wall_s"].to_numpy(), c["rmse"].to_numpy())
+            by_graphs[v] = (c["graphs_seen"].to_numpy(), c["rmse"].to_numpy())
+        _plot_curves(axes[i, 0], by_time, style)
+        _plot_curves(axes[i, 1], by_graphs, style)
         for j, xl in enumerate(["training time incl. compilation [s]", "graphs seen"]):
             axes[i, j].set_xlabel(xl)
             unit = df["unit"].iloc[0]
             axes[i, j].set_ylabel(f"test RMSE{f' [{unit}]' if unit else ''}")
             axes[i, j].set_title(title, fontsize=9)
             axes[i, j].grid(alpha=0.3)
-    axes[0, 0].legend(fontsize=8)
+    _legend(fig, axes)
     fig.suptitle(f"Time to accuracy (mean over seeds; evaluation time excluded)\n{_subtitle(df)}")
     return _save(fig, out_dir, "time_to_accuracy", fmt)
 
@@ -309,7 +368,7 @@ def plot_batch_sizes(df, out_dir, fmt):
                 axes[i, j].set_xlabel(f"{lab} per batch")
                 axes[i, j].set_ylabel("batches")
                 axes[i, j].set_title(f"batch size {b}", fontsize=10)
-    axes[0, 0].legend(fontsize=8)
+    _legend(fig, axes)
     fig.suptitle(f"Real content of training batches (one seed per method; static methods with the same seed "
                  f"hold the same graphs, so their outlines coincide)\n{_subtitle(df)}")
     return _save(fig, out_dir, "batch_sizes", fmt)
@@ -328,19 +387,42 @@ def plot_fill(df, out_dir, fmt):
         ax.set_ylim(0, 1.05)
         ax.grid(axis="y", alpha=0.3)
     axes[0].set_ylabel("fill [fraction]")
-    axes[0].legend(fontsize=8)
+    _legend(fig, axes)
     fig.suptitle(f"Padding efficiency (1.0 = no padding)\n{_subtitle(df)}")
     return _save(fig, out_dir, "fill", fmt)
 
 
+def _text_colour(rgba) -> str:
+    """Black or white, whichever reads better on ``rgba`` (relative luminance)."""
+    r, g, b = rgba[:3]
+    return "k" if 0.2126 * r + 0.7152 * g + 0.0722 * b > 0.45 else "w"
+
+
 def plot_significance(df, out_dir, fmt, tests: pd.DataFrame | None = None):
-    """Figure ``significance``: pairwise test-error differences with Holm-corrected p-values."""
+    """Figure ``significance``: pairwise test-error differences with Holm-corrected p-values.
+
+    Labels are black or white by the cell's colour; when nothing is testable (one seed per
+    method, or no spread) the figure says so in one panel instead of empty heatmaps.
+    """
     tests = pairwise_tests(df) if tests is None else tests
+    testable = len(tests) and np.isfinite(tests[["welch_p_holm", "mannwhitney_p_holm"]].to_numpy(float)).any()
+    if not testable:
+        fig, ax = _subplots(1, 1, figsize=(7, 2.6))
+        seeds = int(df.groupby(group_keys(df), dropna=False)["seed"].nunique().min()) if len(df) else 0
+        why = (f"{seeds} seed per method: a test needs at least 2 per method" if seeds < 2 else
+               "no spread across seeds to test" if len(tests) else "one method per cell: nothing to compare")
+        ax.text(0.5, 0.5, f"No pairwise test is possible here:\n{why}.\nAdd seeds (grid train.seed) to compare "
+                "test error between methods.", ha="center", va="center", fontsize=11, transform=ax.transAxes)
+        ax.set_axis_off()
+        fig.suptitle("Does the batching method change final test RMSE?")
+        return _save(fig, out_dir, "significance", fmt)
     keys = [k.removeprefix("axis:") for k in cell_keys(df)]
-    groups = sorted(tests.groupby(keys, dropna=False).groups) if len(tests) else []
+    groups = sorted(tests.groupby(keys, dropna=False).groups)
     n = max(len(groups), 1)
+    cmap = plt.get_cmap("viridis_r")
     fig, axes = _subplots(2, n, figsize=(4.2 * n, 7.5), squeeze=False)
     for j, key in enumerate(groups):
+        key = key if isinstance(key, tuple) else (key,)
         mask = np.ones(len(tests), bool)
         for k, v in zip(keys, key):
             mask &= (tests[k] == v).to_numpy() | (pd.isna(v) & tests[k].isna()).to_numpy()
@@ -352,15 +434,15 @@ def plot_significance(df, out_dir, fmt, tests: pd.DataFrame | None = None):
                 a, b = methods.index(r["method_a"]), methods.index(r["method_b"])
                 mat[a, b] = mat[b, a] = r[col]
             ax = axes[i, j]
-            im = ax.imshow(mat, vmin=0, vmax=1, cmap="viridis_r")
+            im = ax.imshow(mat, vmin=0, vmax=1, cmap=cmap)
             ax.set_xticks(range(len(methods)), methods, rotation=45, ha="right", fontsize=8)
             ax.set_yticks(range(len(methods)), methods, fontsize=8)
             for a in range(len(methods)):
                 for b in range(len(methods)):
                     if a != b:
-                        txt = f"{mat[a, b]:.2g}" if np.isfinite(mat[a, b]) else "n/a"
-                        ax.text(b, a, txt, ha="center", va="center", fontsize=7,
-                                color="w" if np.isfinite(mat[a, b]) and mat[a, b] < 0.5 else "k")
+                        ok = np.isfinite(mat[a, b])
+                        ax.text(b, a, f"{mat[a, b]:.2g}" if ok else "n/a", ha="center", va="center", fontsize=7,
+                                color=_text_colour(cmap(mat[a, b])) if ok else "k")
             test = "Welch t" if i == 0 else "Mann-Whitney U"
             label = " ".join(str(x) for x in key)
             ax.set_title(f"{label}\n{test}, Holm-adjusted p", fontsize=9)
