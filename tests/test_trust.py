@@ -298,7 +298,8 @@ def test_a_run_never_overwrites_files_it_did_not_create(tmp_path, capsys):
     out.mkdir()
     (out / "config.yaml").write_text("my own notes\n")
     code = main(["run", SMOKE, "--out", str(out), *SET_TINY])
-    assert code == 2 and "--force" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert code == 2 and "--force" in err and "--resume" in err  # the fix that keeps the partial run
     assert (out / "config.yaml").read_text() == "my own notes\n"
     (out / "notes.txt").write_text("x")
     code = main(["run", SMOKE, "--out", str(out), "--force", *SET_TINY])
