@@ -25,7 +25,8 @@ import yaml
 
 from gnn_batching.errors import ConfigError
 
-METHOD_NAMES = ("static-pow2", "static-64", "static-max", "static-exact", "dynamic", "buckets", "packed", "autobatch")
+METHOD_NAMES = ("static-pow2", "static-64", "static-max", "static-exact", "dynamic", "buckets", "packed", "autobatch",
+                "static-constant")
 BUDGET_RULES = ("full", "paper", "fit-or-skip", "percentile")
 MODEL_NAMES = ("mpeu", "schnet", "painn")
 # the study's settings; PaiNN's width/RBF/cutoff differ from the message-passing pair
@@ -522,8 +523,8 @@ FIELD_DOCS: dict[str, str] = {
     "model.n_rbf": "Radial basis functions of the edge distance; null: the study's value (150; PaiNN 20).",
     "model.cutoff": "PaiNN: cosine cutoff radius in Angstrom; null: 6.0.",
     "model.form": "Autobatch's per-graph model: `sparse` (segment sums over edges) or `dense` (n x n pairs).",
-    "batching.method": "Batching method: `static-pow2`, `static-64`, `static-max`, `static-exact`, `dynamic`, "
-                       "`buckets`, `packed` or `autobatch` (see the methods page).",
+    "batching.method": "Batching method: `static-pow2`, `static-64`, `static-constant`, `static-max`, "
+                       "`static-exact`, `dynamic`, `buckets`, `packed` or `autobatch` (see the methods page).",
     "batching.batch_size": "Graphs per batch INCLUDING the padding graph (static batches hold batch_size - 1 real "
                            "graphs); per device in a data-parallel run.",
     "batching.budget": "Dynamic batching's node/edge budget rule: `full`, `paper`, `fit-or-skip` or `percentile`.",

@@ -36,7 +36,7 @@ from typing import ClassVar
 import numpy as np
 
 from gnn_batching.batching.assemble import Batch, iterate_plan
-from gnn_batching.batching.budgets import Budget, budget_from_rule, ceil_multiple, next_pow2
+from gnn_batching.batching.budgets import Budget, budget_from_rule, ceil_multiple, next64_strict, next_pow2
 from gnn_batching.batching.menu import choose_menu, random_batch_sums, smallest_cover
 from gnn_batching.batching.packing import pack_balanced
 from gnn_batching.batching.plan import EpochPlan
@@ -167,6 +167,31 @@ class StaticExact(StaticMethod):
     def shapes_for(self, sum_n, sum_e):
         """Exactly the real sums (+1 padding node)."""
         return sum_n + 1, sum_e
+
+
+class StaticConstant(StaticMethod):
+    """The study's static-constant batching (in its code, not its paper's results): every batch
+    padded to ONE shape, ``next64(max_nodes * bs) + 1`` nodes and ``next64(max_edges * bs)``
+    edges, where ``max_*`` is the largest graph (``next64`` strictly above, as the study's
+    ``64 * (1 + floor(v / 64))``). One compilation, much padding. The study took the maxima over
+    its training data; here the largest graph of the whole dataset, so no evaluated batch can
+    overflow the shape (on QM9 both are 29 atoms / 812 edges)."""
+
+    name = "static-constant"
+    family = "study"
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._nn = next64_strict(float(self.n_node.max()) * self.bs) + 1
+        self._ne = next64_strict(float(self.n_edge.max()) * self.bs)
+
+    def shapes_for(self, sum_n, sum_e):
+        """Every batch gets the constant shape."""
+        return np.full_like(sum_n, self._nn), np.full_like(sum_e, self._ne)
+
+    def fixed_shape(self):
+        """The one padded shape ``(n_node, n_edge, n_graph)``."""
+        return self._nn, self._ne, self.bs
 
 
 class StaticMax(StaticMethod):

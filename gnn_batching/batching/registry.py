@@ -14,6 +14,7 @@ from gnn_batching.batching.methods import (
     Dynamic,
     Packed,
     Static64,
+    StaticConstant,
     StaticExact,
     StaticMax,
     StaticPow2,
@@ -23,7 +24,8 @@ from gnn_batching.config import METHOD_NAMES, BatchingConfig
 from gnn_batching.errors import ConfigError
 
 METHODS: dict[str, type[BatchingMethod]] = {
-    m.name: m for m in (StaticPow2, Static64, StaticMax, StaticExact, Dynamic, Buckets, Packed, Autobatch)
+    m.name: m for m in (StaticPow2, Static64, StaticMax, StaticExact, Dynamic, Buckets, Packed, Autobatch,
+                        StaticConstant)
 }
 assert tuple(METHODS) == METHOD_NAMES  # the config schema validates names against this list
 

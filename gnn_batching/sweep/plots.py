@@ -37,7 +37,7 @@ from gnn_batching.sweep.significance import pairwise_tests
 METHOD_STYLE = {  # one colour and marker per method, whichever methods a sweep contains
     "static-pow2": ("tab:blue", "s"), "static-64": ("tab:orange", "^"), "static-max": ("tab:red", "D"),
     "static-exact": ("tab:purple", "x"), "dynamic": ("tab:green", "o"), "buckets": ("tab:brown", "v"),
-    "packed": ("tab:pink", "P"), "autobatch": ("tab:olive", "*"),
+    "packed": ("tab:pink", "P"), "autobatch": ("tab:olive", "*"), "static-constant": ("tab:cyan", "d"),
 }
 LINESTYLES = ["-", "--", ":", "-."]
 
