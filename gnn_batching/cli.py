@@ -191,6 +191,18 @@ def cmd_sweep(a: argparse.Namespace) -> int:
     return code
 
 
+def cmd_study_plan(a: argparse.Namespace) -> int:
+    """``gnn-batching study plan``: the study's compile counters beside our planned counts."""
+    from gnn_batching.study_plan import format_study_plan, study_plan
+
+    if a.steps < 1 or min(a.batch_sizes) < 2:
+        raise UserError("study plan: --steps must be >= 1 and --batch-sizes >= 2")
+    a.dataset = a.dataset_flag or a.dataset or "qm9"
+    rows = study_plan(_spec_from_args(a), a.batch_sizes, a.steps)
+    print(dumps_json(rows) if a.json else format_study_plan(rows))
+    return 0
+
+
 def cmd_results(a: argparse.Namespace) -> int:
     """``gnn-batching results``: print a sweep's comparison table (and best new vs best study method)."""
     from gnn_batching.sweep.results import collect, format_comparison
@@ -279,6 +291,20 @@ def build_parser() -> argparse.ArgumentParser:
     bs_.add_argument("--json", action="store_true", help="print a JSON list of flat objects")
     bs_.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     bs_.set_defaults(fn=cmd_bench_step)
+
+    study = sub.add_parser("study", help="compare with the study itself").add_subparsers(dest="study_cmd",
+                                                                                         required=True)
+    sp = study.add_parser("plan", help="planned compile counts of the study's static methods vs its counters",
+                          description="Planned train-step compilations (distinct padded shapes) of static-pow2 and "
+                                      "static-64 over --steps, with the study's batch sequence and with ours, beside "
+                                      "the study's published recompilation counters. No training.")
+    _dataset_args(sp, flag=True)
+    sp.add_argument("--batch-sizes", type=int, nargs="+", default=[16, 32, 64, 128], metavar="BS",
+                    help="batch sizes, each counting the padding graph (default: 16 32 64 128)")
+    sp.add_argument("--steps", type=int, default=100_000, help="training steps planned (default 100000, the "
+                    "study's; its counters exist for 100k)")
+    sp.add_argument("--json", action="store_true", help="print a JSON list of flat objects")
+    sp.set_defaults(fn=cmd_study_plan)
 
     r = sub.add_parser("run", help="one training run from a YAML config")
     r.add_argument("config", help="YAML config, e.g. configs/smoke.yaml")
