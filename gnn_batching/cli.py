@@ -203,6 +203,15 @@ def cmd_study_plan(a: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_study_compare(a: argparse.Namespace) -> int:
+    """``gnn-batching study compare``: a sweep beside the study's published runs."""
+    from gnn_batching.sweep.results import collect
+    from gnn_batching.sweep.study_compare import format_study_compare, write_study_compare
+
+    print(format_study_compare(*write_study_compare(a.sweep_dir, collect(a.sweep_dir))))
+    return 0
+
+
 def cmd_results(a: argparse.Namespace) -> int:
     """``gnn-batching results``: print a sweep's comparison table (and best new vs best study method)."""
     from gnn_batching.sweep.results import collect, format_comparison
@@ -305,6 +314,13 @@ def build_parser() -> argparse.ArgumentParser:
                     "study's; its counters exist for 100k)")
     sp.add_argument("--json", action="store_true", help="print a JSON list of flat objects")
     sp.set_defaults(fn=cmd_study_plan)
+    sc = study.add_parser("compare", help="a sweep's numbers beside the study's published runs",
+                          description="Join a sweep's results with the study's own per-run results (dataset, "
+                                      "model, method, batch size, device kind): ratios between methods on both "
+                                      "sides, then absolute step times, compiles and test RMSE. Writes "
+                                      "study_compare.csv, study_ratios.csv and figures/study_compare.png.")
+    sc.add_argument("sweep_dir", help="the sweep's output_dir, e.g. results/quickstart")
+    sc.set_defaults(fn=cmd_study_compare)
 
     r = sub.add_parser("run", help="one training run from a YAML config")
     r.add_argument("config", help="YAML config, e.g. configs/smoke.yaml")

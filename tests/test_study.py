@@ -84,3 +84,32 @@ def test_planned_compiles_with_the_study_sequence_match_its_counters_on_qm9():
         else:
             assert r["ratio"] == pytest.approx(1.0, abs=0.05), r
             assert r["ours"] > r["study_order"], r
+
+
+def test_study_compare_joins_a_sweep_with_the_studys_rows(tmp_path):
+    """Our summary figures beside the study's published rows for the same cell (QM9, SchNet, bs 16,
+    CPU), the ratios between methods computed on each side, the tables and the figure written."""
+    import pandas as pd
+    from test_trust import _fake_sweep
+
+    from gnn_batching.reference import study_results
+    from gnn_batching.sweep.results import collect
+    from gnn_batching.sweep.study_compare import write_study_compare
+
+    ms = {"static-pow2": 30.0, "static-64": 120.0, "dynamic": 15.0, "packed": 14.0}
+    rows = [{"method": m, "seed": 0, "graphs_per_s": 10.0, "train_step_compiles": 1, "train_wall_s": 1.0,
+             "graphs_per_s_incl_compile": 5.0, "test_rmse": 1.0, "ms_per_step_incl_compile": v,
+             "combined_ms_median": v / 2} for m, v in ms.items()]
+    sweep = _fake_sweep(tmp_path, rows, {"batching.method": [], "train.seed": [0]})
+    compared, ratios = write_study_compare(sweep, collect(sweep))
+    assert sorted(compared["method"]) == ["dynamic", "static-64", "static-pow2"]  # packed: the study never ran it
+    s = study_results("100k")
+    theirs = s[(s["dataset"] == "qm9") & (s["model"] == "schnet") & (s["batch_size"] == 16)
+               & (s["computing_type"] == "cpu") & (s["batching_type"] == "static") & ~s["batching_round_to_64"]]
+    row = compared.set_index("method").loc["static-pow2"]
+    assert row["study_ms_incl_compile"] == pytest.approx(theirs["step_100000_update_time_mean"].mean() * 1e3)
+    assert row["study_compiles"] == 3 and row["our_ms_incl_compile"] == 30.0
+    r = ratios.set_index("ratio").loc["static-pow2 / dynamic"]
+    assert r["ours_incl_compile"] == pytest.approx(2.0) and r["ours_steady"] == pytest.approx(2.0)
+    assert (tmp_path / "sweep" / "figures" / "study_compare.png").exists()
+    assert len(pd.read_csv(tmp_path / "sweep" / "study_ratios.csv")) == 2

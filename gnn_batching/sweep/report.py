@@ -13,6 +13,7 @@ from gnn_batching.rundir import PROVENANCE
 from gnn_batching.sweep.layout import read_json
 from gnn_batching.sweep.results import COMPARISON_NOTE, format_comparison
 from gnn_batching.sweep.significance import pairwise_tests
+from gnn_batching.sweep.study_compare import format_study_compare, study_compare
 from gnn_batching.sweep.verdict import format_verdict
 from gnn_batching.sweep.versus import format_versus, versus_study
 
@@ -52,6 +53,11 @@ def build_markdown(sweep_dir: str, df: pd.DataFrame, figures: list[str]) -> str:
         "Methods hold different numbers of graphs per batch, so speedups compare graphs/s, not ms/step. "
         "Every row pools only runs that differ in their seed (`comparison.csv` holds the same table).", "",
     ]
+    compared = study_compare(df)
+    if len(compared[0]):
+        lines += ["## Beside the study's published runs", "",
+                  "Joined with the study's own per-run results (its 100k-step runs; `gnn-batching study compare`).",
+                  "", format_study_compare(*compared), ""]
     versus = format_versus(versus_study(df))
     if versus:
         lines += ["## Beyond the study: best new method against the best of the study's three", "", versus,
