@@ -50,8 +50,17 @@ def test_grid_expansion_and_validation(tmp_path):
     bad.write_text("name: x\noutput_dir: y\ngrids: {}\n")
     with pytest.raises(ConfigError, match="grids: unknown key"):
         load_sweep(str(bad))
-    for name in ("quickstart", "paper-qm9", "paper-aflow"):
+    for name in ("quickstart", "paper-qm9", "paper-aflow", "paper-aflow-filtered", "paper-qm9-2m", "paper-aflow-2m",
+                 "paper-qm9-painn", "paper-aflow-painn"):
         assert load_sweep(os.path.join(ROOT, "configs", f"{name}.yaml")).cells
+    from gnn_batching.config import load_config
+
+    study, filtered = (load_config(os.path.join(ROOT, "configs", f"{n}.yaml")).dataset for n in ("aflow",
+                                                                                                 "aflow-filtered"))
+    assert (study.dft_type, study.ef_range) == (None, None)  # the study filtered nothing
+    assert filtered.dft_type == "PAW_PBE" and filtered.ef_range == (-10, 70)
+    two = load_sweep(os.path.join(ROOT, "configs", "paper-qm9-2m.yaml"))
+    assert {c.config["train"]["num_train_steps"] for c in two.cells} == {2_000_000} and len(two.cells) == 240
 
 
 def test_holm_and_pairwise_tests():
