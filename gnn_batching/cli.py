@@ -63,6 +63,10 @@ def cmd_data_stats(a: argparse.Namespace) -> int:
     ds = load_dataset(_spec_from_args(a), use_cache=not a.no_cache, verbose=True)
     stats = dataset_stats(ds)
     print(dumps_json(stats, indent=None) if a.json else format_stats(stats))
+    if a.plot:
+        from gnn_batching.dataset_figure import plot_dataset
+
+        print(f"histograms: {plot_dataset(ds, a.plot)}", file=sys.stderr)
     if ds.store.skipped and not a.json:
         print(f"  skipped entries ({len(ds.store.skipped)}):", file=sys.stderr)
         for s in ds.store.skipped[:20]:
@@ -260,6 +264,8 @@ def build_parser() -> argparse.ArgumentParser:
     st = data.add_parser("stats", help="counts and size/target distributions of a dataset")
     _dataset_args(st)
     st.add_argument("--json", action="store_true", help="print one flat JSON object")
+    st.add_argument("--plot", metavar="PATH", help="also draw histograms of nodes, edges and the target to PATH "
+                    "(.png or .pdf)")
     st.set_defaults(fn=cmd_data_stats)
 
     bench = sub.add_parser("bench", help="benchmarks").add_subparsers(dest="bench_cmd", required=True)

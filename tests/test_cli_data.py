@@ -31,6 +31,9 @@ def test_data_stats_json_file_and_synthetic(tmp_path, capsys):
     assert main(["data", "stats", f"file:{p}"]) == 0
     text = capsys.readouterr().out
     assert "target   energy (no unit given)" in text and "[]" not in text  # a file's target has no unit
+    assert main(["data", "stats", f"file:{p}", "--plot", str(tmp_path / "h.png")]) == 0
+    capsys.readouterr()
+    assert (tmp_path / "h.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"  # the study's dataset histograms
     assert main(["data", "stats", "aflow-synthetic", "--limit", "30", "--json"]) == 0
     d = json.loads(capsys.readouterr().out)
     assert d["synthetic"] is True and d["n_graphs"] == 30 and abs(d["edges_mean"] - 12 * d["nodes_mean"]) < 0.01
