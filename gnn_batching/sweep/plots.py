@@ -125,6 +125,15 @@ def _plot_curves(ax, curves: dict[str, tuple], style, marker: bool = True) -> No
         ax.plot(x, y, **kw)
 
 
+def _ratio_axes(ax, ylabel: str, title: str) -> None:
+    """A bar panel of ratios: the 1.0 line, batch sizes along x, horizontal grid."""
+    ax.axhline(1.0, color="k", lw=0.8)
+    ax.set_xlabel("batch size (graphs incl. padding graph)")
+    ax.set_ylabel(ylabel)
+    ax.set_title(title, fontsize=10)
+    ax.grid(axis="y", alpha=0.3)
+
+
 def _save(fig, out_dir: str, name: str, fmt: str) -> str:
     path = os.path.join(out_dir, f"{name}.{fmt}")
     tmp = os.path.join(out_dir, f".{name}.tmp.{fmt}")
@@ -199,11 +208,7 @@ def plot_speedup(df, out_dir, fmt):
             ax = axes[i, j]
             sub = agg[(agg["dataset"] == ds) & (agg["model"] == model)]
             _bars(ax, sub, col, style, sorted(sub["batch_size"].unique()))
-            ax.axhline(1.0, color="k", lw=0.8)
-            ax.set_xlabel("batch size")
-            ax.set_ylabel("graphs/s relative to the slowest [x]")
-            ax.set_title(f"{ds} / {model}: {label}", fontsize=10)
-            ax.grid(axis="y", alpha=0.3)
+            _ratio_axes(ax, "graphs/s relative to the slowest [x]", f"{ds} / {model}: {label}")
     _legend(fig, axes)
     fig.suptitle("Throughput (graphs/s) over the slowest method, steady state and including compile time\n"
                  f"{_subtitle(df)}")
@@ -501,11 +506,7 @@ def plot_study_timing(df, out_dir, fmt):
             vals = [next((r for kk, bs, r in bars if kk == kind and bs == b), np.nan) for b in sizes]
             ax.bar(np.arange(len(sizes)) + k * w, vals, w, label=kind, color=plt.get_cmap("tab10")(7 + k % 3))
         ax.set_xticks(np.arange(len(sizes)) + w * (len(kinds) - 1) / 2, [str(b) for b in sizes])
-        ax.axhline(1.0, color="k", lw=0.8)
-        ax.set_xlabel("batch size (graphs incl. padding graph)")
-        ax.set_ylabel("mean time per step ratio [x]")
-        ax.set_title(f"{ds}: per-step speedup (compilation included)", fontsize=10)
-        ax.grid(axis="y", alpha=0.3)
+        _ratio_axes(ax, "mean time per step ratio [x]", f"{ds}: per-step speedup (compilation included)")
     _legend(fig, axes)
     fig.suptitle("The study's timing figure: MEAN time per step over every step, compilation included; "
                  f"bars = std over seeds\n{_subtitle(df)}")
