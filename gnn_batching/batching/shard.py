@@ -78,16 +78,12 @@ def step_totals(plan: EpochPlan, n_node: np.ndarray, n_edge: np.ndarray, shard: 
     host's devices, shape ``(steps, 6)``. Every host plans the same epoch, so each knows the
     whole step's sizes without communicating; a host's records then count the run, not its share.
     """
-    g = shard.n_global
-    sizes = np.diff(plan.bounds)
-    starts = plan.bounds[:-1]
-    nodes = n_node[plan.order]
-    edges = n_edge[plan.order]
-    cum_n = np.concatenate([[0], np.cumsum(nodes)])
-    cum_e = np.concatenate([[0], np.cumsum(edges)])
-    per_batch = np.column_stack([sizes, cum_n[starts + sizes] - cum_n[starts], cum_e[starts + sizes] - cum_e[starts],
+    cum_n = np.concatenate([[0], np.cumsum(n_node[plan.order])])
+    cum_e = np.concatenate([[0], np.cumsum(n_edge[plan.order])])
+    lo, hi = plan.bounds[:-1], plan.bounds[1:]
+    per_batch = np.column_stack([hi - lo, cum_n[hi] - cum_n[lo], cum_e[hi] - cum_e[lo],
                                  np.asarray(plan.shapes, np.int64).reshape(-1, 3)])
-    return per_batch.reshape(-1, g, 6).sum(axis=1)
+    return per_batch.reshape(-1, shard.n_global, 6).sum(axis=1)
 
 
 def host_plan(plan: EpochPlan, shard: Shard) -> EpochPlan:

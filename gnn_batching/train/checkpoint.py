@@ -90,12 +90,6 @@ class Checkpoints:
         self._last = time.perf_counter()
         return True
 
-    def latest(self) -> int | None:
-        """Steps done at the latest complete checkpoint (None when there is none)."""
-        if not os.path.isdir(self.directory):
-            return None
-        return self._manager.latest_step()
-
     def steps(self) -> list[int]:
         """Steps of the complete checkpoints, newest first (half-written ones are not listed)."""
         if not os.path.isdir(self.directory):
@@ -116,6 +110,7 @@ class Checkpoints:
         """
         abstract = jax.tree_util.tree_map(ocp.utils.to_shape_dtype_struct, template)
         problems: list[str] = []
+        unreadable: list[int] = []
         for step in self.steps():
             try:
                 r = self._manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract),
@@ -127,10 +122,11 @@ class Checkpoints:
             except Exception as exc:  # any way a checkpoint can be unreadable: skip it, try the older one
                 why = f"{type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''}"
                 problems.append(f"{os.path.join(self.directory, str(step))} ({why})")
+                unreadable.append(step)
                 log.warning(f"checkpoint {step} cannot be restored ({why}); trying the previous one")
                 continue
-            if problems:
-                self._set_aside([int(os.path.basename(p.split(" (")[0])) for p in problems])
+            if unreadable:
+                self._set_aside(unreadable)
             return step, r.state, r.meta
         raise CheckpointError(f"{self.directory}: no checkpoint can be restored: {'; '.join(problems)}. "
                               "Nothing was changed; run without --resume (and with --force) to start again")

@@ -164,11 +164,10 @@ def _restore(loop: Loop, out: str) -> int:
     previous one; none readable: :class:`~gnn_batching.train.checkpoint.CheckpointError`).
     """
     def check(step: int, meta: dict) -> None:
-        if RunCounters.from_dict(meta["counters"]).steps_done != step:
-            raise ValueError(f"its counters hold {meta['counters']['steps_done']} steps, not {step}")
-        if len(next(iter(meta["records"]["steps"].values()), [])) != step:
-            raise ValueError(f"its records hold {len(next(iter(meta['records']['steps'].values()), []))} "
-                             f"steps, not {step}")
+        counted = RunCounters.from_dict(meta["counters"]).steps_done
+        recorded = len(next(iter(meta["records"]["steps"].values()), []))
+        if (counted, recorded) != (step, step):
+            raise ValueError(f"its counters hold {counted} steps and its records {recorded}, not {step}")
 
     t0 = time.perf_counter()
     step, loop.state, meta = loop.ckpt.restore(loop.state, check)
@@ -178,7 +177,6 @@ def _restore(loop: Loop, out: str) -> int:
     dt = time.perf_counter() - t0
     loop.counters.restarts += 1
     loop.counters.restore_s += dt
-    loop.counters.restart_overhead_s += dt
     loop.segment = loop.counters.restarts
     log.info(f"resuming {out} from step {step}")
     return step

@@ -18,11 +18,15 @@ RESTART_OVERHEAD_RULE = ("recompiles of train-step shapes compiled before a rest
                          "in a step: its compile seconds) + checkpoint restores; not in train_wall_s")
 
 
+def _repeated_in_steps(steps_df: pd.DataFrame) -> float:
+    """Seconds the steps spent recompiling shapes compiled before a restart."""
+    return float(steps_df["restart_compile_s"].sum()) if "restart_compile_s" in steps_df else 0.0
+
+
 def train_wall_s(steps_df: pd.DataFrame, precompile_df: pd.DataFrame) -> float:
     """Time-to-train INCLUDING compilation, by the rule every method shares (``TRAIN_WALL_RULE``)."""
     ahead = precompile_df[(precompile_df["label"] == "train") & ~_restart(precompile_df)]
-    repeated = float(steps_df["restart_compile_s"].sum()) if "restart_compile_s" in steps_df else 0.0
-    return float(steps_df["combined_ms"].sum() / 1e3) - repeated + float(ahead["compile_s"].sum())
+    return float(steps_df["combined_ms"].sum() / 1e3) - _repeated_in_steps(steps_df) + float(ahead["compile_s"].sum())
 
 
 def _restart(pre: pd.DataFrame) -> pd.Series:
@@ -117,8 +121,7 @@ def build_summary(cfg, ds, steps_df: pd.DataFrame, evals_df: pd.DataFrame, epoch
     s["train_restart_compiles"] = int(comp.get("restart_counts", {}).get("train", 0))
     s["eval_restart_compiles"] = int(comp.get("restart_counts", {}).get("eval", 0))
     s["restart_compile_s"] = float(sum(comp.get("restart_seconds", {}).values()))
-    s["restart_overhead_s"] = (float(steps_df["restart_compile_s"].sum()) if "restart_compile_s" in steps_df else 0.0) \
-        + float(restart_pre["compile_s"].sum()) + counters.restore_s
+    s["restart_overhead_s"] = _repeated_in_steps(steps_df) + float(restart_pre["compile_s"].sum()) + counters.restore_s
     s["restart_overhead_basis"] = RESTART_OVERHEAD_RULE
     s["train_wall_s_incl_restarts"] = s["train_wall_s"] + s["restart_overhead_s"]
     s["segments"] = int(steps_df["segment"].max()) + 1 if "segment" in steps_df else 1
