@@ -34,7 +34,7 @@ _LAZY = {
     "make_model": "gnn_batching.models",
     "train_and_evaluate": "gnn_batching.train.run",
     "collect": "gnn_batching.sweep.results",
-    "plot_all": "gnn_batching.sweep.plots",
+    "plot_all": "gnn_batching.sweep.figures",
 }
 
 

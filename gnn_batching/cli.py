@@ -156,7 +156,7 @@ def cmd_run(a: argparse.Namespace) -> int:
 
 def _tables_figures_report(sweep_dir: str, fmt: str = "md", show_table: bool = False) -> str:
     """The sweep's outputs, composed here: collect (tables) -> figures -> report."""
-    from gnn_batching.sweep.plots import plot_all
+    from gnn_batching.sweep.figures import plot_all
     from gnn_batching.sweep.report import write_report
     from gnn_batching.sweep.results import collect, format_comparison
     from gnn_batching.sweep.versus import format_versus, write_versus
@@ -233,7 +233,7 @@ def cmd_results(a: argparse.Namespace) -> int:
 
 def cmd_plot(a: argparse.Namespace) -> int:
     """``gnn-batching plot``: write a sweep's figures and print their paths."""
-    from gnn_batching.sweep.plots import plot_all
+    from gnn_batching.sweep.figures import plot_all
 
     for path in plot_all(a.sweep_dir, fmt=a.format):
         print(path)

@@ -55,6 +55,7 @@ class DatasetSpec:
     k: int = 12
     split: tuple = (0.8, 0.1, 0.1)
     split_seed: int = 0
+    split_scheme: str = "ours"  # ours (numpy, each split sorted) | study (scikit-learn's, in split order)
     skip_bad: bool = False
     targets_csv: str | None = None
     download: bool = False
@@ -70,6 +71,11 @@ class DatasetSpec:
         if self.split_seed < 0:
             raise ConfigError(f"dataset.split_seed must be >= 0, got {self.split_seed}")
         check_split(self.split)
+        if self.split_scheme not in ("ours", "study"):
+            raise ConfigError(f"dataset.split_scheme must be 'ours' or 'study', got {self.split_scheme!r}")
+        sizes = all(isinstance(x, int) for x in self.split) and any(x > 1 for x in self.split)
+        if self.split_scheme == "study" and sizes:
+            raise ConfigError(f"dataset.split: split_scheme 'study' takes fractions, got sizes {list(self.split)}")
         if self.ef_range is not None and (len(self.ef_range) != 2 or not all(_is_number(x) for x in self.ef_range)):
             raise ConfigError(f"dataset.ef_range must be [low, high] in eV/atom, got {list(self.ef_range)}")
 
@@ -116,6 +122,9 @@ class BatchingConfig:
     buckets: int = 4  # buckets: padded shapes on the menu (compiled ahead); autobatch: per-graph buckets
     # packed only: graph slots per batch as a multiple of batch_size - 1 (nodes and edges bind first)
     graph_slack: float = 1.25
+    # the study's training sequence (static-* and dynamic): one stream across passes, reshuffled
+    # with Python's random per pass, every bs-th graph dropped by static batches (batching/study.py)
+    study_order: bool = False
 
     def __post_init__(self) -> None:
         if self.method not in METHOD_NAMES:
@@ -509,6 +518,9 @@ FIELD_DOCS: dict[str, str] = {
     "dataset.k": "kNN graphs: neighbours per atom.",
     "dataset.split": "Train/validation/test as fractions summing to 1, or as sizes (test may be -1: the rest).",
     "dataset.split_seed": "Seed of the split (independent of `train.seed`, so repeats share one split).",
+    "dataset.split_scheme": "`ours` (NumPy, seeded by `split_seed`, each split sorted) or `study` (scikit-learn's "
+                            "`train_test_split` as the study called it, `random_state` = `split_seed`, the training "
+                            "split in split order).",
     "dataset.skip_bad": "Skip (and count) unreadable entries instead of stopping at the first one.",
     "dataset.targets_csv": "`file:` datasets: a CSV of targets, rows in structure order or matched by an "
                            "`index` column.",
@@ -536,6 +548,10 @@ FIELD_DOCS: dict[str, str] = {
     "batching.prefetch": "Batches assembled (and copied to the device) ahead in a background thread; 0: off.",
     "batching.buckets": "`buckets`: padded shapes on the menu (compiled ahead); `autobatch`: per-graph size buckets.",
     "batching.graph_slack": "`packed`: graph slots per batch as a multiple of batch_size - 1.",
+    "batching.study_order": "The study's training sequence (static-* and dynamic): the training split in its order, "
+                            "then Python's `random.shuffle` (seed 42 + `train.seed`) before every further pass, "
+                            "batches across passes, static batches drop the graph that completes them (counted). "
+                            "Evaluation is unchanged (every graph). Pair it with `dataset.split_scheme: study`.",
     "train.num_train_steps": "Training steps (one optimizer update each).",
     "train.seed": "Model initialisation AND training data order; repeats must differ here.",
     "train.lr": "Initial learning rate (Adam).",

@@ -3,45 +3,55 @@ N steps, with the study's batch sequence and with ours, beside the study's own c
 
 No training: the batches' padded shapes follow from the graph sizes alone, so the compile count
 of a run is the number of distinct shapes it will meet (a compile per new shape; tested in the
-runs). The study's sequence (:mod:`gnn_batching.batching.study`) reproduces its counters; ours
-(every graph once per epoch, the last partial batch kept, numpy-seeded shuffles) is what
-``gnn-batching run`` does.
+runs). The study's sequence (``dataset.split_scheme: study`` with ``batching.study_order: true``,
+:mod:`gnn_batching.batching.study`) reproduces its counters; ours (every graph once per epoch, the
+last partial batch kept, numpy-seeded shuffles) is what ``gnn-batching run`` does by default. Both
+are planned by the same code a run uses.
 """
 
 from __future__ import annotations
 
-import numpy as np
-
-from gnn_batching.batching import BatchingConfig, make_method
-from gnn_batching.batching.study import our_static_sums, planned_compiles, study_split, study_static_sums
+from gnn_batching.batching import BatchingConfig, Loader, make_method
+from gnn_batching.batching.study import STUDY_SEED, StudyOrder, planned_compiles, planned_shapes
 from gnn_batching.data import DatasetSpec, load_dataset
+from gnn_batching.data.store import study_splits
 from gnn_batching.progress import Progress
 from gnn_batching.reference import study_compiles
 
 METHODS = ("static-pow2", "static-64")
 
 
+def _epochs(loader_or_order):
+    e = 0
+    while True:
+        yield loader_or_order.plan(e)
+        e += 1
+
+
 def study_plan(spec: DatasetSpec, batch_sizes: list[int], steps: int = 100_000, seed: int = 0,
                verbose: bool = True) -> list[dict]:
-    """One row per (method, batch size): ``study_order`` (our count with the study's sequence),
-    ``ours`` (with our loader's), ``study`` (its published counter, None where it has none) and
-    ``ratio`` (study_order / study)."""
+    """One row per (method, batch size): ``study_order`` (our count with the study's split and
+    ``batching.study_order``, exactly what a run with both plans), ``ours`` (our split and loader),
+    ``study`` (its published counter, None where it has none) and ``ratio`` (study_order / study)."""
     ds = load_dataset(spec, verbose=verbose)
-    n_node, n_edge = ds.store.n_node.astype(np.int64), ds.store.n_edge.astype(np.int64)
-    train, _ = study_split(len(ds.store))
+    theirs_split = study_splits(len(ds.store), tuple(spec.split), spec.split_seed)
     rows = []
     prog = Progress("study plan", total=len(batch_sizes) * len(METHODS), enabled=verbose)
     for bs in batch_sizes:
-        sn, se = study_static_sums(n_node, n_edge, train, bs, steps)
-        for method in METHODS:
-            ours_method = make_method(BatchingConfig(method=method, batch_size=bs), ds.store, ds.splits.train, seed)
-            on, oe = our_static_sums(ours_method, ds.splits.train, steps, seed)
-            theirs = study_compiles(spec.name, method, bs) if steps == 100_000 else None
-            mine = planned_compiles(sn, se, method)
-            rows.append({"dataset": spec.name, "method": method, "batch_size": bs, "steps": steps,
-                         "study_order": mine, "ours": planned_compiles(on, oe, method), "study": theirs,
+        for name in METHODS:
+            cfg = BatchingConfig(method=name, batch_size=bs)
+            study_method = make_method(cfg, ds.store, theirs_split.train, seed)
+            mine = planned_compiles(planned_shapes(
+                _epochs(StudyOrder(study_method, theirs_split.train, STUDY_SEED + seed)), steps))
+            ours_method = make_method(cfg, ds.store, ds.splits.train, seed)
+            loader = Loader(ds.store, ds.store.targets[ds.target], ds.splits.train, ours_method, shuffle=True,
+                            seed=seed)
+            ours = planned_compiles(planned_shapes(_epochs(loader), steps))
+            theirs = study_compiles(spec.name, name, bs) if steps == 100_000 else None
+            rows.append({"dataset": spec.name, "method": name, "batch_size": bs, "steps": steps,
+                         "study_order": mine, "ours": ours, "study": theirs,
                          "ratio": mine / theirs if theirs else None})
-            prog.update(len(rows), postfix=f"{method} bs {bs}")
+            prog.update(len(rows), postfix=f"{name} bs {bs}")
     prog.close()
     return rows
 

@@ -15,7 +15,7 @@ import yaml
 
 matplotlib.use("Agg")
 
-from gnn_batching.sweep import plots
+from gnn_batching.sweep import figures, plots, study_plots
 from gnn_batching.sweep.results import collect
 
 CLOSE = plots.plt.close  # the real one: the tests below keep figures open to inspect them
@@ -82,9 +82,10 @@ def _draw(tmp_path, monkeypatch, sizes, seeds) -> dict:
         return real_save(fig, out_dir, name, fmt)
 
     monkeypatch.setattr(plots, "_save", keep)
+    monkeypatch.setattr(study_plots, "_save", keep)
     monkeypatch.setattr(plots.plt, "close", lambda fig=None: None)  # keep them open for the checks
     sweep = fake_sweep(tmp_path, sizes, seeds)
-    plots.plot_all(sweep, df=collect(sweep))
+    figures.plot_all(sweep, df=collect(sweep))
     return figs
 
 
@@ -98,7 +99,7 @@ def _overlap(a, b) -> float:
                                           pytest.param([16, 64], [0], marks=pytest.mark.slow), ([16, 64], [0, 1, 2])])
 def test_every_figure_shows_its_data_for_any_grid(tmp_path, monkeypatch, sizes, seeds):
     figs = _draw(tmp_path, monkeypatch, sizes, seeds)
-    assert set(figs) == {f.__name__.removeprefix("plot_") for f in plots.FIGURES}
+    assert set(figs) == {f.__name__.removeprefix("plot_") for f in figures.FIGURES}
     for name, fig in figs.items():
         renderer = fig.canvas.get_renderer()
         boxes = [ax.get_window_extent(renderer) for ax in fig.axes if ax.get_visible()]
@@ -152,3 +153,44 @@ def test_significance_labels_contrast_with_their_cells(tmp_path, monkeypatch):
         luminance = 0.2126 * r + 0.7152 * g + 0.0722 * b
         colour = matplotlib.colors.to_rgb(t.get_color())
         assert abs(sum(colour) / 3 - luminance) > 0.4, (t.get_text(), luminance, colour)
+
+
+def test_the_studys_time_series_is_the_mean_of_each_twentieth_of_the_run(tmp_path, monkeypatch):
+    """Its running average: every marker is the mean combined ms of one window of the run's steps
+    (compiling steps included), averaged over seeds; 60 steps -> 20 windows of 3 steps."""
+    figs = {}
+    monkeypatch.setattr(study_plots, "_save", lambda fig, out_dir, name, fmt: figs.setdefault(name, fig))
+    sweep = fake_sweep(tmp_path, [64], [0, 1], steps=60)
+    df = collect(sweep)
+    study_plots.plot_study_time_series(df, str(tmp_path), "png")
+    ax = figs["study_time_series"].axes[0]
+    lines = {ln.get_label(): ln for ln in ax.get_lines()}
+    assert set(lines) == {"dynamic", "static-$2^N$", "static-64"}
+    for method, label in (("static-64", "static-64"), ("dynamic", "dynamic")):
+        per_seed = [pd.read_csv(f"{sweep}/runs/{method}-64-{s}/steps.csv")["combined_ms"].to_numpy() for s in (0, 1)]
+        want = np.mean([x.reshape(20, 3).mean(axis=1) for x in per_seed], axis=0)
+        xs, ys = lines[label].get_data()
+        assert list(xs) == list(range(3, 61, 3))
+        np.testing.assert_allclose(ys, want)
+    # static-64 compiles in its first 30 steps (500 ms each in the fake records): its windows show it
+    assert lines["static-64"].get_data()[1][0] > 5 * lines["static-64"].get_data()[1][-1]
+
+
+def test_the_studys_heatmaps_are_student_t_tests_in_its_order(tmp_path, monkeypatch):
+    from scipy import stats
+
+    figs = {}
+    monkeypatch.setattr(study_plots, "_save", lambda fig, out_dir, name, fmt: figs.setdefault(name, fig))
+    sweep = fake_sweep(tmp_path, [64], [0, 1, 2])
+    df = collect(sweep)
+    df.loc[df["method"] == "dynamic", "test_rmse"] = [0.40, 0.60, 0.95]  # unequal spreads: Welch's p would differ
+    study_plots.plot_study_significance(df, str(tmp_path), "png")
+    t_ax, p_ax = figs["study_significance"].axes[:2]
+    assert [x.get_text() for x in t_ax.get_yticklabels()] == ["dynamic", "static-$2^N$", "static-64"]
+    rmse = {m: df[df["method"] == m]["test_rmse"].to_numpy() for m in ("dynamic", "static-pow2")}
+    res = stats.ttest_ind(rmse["dynamic"], rmse["static-pow2"])  # Student's t, equal variances
+    texts = {(round(t.get_position()[1]), round(t.get_position()[0])): t.get_text() for t in t_ax.texts}
+    assert texts[(0, 1)] == f"{res.statistic:.2f}" and texts[(1, 0)] == f"{-res.statistic:.2f}"
+    assert texts[(0, 0)] == "0.00"  # a method against itself
+    p_texts = {(round(t.get_position()[1]), round(t.get_position()[0])): t.get_text() for t in p_ax.texts}
+    assert p_texts[(0, 1)] == f"{res.pvalue:.2f}" and p_texts[(2, 2)] == "1.00"

@@ -9,8 +9,10 @@ import random
 import numpy as np
 import pytest
 
-from gnn_batching.batching.study import planned_compiles, study_split, study_static_sums, study_stream
+from gnn_batching.batching.study import StudyOrder, planned_compiles, planned_shapes
 from gnn_batching.cli import main
+from gnn_batching.data.store import study_splits
+from gnn_batching.errors import ConfigError
 
 
 def _their_batches(train: list[int], batch_size: int, steps: int, seed: int = 42) -> list[list[int]]:
@@ -41,24 +43,124 @@ def _their_batches(train: list[int], batch_size: int, steps: int, seed: int = 42
     return out
 
 
+def _methods(name, bs, n_node, n_edge, train, **kw):
+    from gnn_batching.batching import BatchingConfig
+    from gnn_batching.batching.registry import METHODS
+
+    cfg = BatchingConfig(method=name, batch_size=bs, **kw)
+    return METHODS[name](cfg, n_node, n_edge, train)
+
+
+def _batches(order: StudyOrder, steps: int) -> list[list[int]]:
+    out, e = [], 0
+    while len(out) < steps:
+        plan = order.plan(e)
+        out += [plan.batch(b).tolist() for b in range(len(plan))]
+        e += 1
+    return out[:steps]
+
+
 @pytest.mark.parametrize("n, bs, steps", [(23, 4, 30), (50, 8, 40), (7, 3, 25)])
-def test_the_study_stream_is_its_generator_and_batcher(n, bs, steps):
+def test_the_study_split_is_scikit_learns_train_test_split(n, bs, steps):
+    sp = study_splits(n, (0.8, 0.1, 0.1), 0)
+    n_hold = int(np.ceil(0.2 * n))
+    assert sorted(sp.train.tolist() + sp.val.tolist() + sp.test.tolist()) == list(range(n))
+    perm = np.random.RandomState(0).permutation(n)  # ShuffleSplit: test first, then train, in order
+    assert sp.train.tolist() == perm[n_hold:].tolist()
+    hold = perm[:n_hold]
+    perm2 = np.random.RandomState(1).permutation(n_hold)
+    assert sp.test.tolist() == hold[perm2[: int(np.ceil(0.5 * n_hold))]].tolist()
+
+
+@pytest.mark.parametrize("name", ["static-pow2", "static-64", "static-constant"])
+@pytest.mark.parametrize("n, bs, steps", [(23, 4, 30), (50, 8, 40), (7, 3, 25)])
+def test_study_order_static_batches_are_its_generator_and_batcher(name, n, bs, steps):
     rng = np.random.default_rng(n)
     n_node, n_edge = rng.integers(1, 30, n), rng.integers(0, 800, n)
-    train, hold = study_split(n)
-    assert sorted(train.tolist() + hold.tolist()) == list(range(n)) and len(hold) == int(np.ceil(0.2 * n))
-    assert train.tolist() == np.random.RandomState(0).permutation(n)[len(hold):].tolist()  # sklearn's ShuffleSplit
-    batches = _their_batches(train.tolist(), bs, steps)
-    sn, se = study_static_sums(n_node, n_edge, train, bs, steps)
-    assert sn.tolist() == [int(n_node[b].sum()) for b in batches]
-    assert se.tolist() == [int(n_edge[b].sum()) for b in batches]
-    assert study_stream(train, 3 * n)[: len(train)].tolist() == train.tolist()  # the first pass in split order
+    train = study_splits(n, (0.8, 0.1, 0.1), 0).train
+    order = StudyOrder(_methods(name, bs, n_node, n_edge, train), train) if len(train) >= 2 * bs else None
+    if order is None:
+        with pytest.raises(ConfigError, match="study_order"):
+            StudyOrder(_methods(name, bs, n_node, n_edge, train), train)
+        return
+    assert _batches(order, steps) == _their_batches(train.tolist(), bs, steps)
+    assert order.stream(3 * len(train))[: len(train)].tolist() == train.tolist()  # the first pass in split order
+    e = 0  # every stream position is used once: kept in a batch, or dropped (counted as skipped)
+    used = []
+    while len(used) < 4 * len(train):
+        plan = order.plan(e)
+        for b in range(len(plan)):
+            used += plan.batch(b).tolist() + [int(plan.skipped[b])]
+        e += 1
+    assert used == order.stream(len(used)).tolist()
 
 
-def test_planned_compiles_count_distinct_padded_shapes():
-    sn, se = np.array([10, 11, 12, 40]), np.array([100, 100, 129, 300])
-    assert planned_compiles(sn, se, "static-pow2") == 3  # (16,128) x2, (16,256), (64,512)
-    assert planned_compiles(sn, se, "static-64") == 3  # (64,128) x2, (64,192), (64,320)
+def test_study_order_dynamic_is_jraphs_dynamically_batch_over_the_stream():
+    """jraph itself, over the study's generator: the same graphs in the same batches, across passes."""
+    import jraph
+
+    from gnn_batching.batching.budgets import Budget
+
+    n, bs, steps = 40, 6, 60
+    rng = np.random.default_rng(5)
+    n_node, n_edge = rng.integers(1, 12, n), rng.integers(0, 60, n)
+    train = study_splits(n, (0.8, 0.1, 0.1), 0).train
+    method = _methods("dynamic", bs, n_node, n_edge, train)
+    method.budget = Budget(40, 200, bs)
+    mine = _batches(StudyOrder(method, train), steps)
+
+    def generator():  # the study's DataReader._make_generator (repeat=True)
+        data = list(train)
+        random.seed(42)
+        idx = 0
+        while True:
+            if idx == len(data):
+                random.shuffle(data)
+            idx = idx % len(data)
+            g = int(data[idx])
+            yield jraph.GraphsTuple(nodes=np.full((n_node[g], 1), g), edges=np.zeros((n_edge[g], 1)),
+                                    senders=np.zeros(n_edge[g], np.int32), receivers=np.zeros(n_edge[g], np.int32),
+                                    globals=np.array([[g + 1]]), n_node=np.array([n_node[g]]), n_edge=np.array([n_edge[g]]))
+            idx += 1
+
+    theirs = []
+    for batch in jraph.dynamically_batch(generator(), 40, 200, bs):
+        theirs.append([int(x) - 1 for x in np.asarray(batch.globals)[:, 0] if x > 0])  # padding: 0
+        if len(theirs) == steps:
+            break
+    assert mine == theirs
+
+
+@pytest.mark.parametrize("name", ["static-64", "dynamic"])
+def test_study_order_epochs_are_the_batches_that_start_in_each_pass(name):
+    """Epoch e holds exactly the batches whose first graph is in pass e, also when a batch starts
+    exactly on a pass boundary (40 graphs of one node: 32 training graphs, 4 per batch)."""
+    from gnn_batching.batching.budgets import Budget
+
+    n_node, n_edge = np.ones(40, np.int64), np.zeros(40, np.int64)
+    train = study_splits(40, (0.8, 0.1, 0.1), 0).train
+    method = _methods(name, 5, n_node, n_edge, train)
+    if name == "dynamic":
+        method.budget = Budget(100, 100, 5)  # 4 graphs a batch, then the count binds
+    order, pos = StudyOrder(method, train), 0
+    for e in range(6):
+        plan = order.plan(e)
+        starts = []
+        for b in range(len(plan)):
+            starts.append(pos)
+            pos += len(plan.batch(b)) + (1 if name == "static-64" else 0)  # static: one graph dropped
+        assert all(e * 32 <= s < (e + 1) * 32 for s in starts), (e, starts)
+    assert pos >= 5 * 32
+
+
+def test_study_order_refuses_methods_without_a_study_sequence():
+    from gnn_batching.batching.loader import make_loaders
+
+    rng = np.random.default_rng(0)
+    with pytest.raises(ConfigError, match="batching.study_order: method 'buckets'"):
+        m = _methods("buckets", 4, rng.integers(1, 9, 60), rng.integers(0, 40, 60), np.arange(48))
+        StudyOrder(m, np.arange(48)).plan(0)
+    assert make_loaders  # the loader builds the StudyOrder (tested end to end in test_study_order_run)
 
 
 def test_study_plan_command_prints_both_sequences(capsys):
@@ -113,3 +215,44 @@ def test_study_compare_joins_a_sweep_with_the_studys_rows(tmp_path):
     assert r["ours_incl_compile"] == pytest.approx(2.0) and r["ours_steady"] == pytest.approx(2.0)
     assert (tmp_path / "sweep" / "figures" / "study_compare.png").exists()
     assert len(pd.read_csv(tmp_path / "sweep" / "study_ratios.csv")) == 2
+
+
+STUDY = ["dataset.split_scheme=study", "batching.study_order=true"]
+
+
+def test_a_study_order_run_trains_on_the_studys_batches(tmp_path):
+    """A run with the study's split and sequence steps through exactly the batches StudyOrder
+    plans (across passes, every bs-th graph dropped), and compiles once per distinct shape."""
+    import pandas as pd
+    from restart_cases import config
+
+    from gnn_batching.batching import make_method
+    from gnn_batching.data import load_dataset
+    from gnn_batching.train.run import train_and_evaluate
+
+    cfg = config("static-64", STUDY)
+    summary = train_and_evaluate(cfg, str(tmp_path / "run"), verbose=False)[1]
+    ds = load_dataset(cfg.dataset, verbose=False)
+    assert ds.splits.train.tolist() == study_splits(len(ds.store), (0.8, 0.1, 0.1), 0).train.tolist()
+    order = StudyOrder(make_method(cfg.batching, ds.store, ds.splits.train, 0), ds.splits.train, 42 + cfg.train.seed)
+    batches = _batches(order, cfg.train.num_train_steps)
+    steps = pd.read_csv(tmp_path / "run" / "steps.csv")
+    assert steps["real_graphs"].tolist() == [len(b) for b in batches] == [7] * 24
+    assert steps["real_nodes"].tolist() == [int(ds.store.n_node[b].sum()) for b in batches]
+    shapes = {tuple(s) for s in steps[["n_node", "n_edge", "n_graph"]].values.tolist()}
+    planned = planned_compiles(planned_shapes(map(order.plan, range(10)), 24))
+    assert summary["train_step_compiles"] == len(shapes) == planned
+    assert summary["skipped_per_epoch"] == 8  # 64 graphs a pass, one in 8 dropped
+    assert json.loads((tmp_path / "run" / "data.json").read_text())["batching"]["study_order"] is True
+
+
+@pytest.mark.slow  # six runs
+@pytest.mark.parametrize("method", ["static-64", "dynamic"])
+def test_a_killed_study_order_run_resumes_to_the_uninterrupted_records(tmp_path, method):
+    """The study's stream resumes at the batch an uninterrupted run would see next (24 steps of 8
+    over 64 training graphs run through three passes; killed at 14, resumed from 12)."""
+    from restart_cases import straight_and_resumed
+    from test_restart import check_resumed_equals_straight
+
+    s, r = straight_and_resumed(method, str(tmp_path), STUDY)
+    check_resumed_equals_straight(str(tmp_path), s, r)

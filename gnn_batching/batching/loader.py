@@ -21,6 +21,7 @@ from gnn_batching.batching.plan import EpochPlan
 from gnn_batching.batching.prefetch import Prefetcher
 from gnn_batching.batching.registry import make_method
 from gnn_batching.batching.shard import PARALLEL_MIN_EDGES, Shard, device_plan, host_plan, iterate_steps, step_totals
+from gnn_batching.batching.study import STUDY_SEED, StudyOrder
 
 
 class Loader:
@@ -36,9 +37,13 @@ class Loader:
       pad_edges: where padding edges point (``hub`` or ``self``).
       shard: several devices (and hosts): each yielded batch then stacks this host's
         ``shard.n_local`` device batches of one step on a leading axis (``shard.py``).
+      planner: where epoch plans come from instead (an object with ``plan(epoch)``, e.g. the
+        study's stream, :class:`~gnn_batching.batching.study.StudyOrder`); ``shuffle`` and
+        ``seed`` are then unused.
     """
     def __init__(self, store, targets: np.ndarray, index: np.ndarray, method: BatchingMethod,
-                 shuffle: bool, seed: int = 0, pad_edges: str = "hub", shard: Shard | None = None):
+                 shuffle: bool, seed: int = 0, pad_edges: str = "hub", shard: Shard | None = None,
+                 planner=None):
         self.store = store
         self.targets = np.asarray(targets)
         self.index = np.asarray(index, dtype=np.int64)
@@ -47,6 +52,7 @@ class Loader:
         self.seed = seed
         self.pad_edges = pad_edges
         self.epoch_stats: list[dict] = []
+        self.planner = planner
         self.shard = shard if shard is not None and shard.n_global > 1 else None
         self._pool = None
         self.parallel_min_edges = PARALLEL_MIN_EDGES  # device batches this big are assembled in threads
@@ -55,7 +61,10 @@ class Loader:
                                             thread_name_prefix="assemble")
 
     def plan(self, epoch: int) -> EpochPlan:
-        """The method's plan for ``epoch`` (shuffled by ``(seed, epoch)`` if ``shuffle``)."""
+        """The method's plan for ``epoch`` (shuffled by ``(seed, epoch)`` if ``shuffle``), or the
+        planner's."""
+        if self.planner is not None:
+            return self.planner.plan(epoch)
         order = np.random.default_rng([self.seed, epoch]).permutation(self.index) if self.shuffle else self.index
         return self.method.plan(order)
 
@@ -144,7 +153,8 @@ def make_loaders(cfg: BatchingConfig, store, targets: np.ndarray, splits, seed: 
         store: the dataset's ``GraphStore``.
         targets: (G,) target values, physical units.
         splits: the dataset's ``Splits`` (train/val/test index arrays).
-        seed: training data order (epoch e is shuffled with ``default_rng([seed, e])``).
+        seed: training data order (epoch e is shuffled with ``default_rng([seed, e])``; with
+            ``cfg.study_order`` the study's stream, ``random.seed(42 + seed)``).
         shard: devices and hosts of a data-parallel run (every loader then yields one stacked
             batch per step; :mod:`gnn_batching.batching.shard`).
 
@@ -157,8 +167,9 @@ def make_loaders(cfg: BatchingConfig, store, targets: np.ndarray, splits, seed: 
     method is scored on every graph of the split.
     """
     method = make_method(cfg, store, splits.train, seed=seed)
+    planner = StudyOrder(method, splits.train, seed=STUDY_SEED + seed) if cfg.study_order else None
     train = Loader(store, targets, splits.train, method, shuffle=True, seed=seed, pad_edges=cfg.pad_edges,
-                   shard=shard)
+                   shard=shard, planner=planner)
     eval_method = method.for_eval()
     evals = {name: Loader(store, targets, splits.get(name), eval_method, shuffle=False, pad_edges=cfg.pad_edges,
                           shard=shard)

@@ -41,7 +41,7 @@ from gnn_batching.batching.menu import choose_menu, random_batch_sums, smallest_
 from gnn_batching.batching.packing import pack_balanced
 from gnn_batching.batching.plan import EpochPlan
 from gnn_batching.config import BatchingConfig
-from gnn_batching.errors import OversizeGraphError
+from gnn_batching.errors import ConfigError, OversizeGraphError
 
 
 class BatchingMethod:
@@ -78,6 +78,24 @@ class BatchingMethod:
           padded shapes, and any graphs skipped by a documented policy.
         """
         raise NotImplementedError
+
+    def plan_stream(self, window: np.ndarray, limit: int) -> tuple[EpochPlan, int]:
+        """Plan a window of a stream that runs across passes (``batching.study_order``).
+
+        Args:
+          window: store indices from the start of a batch on, long enough that every batch
+            starting before ``limit`` ends inside it.
+          limit: only batches that START at a window position below ``limit`` are planned.
+
+        Returns:
+          ``(plan, used)``: those batches (graphs the method's stream semantics drop are in
+          ``plan.skipped``) and the window position where the next batch starts.
+
+        Raises:
+          ConfigError: the method has no stream semantics of the study's (default).
+        """
+        raise ConfigError(f"batching.study_order: method {self.name!r} has no study batch sequence; "
+                          f"use it with static-* or dynamic, or set study_order: false")
 
     def describe(self) -> dict:
         """The method's settings as plain data, for the run's ``summary.json``."""
@@ -137,6 +155,18 @@ class StaticMethod(BatchingMethod):
         nn, ne = self.shapes_for(sum_n, sum_e)
         shapes = np.stack([nn, ne, np.full_like(nn, self.bs)], axis=1).astype(np.int64)
         return EpochPlan(order, bounds, shapes)
+
+    def plan_stream(self, window: np.ndarray, limit: int) -> tuple[EpochPlan, int]:
+        """The study's static batcher: each batch takes ``batch_size - 1`` graphs of the stream
+        and DROPS the next one (its generator yields the full batch instead of keeping the graph
+        that arrived), so batch ``k`` starts at ``k * batch_size``; dropped graphs are skipped."""
+        k = -(-max(int(limit), 0) // self.bs)
+        if k * self.bs > len(window):
+            raise ConfigError(f"batching.study_order: a stream window of {len(window)} graphs cannot hold "
+                              f"{k} batches of {self.bs}; the training split is smaller than a batch")
+        take = np.asarray(window[: k * self.bs], dtype=np.int64).reshape(k, self.bs)
+        plan = self.plan(take[:, :-1].ravel())
+        return replace(plan, skipped=take[:, -1].copy()), k * self.bs
 
 
 class StaticPow2(StaticMethod):
@@ -284,6 +314,27 @@ class Dynamic(BatchingMethod):
         b = len(bounds) - 1
         shapes = np.tile(np.array(self.fixed_shape(), dtype=np.int64), (b, 1))
         return EpochPlan(order, bounds, shapes, skipped)
+
+    def plan_stream(self, window: np.ndarray, limit: int) -> tuple[EpochPlan, int]:
+        """jraph's ``dynamically_batch`` over a stream: next-fit across pass boundaries, the graph
+        that overflows a batch opens the next one (nothing dropped but oversize graphs under
+        ``oversize: skip``)."""
+        if self._skips_overflow():
+            raise ConfigError("batching.study_order: budget 'fit-or-skip' with skip_overflow is not the study's "
+                              "dynamic batching; drop one of them")
+        window = np.asarray(window, dtype=np.int64)
+        plan = self.plan(window)
+        pos = np.flatnonzero(~np.isin(window, self.oversize)) if len(self.oversize) else np.arange(len(window))
+        starts = pos[plan.bounds[:-1]]
+        k = int(np.searchsorted(starts, limit))
+        if k >= len(starts):
+            raise ConfigError(f"batching.study_order: a stream window of {len(window)} graphs ends inside a "
+                              f"batch; the training split is smaller than a batch")
+        used = int(starts[k])
+        cut = int(plan.bounds[k])
+        head = window[:used]
+        skipped = head[np.isin(head, self.oversize)] if len(self.oversize) else np.zeros(0, np.int64)
+        return EpochPlan(plan.order[:cut], plan.bounds[: k + 1], plan.shapes[:k], skipped), used
 
     def _fixed_groups_or_skip(self, order):
         cap_n, cap_e, cap_g = self.budget.capacity

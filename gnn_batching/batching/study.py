@@ -1,85 +1,112 @@
-"""The study's batch sequence, reproduced to compare PLANNED compile counts with its counters.
+"""The study's training sequence (``batching.study_order``), read from its public code.
 
-The study (Speckhard et al.) fed its static batcher like this (read from its public code):
+The study (Speckhard et al.) fed its batchers like this:
 
-* **split**: scikit-learn's ``train_test_split`` of the dataset ids with ``random_state=0`` (its
-  seed 42 minus 42): a permutation from NumPy's legacy ``RandomState(0)``, the first
-  ``ceil(0.2 n)`` to validation + test, the next ``n - ceil(0.2 n)`` to training, IN THAT ORDER;
+* **split** (``dataset.split_scheme: study``, :func:`gnn_batching.data.store.study_splits`):
+  scikit-learn's ``train_test_split``, the training list in the order the split returned it;
 * **stream**: the training list in that order for the first pass, then Python's
-  ``random.shuffle`` of the list (``random.seed(42)`` once) before every further pass; batches
-  run across pass boundaries;
+  ``random.shuffle`` of the list (``random.seed(42)`` once, then one shuffle per further pass);
+  batches run across pass boundaries;
 * **static batches**: ``batch_size - 1`` graphs are collected, and the graph that arrives when
-  the batch is full is DROPPED (the batch is yielded instead of appending it), so each batch
-  consumes ``batch_size`` graphs of the stream; no partial batch ever.
+  the batch is full is DROPPED (the batch is yielded instead), so each batch consumes
+  ``batch_size`` graphs of the stream; no partial batch ever;
+* **dynamic batches**: jraph's ``dynamically_batch`` over the same stream (next fit; the graph
+  that overflows opens the next batch).
 
-This reproduces the study's recompilation counters on full QM9 at 100k steps: static-2^N 3/4/1/1
-(bs 16/32/64/128, exactly) and static-64 60/89/132/189 against its 60/89/128/195 (tested). Our
-own runs keep our semantics (every graph once per epoch, numpy-seeded shuffles); this module is
-for the comparison (``gnn-batching study plan``). NumPy and the standard library only.
+:class:`StudyOrder` turns that stream into the loader's epoch plans: "epoch" ``e`` is the batches
+that START in pass ``e``, planned by the method's own :meth:`~gnn_batching.batching.methods.BatchingMethod.plan_stream`
+(its stream semantics), so the loader, the resume path and the statistics work unchanged. Over
+100k steps on full QM9 this reproduces the study's recompilation counters (static-2^N 3/4/1/1
+exactly, static-64 60/89/132/189 against its 60/89/128/195; ``gnn-batching study plan``).
+NumPy and the standard library only.
 """
 
 from __future__ import annotations
 
-import math
 import random
 
 import numpy as np
 
-from gnn_batching.batching.budgets import ceil_multiple, next_pow2
+from gnn_batching.batching.plan import EpochPlan
+from gnn_batching.errors import ConfigError
 
-ROUNDINGS = {  # the study's two static methods, as our methods pad them
-    "static-pow2": lambda n, e: (next_pow2(n + 1), next_pow2(e)),
-    "static-64": lambda n, e: (ceil_multiple(n + 1, 64), ceil_multiple(e, 64)),
-}
+STUDY_SEED = 42  # the study's default seed: its stream's random.seed and (minus 42) its split's random_state
 
 
-def study_split(n_graphs: int, holdout: float = 0.2, random_state: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """The study's ``(train, holdout)`` store indices, each in the order its split returned them
-    (scikit-learn ``ShuffleSplit``: one ``RandomState(random_state).permutation``)."""
-    n_hold = math.ceil(holdout * n_graphs)
-    perm = np.random.RandomState(random_state).permutation(n_graphs)
-    return perm[n_hold:], perm[:n_hold]
+class StudyOrder:
+    """The study's training stream as epoch plans for a :class:`~gnn_batching.batching.loader.Loader`.
+
+    Args:
+      method: the batching method (its ``plan_stream`` gives the study's batch semantics).
+      train: training store indices in split order (the first pass).
+      seed: Python ``random.seed`` of the stream (the study: 42 for every run).
+
+    Plans are made in pass order and cached by their start positions; asking for an earlier
+    epoch again replays the stream from its start (deterministic, only slower).
+    """
+
+    def __init__(self, method, train: np.ndarray, seed: int = STUDY_SEED):
+        self.method = method
+        self.train = [int(x) for x in np.asarray(train, dtype=np.int64)]
+        self.n = len(self.train)
+        if self.n < 2 * int(method.bs):
+            raise ConfigError(f"batching.study_order: the training split ({self.n} graphs) must hold at least two "
+                              f"batches of batching.batch_size {method.bs}")
+        self.seed = int(seed)
+        self._starts = [0]  # stream position of the first batch that starts in pass e
+        self._reset()
+
+    def _reset(self) -> None:
+        self._rnd = random.Random(self.seed)
+        self._list = list(self.train)
+        self._at = 0
+        self._cache = {0: np.asarray(self._list, np.int64)}
+
+    def pass_order(self, p: int) -> np.ndarray:
+        """Store indices of pass ``p`` of the stream (pass 0: the split order)."""
+        if p < self._at - 1:
+            self._reset()
+        while self._at < p:
+            self._rnd.shuffle(self._list)
+            self._at += 1
+            self._cache = {k: v for k, v in self._cache.items() if k >= self._at - 1}
+            self._cache[self._at] = np.asarray(self._list, np.int64)
+        return self._cache[p]
+
+    def stream(self, n: int) -> np.ndarray:
+        """The first ``n`` store indices of the stream."""
+        parts, total, p = [], 0, 0
+        while total < n:
+            parts.append(self.pass_order(p))
+            total += self.n
+            p += 1
+        return np.concatenate(parts)[:n]
+
+    def plan(self, epoch: int) -> EpochPlan:
+        """The batches that start in pass ``epoch`` (they may end in the next pass)."""
+        while len(self._starts) <= epoch:
+            self.plan(len(self._starts) - 1)
+        lo = self._starts[epoch]
+        base = epoch * self.n
+        window = np.concatenate([self.pass_order(epoch), self.pass_order(epoch + 1)])[lo - base:]
+        plan, used = self.method.plan_stream(window, base + self.n - lo)
+        if len(self._starts) == epoch + 1:
+            self._starts.append(lo + used)
+        return plan
 
 
-def study_stream(train: np.ndarray, n: int, seed: int = 42) -> np.ndarray:
-    """The first ``n`` graphs of the study's training stream: ``train`` in order, then a
-    ``random.shuffle`` (Python, seeded once) of the list before every further pass."""
-    data = [int(x) for x in train]
-    rnd = random.Random(seed)
-    parts, total = [np.asarray(data, np.int64)], len(data)
-    while total < n:
-        rnd.shuffle(data)
-        parts.append(np.asarray(data, np.int64))
-        total += len(data)
-    return np.concatenate(parts)[:n]
+def planned_compiles(shapes: np.ndarray) -> int:
+    """Distinct padded shapes (= train-step compilations) among ``(k, 3)`` planned shapes."""
+    return len({tuple(s) for s in np.asarray(shapes).tolist()})
 
 
-def study_static_sums(n_node: np.ndarray, n_edge: np.ndarray, train: np.ndarray, batch_size: int, steps: int,
-                      seed: int = 42) -> tuple[np.ndarray, np.ndarray]:
-    """Real node and edge sums of the study's first ``steps`` static batches: each takes
-    ``batch_size - 1`` graphs of the stream and drops the next one."""
-    stream = study_stream(train, steps * batch_size, seed).reshape(steps, batch_size)[:, : batch_size - 1]
-    return n_node[stream].sum(axis=1), n_edge[stream].sum(axis=1)
-
-
-def planned_compiles(sum_n: np.ndarray, sum_e: np.ndarray, method: str) -> int:
-    """Distinct padded shapes (= train-step compilations) of batches with these real sums."""
-    nn, ne = ROUNDINGS[method](np.asarray(sum_n, np.int64), np.asarray(sum_e, np.int64))
-    return len(set(zip(np.asarray(nn).tolist(), np.asarray(ne).tolist())))
-
-
-def our_static_sums(method, train: np.ndarray, steps: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """The same for our own semantics: epochs shuffled with ``default_rng([seed, e])``, every graph
-    once per epoch, the last partial batch of an epoch kept (the loader's order, planned only)."""
-    sums_n, sums_e, done, e = [], [], 0, 0
-    while done < steps:
-        plan = method.plan(np.random.default_rng([seed, e]).permutation(train))
+def planned_shapes(plans, steps: int) -> np.ndarray:
+    """The padded shapes of the first ``steps`` batches of a sequence of epoch plans."""
+    out, done = [], 0
+    for plan in plans:
         take = min(len(plan), steps - done)
-        starts = plan.bounds[:-1]
-        sn = np.add.reduceat(method.n_node[plan.order], starts)[:take]
-        se = np.add.reduceat(method.n_edge[plan.order], starts)[:take]
-        sums_n.append(sn)
-        sums_e.append(se)
+        out.append(plan.shapes[:take])
         done += take
-        e += 1
-    return np.concatenate(sums_n), np.concatenate(sums_e)
+        if done >= steps:
+            break
+    return np.concatenate(out) if out else np.zeros((0, 3), np.int64)

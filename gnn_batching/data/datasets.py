@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 
 from gnn_batching.data.graphs import GraphRecipe
-from gnn_batching.data.store import GraphStore, Splits, TargetStats, make_splits
+from gnn_batching.data.store import GraphStore, Splits, TargetStats, make_splits, study_splits
 from gnn_batching.data.structures import StructureSet, from_atoms_list
 from gnn_batching.config import DatasetSpec
 from gnn_batching.errors import ConfigError, DataError
@@ -345,7 +345,8 @@ def load_dataset(spec: DatasetSpec, use_cache: bool = True, verbose: bool = True
         store = store.subset(keep)
         values = store.targets[target]
     split = tuple(spec.split)
-    splits = make_splits(len(store), split, spec.split_seed)
+    splits = (study_splits(len(store), split, spec.split_seed) if spec.split_scheme == "study"
+              else make_splits(len(store), split, spec.split_seed))
     stats = TargetStats.from_train(values[splits.train])
     return Dataset(spec, store, target, store.target_units.get(target, ""), splits, stats)
 

@@ -5,6 +5,7 @@ Sweep file (YAML, validated strictly)::
     name: quickstart
     output_dir: results/quickstart
     base: {dataset: {...}, model: {...}, batching: {...}, train: {...}}   # or a path to a run config
+    set: {batching.budget: paper}   # optional: dotted keys applied to base (e.g. over a base file)
     grid:
       batching.method: [static-pow2, static-64, dynamic]
       batching.batch_size: [16, 64]
@@ -34,7 +35,7 @@ from gnn_batching.errors import ConfigError, UserError
 from gnn_batching.rundir import CONFIG, is_finished
 from gnn_batching.sweep.layout import cell_dir
 
-SWEEP_KEYS = ("name", "output_dir", "base", "grid", "report")
+SWEEP_KEYS = ("name", "output_dir", "base", "set", "grid", "report")
 
 
 @dataclass
@@ -97,6 +98,15 @@ def load_sweep(path: str, overrides: list[str] | None = None) -> Sweep:
     if isinstance(base, str):
         base = read_yaml(os.path.join(os.path.dirname(os.path.abspath(path)), base))
     base = copy.deepcopy(base)
+    sets = data.get("set") or {}
+    if not isinstance(sets, dict):
+        raise ConfigError(f"{path}: set: expected a mapping of dotted keys to values, e.g. {{batching.budget: paper}}")
+    for k, v in sets.items():
+        try:
+            check_override_key(str(k))
+        except ConfigError as e:
+            raise ConfigError(f"{path}: set.{k}: {str(e).replace(f'--set {k}: ', '')}") from None
+        set_dotted(base, str(k), v)
     grid = dict(data.get("grid") or {})
     output_dir = data.get("output_dir")
     name = data.get("name") or os.path.splitext(os.path.basename(path))[0]

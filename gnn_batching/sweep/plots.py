@@ -12,6 +12,8 @@
 8. ``fill``          node / edge / graph fill by method and batch size
 9. ``significance``  Holm-adjusted p-values of pairwise tests on final test RMSE (heatmaps)
 
+and the study's own figures, drawn as it drew them (:mod:`gnn_batching.sweep.study_plots`).
+
 Lines are keyed by *variant*: the method plus any other grid axis (seeds are never pooled with
 anything else). Each method keeps one colour and marker in every figure; extra axes change the
 line style.
@@ -29,9 +31,8 @@ import numpy as np
 import pandas as pd
 
 from gnn_batching.errors import UserError
-from gnn_batching.io import write_csv_atomic
 from gnn_batching.rundir import EVALS, STEPS, run_file
-from gnn_batching.sweep.results import cell_keys, collect, comparison, extra_axes, group_keys, variant, with_variant
+from gnn_batching.sweep.results import cell_keys, comparison, extra_axes, group_keys, variant, with_variant
 from gnn_batching.sweep.significance import pairwise_tests
 
 METHOD_STYLE = {  # one colour and marker per method, whichever methods a sweep contains
@@ -456,84 +457,5 @@ def plot_significance(df, out_dir, fmt, tests: pd.DataFrame | None = None):
     return _save(fig, out_dir, "significance", fmt)
 
 
-def _mean_step_times(df: pd.DataFrame) -> pd.DataFrame:
-    """Per run: MEAN batching, update and combined ms over ALL its steps, compiling ones included
-    (the study's measure), from ``steps.csv``; then mean and std over seeds per variant."""
-    steps = _per_run(df, STEPS)
-    keys = ["dataset", "model", "batch_size", "variant"]
-    per_run = steps.groupby([*keys, "seed"])[["assembly_ms", "update_ms", "combined_ms"]].mean().reset_index()
-    return per_run.groupby(keys)[["assembly_ms", "update_ms", "combined_ms"]].agg(["mean", "std"]).reset_index()
-
-
-def plot_study_timing(df, out_dir, fmt):
-    """The study's timing figure: MEAN time per step INCLUDING compilation (its measure), batching
-    / update / combined in rows, one column per dataset (AFLOW left, QM9 right, as it drew them),
-    one line per model and method; and its per-step speedup bars (static-2^N over dynamic,
-    static-64 over static-2^N, ratios of those means) under them."""
-    times = _mean_step_times(df)
-    style = _Styles(df)
-    datasets = sorted(times["dataset"].unique(), key=lambda d: (d not in ("aflow", "aflow-synthetic"), d))
-    models = sorted(times["model"].unique())
-    fig, axes = _subplots(4, len(datasets), figsize=(5.5 * len(datasets), 13), squeeze=False)
-    for j, ds in enumerate(datasets):
-        sub = times[times["dataset"] == ds]
-        for i, (col, label) in enumerate([("assembly_ms", "batching"), ("update_ms", "update"),
-                                          ("combined_ms", "combined")]):
-            ax = axes[i, j]
-            for (model, v), g in sub.groupby(["model", "variant"]):
-                g = g.sort_values("batch_size")
-                st = style(v)
-                ax.errorbar(g["batch_size"], g[(col, "mean")], yerr=g[(col, "std")].fillna(0), capsize=3,
-                            label=f"{v}, {model}" if len(models) > 1 else v, color=st["color"], marker=st["marker"],
-                            linestyle=LINESTYLES[models.index(model) % len(LINESTYLES)])
-            _log2_x(ax, times["batch_size"].unique())
-            ax.set_ylabel(f"mean {label} time [ms/step]")
-            ax.set_title(f"{ds}: {label}", fontsize=10)
-            ax.grid(alpha=0.3)
-        ax = axes[3, j]
-        bars = []
-        for model in models:
-            m = sub[sub["model"] == model].set_index(["variant", "batch_size"])[("combined_ms", "mean")]
-            for a, b in (("static-pow2", "dynamic"), ("static-64", "static-pow2")):
-                for bs in sorted(sub["batch_size"].unique()):
-                    if (a, bs) in m.index and (b, bs) in m.index:
-                        kind = f"{a} / {b}" + (f", {model}" if len(models) > 1 else "")
-                        bars.append((kind, bs, m[(a, bs)] / m[(b, bs)]))
-        kinds = list(dict.fromkeys(k for k, _, _ in bars))
-        sizes = sorted(sub["batch_size"].unique())
-        w = 0.8 / max(len(kinds), 1)
-        for k, kind in enumerate(kinds):
-            vals = [next((r for kk, bs, r in bars if kk == kind and bs == b), np.nan) for b in sizes]
-            ax.bar(np.arange(len(sizes)) + k * w, vals, w, label=kind, color=plt.get_cmap("tab10")(7 + k % 3))
-        ax.set_xticks(np.arange(len(sizes)) + w * (len(kinds) - 1) / 2, [str(b) for b in sizes])
-        _ratio_axes(ax, "mean time per step ratio [x]", f"{ds}: per-step speedup (compilation included)")
-    _legend(fig, axes)
-    fig.suptitle("The study's timing figure: MEAN time per step over every step, compilation included; "
-                 f"bars = std over seeds\n{_subtitle(df)}")
-    return _save(fig, out_dir, "study_timing", fmt)
-
-
 FIGURES = [plot_timing, plot_speedup, plot_compiles, plot_cumulative, plot_time_to_accuracy, plot_learning,
-           plot_batch_sizes, plot_fill, plot_study_timing, plot_significance]
-
-
-def plot_all(sweep_dir: str, fmt: str = "png", df: pd.DataFrame | None = None) -> list[str]:
-    """Write every figure into ``sweep_dir/figures`` and the significance table into
-    ``sweep_dir/significance.csv``.
-
-    Args:
-        sweep_dir: the sweep's ``output_dir``.
-        fmt: ``png`` or ``pdf``.
-        df: the sweep's collected table (:func:`collect`), if the caller already has it.
-
-    Returns:
-        The paths of the figures written.
-    """
-    if df is None:
-        df = collect(sweep_dir)  # reads only; the tables are written by `gnn-batching results`/`report`
-    out_dir = os.path.join(sweep_dir, "figures")
-    os.makedirs(out_dir, exist_ok=True)
-    tests = pairwise_tests(df)
-    write_csv_atomic(os.path.join(sweep_dir, "significance.csv"), tests)
-    paths = [fn(df, out_dir, fmt) for fn in FIGURES if fn is not plot_significance]
-    return paths + [plot_significance(df, out_dir, fmt, tests)]
+           plot_batch_sizes, plot_fill, plot_significance]

@@ -36,7 +36,7 @@ def _provenance(df: pd.DataFrame) -> dict:
 
 def build_markdown(sweep_dir: str, df: pd.DataFrame, figures: list[str]) -> str:
     """The report as Markdown: ``df`` is the sweep's collected table, ``figures`` the paths of
-    the figures to show (as :func:`gnn_batching.sweep.plots.plot_all` returns them)."""
+    the figures to show (as :func:`gnn_batching.sweep.figures.plot_all` returns them)."""
     prov = _provenance(df)
     tests = pairwise_tests(df)
     lines = [f"# Batching comparison: {os.path.basename(os.path.abspath(sweep_dir))}", ""]
