@@ -118,7 +118,7 @@ class BatchingConfig:
     # hub (default, jraph's layout: all padding edges on one node) | spread (round-robin over the
     # padding nodes, TF-GNN's). On QM9/SchNet on a 2-core CPU the two were within run-to-run noise.
     pad_edges: str = "hub"
-    prefetch: int = 0  # batches assembled ahead in a background thread (0 = off)
+    prefetch: int | str = "auto"  # batches assembled ahead in a background thread (0 = off; auto: 2 on accelerators)
     buckets: int = 4  # buckets: padded shapes on the menu (compiled ahead); autobatch: per-graph buckets
     # packed only: graph slots per batch as a multiple of batch_size - 1 (nodes and edges bind first)
     graph_slack: float = 1.25
@@ -139,8 +139,9 @@ class BatchingConfig:
             raise ConfigError(f"batching.oversize must be 'error' or 'skip', got {self.oversize!r}")
         if self.pad_edges not in ("hub", "spread"):
             raise ConfigError(f"batching.pad_edges must be 'hub' or 'spread', got {self.pad_edges!r}")
-        if self.prefetch < 0:
-            raise ConfigError(f"batching.prefetch must be >= 0, got {self.prefetch}")
+        if self.prefetch != "auto" and (isinstance(self.prefetch, bool) or not isinstance(self.prefetch, int)
+                                        or self.prefetch < 0):
+            raise ConfigError(f"batching.prefetch must be 'auto' or an integer >= 0, got {self.prefetch!r}")
         if not 0 < self.percentile <= 100:
             raise ConfigError(f"batching.percentile must be in (0, 100], got {self.percentile}")
         if not 0 < self.success_ratio <= 1:
@@ -207,6 +208,7 @@ class TrainConfig:
     eval_every: int = 0  # 0: evaluate only at the end
     eval_splits: tuple = ("val", "test")
     warmup_steps: int = 1  # steps reported apart from the steady state (the first always is)
+    device_probe_batches: int = 8  # steady steps timed again, device step alone, after training (0: off)
     # a folder for JAX's persistent compilation cache (off by default: a warm cache hides compile cost)
     compilation_cache: str | None = None
     # data parallelism: 1, a number of local devices, or "all"; each device gets its own padded
@@ -235,6 +237,8 @@ class TrainConfig:
             raise ConfigError(f"train.seed must be >= 0, got {self.seed}")
         if self.lr <= 0:
             raise ConfigError(f"train.lr must be > 0, got {self.lr}")
+        if self.device_probe_batches < 0:
+            raise ConfigError(f"train.device_probe_batches must be >= 0, got {self.device_probe_batches}")
         if self.eval_every < 0 or self.warmup_steps < 1:
             raise ConfigError("train.eval_every must be >= 0 and train.warmup_steps >= 1")
         if self.warmup_steps >= self.num_train_steps and self.num_train_steps > 1:
@@ -483,6 +487,14 @@ def load_config(path: str, overrides: list[str] | None = None) -> RunConfig:
     return config_from_dict(apply_overrides(data, overrides or []), path)
 
 
+def resolve_prefetch(setting: int | str, backend: str) -> int:
+    """``batching.prefetch`` as a number of batches: ``auto`` is 2 on an accelerator (``backend``
+    not ``cpu``: the host prepares the next batch while the device runs) and 0 on the CPU."""
+    if setting == "auto":
+        return 0 if backend == "cpu" else 2
+    return int(setting)
+
+
 def check_override_key(key: str) -> None:
     """A ``--set`` key must name a config key (``dataset.options.*`` is free-form).
 
@@ -545,7 +557,9 @@ FIELD_DOCS: dict[str, str] = {
     "batching.oversize": "A graph larger than a fixed budget: `error` (stop, naming it) or `skip` (counted).",
     "batching.skip_overflow": "`fit-or-skip`: drop (and count) groups that do not fit, as TF-GNN does.",
     "batching.pad_edges": "Where padding edges point: `hub` (one padding node, jraph's layout) or `spread`.",
-    "batching.prefetch": "Batches assembled (and copied to the device) ahead in a background thread; 0: off.",
+    "batching.prefetch": "Batches assembled (and copied to the device) ahead in a background thread; 0: off (the "
+                         "serial figure); `auto`: 2 on an accelerator, 0 on the CPU (where the thread competes "
+                         "with XLA for the cores). The summary records what ran (`prefetch`).",
     "batching.buckets": "`buckets`: padded shapes on the menu (compiled ahead); `autobatch`: per-graph size buckets.",
     "batching.graph_slack": "`packed`: graph slots per batch as a multiple of batch_size - 1.",
     "batching.study_order": "The study's training sequence (static-* and dynamic): the training split in its order, "
@@ -561,6 +575,9 @@ FIELD_DOCS: dict[str, str] = {
     "train.eval_every": "Evaluate every N steps (and after the last); 0: only after the last.",
     "train.eval_splits": "Splits evaluated (every graph of each, never skipped).",
     "train.warmup_steps": "First steps reported apart from the steady state (at least 1).",
+    "train.device_probe_batches": "After training, the last N steady steps' train step is timed again ALONE (arrays "
+                                  "on the device, compiled): `device_step_ms` and `host_overhead_fraction` in the "
+                                  "summary; 0: off.",
     "train.compilation_cache": "A folder for JAX's persistent compilation cache; null: off (a warm cache hides compile "
                                "cost).",
     "train.devices": "Data parallelism: 1, a number of local devices, or `all`.",

@@ -411,3 +411,63 @@ def test_tensorboard_event_files_hold_the_recorded_losses_and_metrics(tmp_path):
         rows = evals[evals["split"] == split]
         assert [s for s, _ in tb[f"{split}/rmse"]] == [3, 6]
         np.testing.assert_allclose([v for _, v in tb[f"{split}/mae"]], rows["mae"], rtol=1e-6)
+
+
+def test_the_device_probe_times_the_runs_last_steady_steps_alone(tmp_path):
+    """device_step_ms / host_overhead_fraction come from the last steady steps of the records (no
+    compile, not the first of their shape), and timing them again leaves the trained state as it
+    was: the same parameters as a run without the probe."""
+    import flax.serialization
+    import pandas as pd
+    from restart_cases import config
+
+    from gnn_batching.config import resolve_prefetch
+    from gnn_batching.train.instruments import first_use
+    from gnn_batching.train.run import train_and_evaluate
+
+    s = train_and_evaluate(config("static-64"), str(tmp_path / "probe"), verbose=False)[1]
+    off = train_and_evaluate(config("static-64", ["train.device_probe_batches=0"]), str(tmp_path / "off"),
+                             verbose=False)[1]
+    steps = pd.read_csv(tmp_path / "probe" / "steps.csv")
+    steady = steps[(steps["step"] >= 1) & (steps["compiled"] == 0) & ~first_use(steps)]
+    sample = steady.tail(8)
+    assert s["device_probe_batches"] == len(sample) == 8
+    device_total = s["device_step_ms"] * len(sample)
+    assert s["host_overhead_fraction"] == pytest.approx(1 - device_total / sample["combined_ms"].sum())
+    assert 0 < s["device_step_ms"] < 10 * sample["update_ms"].median()
+    assert off["device_probe_batches"] == 0 and np.isnan(off["device_step_ms"])
+    params = [flax.serialization.msgpack_restore((tmp_path / d / "params.msgpack").read_bytes()) for d in ("probe", "off")]
+    for a, b in zip(jax.tree_util.tree_leaves(params[0]), jax.tree_util.tree_leaves(params[1])):
+        np.testing.assert_array_equal(a, b)
+    # prefetch: auto is 2 batches on an accelerator and none on the CPU; the summary says what ran
+    assert (s["prefetch_setting"], s["prefetch"]) == ("auto", 0)
+    assert resolve_prefetch("auto", "gpu") == 2 and resolve_prefetch(3, "cpu") == 3
+
+
+def test_the_device_probe_samples_only_steady_steps():
+    """Past warm-up, no compile, and not the first step of its shape (a shape compiled ahead still
+    runs slowly the first time); the last N of those, timed on the final state."""
+    import time
+    import types
+
+    from gnn_batching.train.device_probe import DeviceProbe
+
+    calls = []
+
+    def step(state, arrays):
+        calls.append(arrays)
+        time.sleep(0.002)
+        return state, {}
+
+    probe = DeviceProbe(step, batches=3, warmup_steps=2)
+    loop = types.SimpleNamespace(last={}, place=None, state=None, extra={})
+    plan = [(0, "a", 1), (1, "a", 0), (2, "b", 0), (3, "b", 0), (4, "c", 0), (5, "a", 0), (6, "c", 1), (7, "c", 0),
+            (8, "d", 0)]  # (step, shape, compiled): steady = 3 (b again), 5 (a again), 7 (c again)
+    for s, key, compiled in plan:
+        loop.last = {"arrays": np.array([s]), "step_ms": 10.0 * (s + 1), "compiled": compiled, "key": key}
+        probe.after_step(loop, s + 1)
+    assert [int(a[0]) for a, _ in probe.sample] == [3, 5, 7]
+    probe.finish(loop)
+    assert [int(np.asarray(a)[0]) for a in calls] == [3] * 4 + [5] * 4 + [7] * 4  # one warm call + 3 timed each
+    assert loop.extra["device_probe_batches"] == 3 and loop.extra["device_step_ms"] >= 2.0
+    assert loop.extra["host_overhead_fraction"] == pytest.approx(1 - 3 * loop.extra["device_step_ms"] / (40 + 60 + 80))

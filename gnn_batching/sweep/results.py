@@ -33,7 +33,8 @@ METRICS = ["combined_ms_median", "combined_ms_mean", "assembly_ms_median", "upda
            "graphs_per_s_incl_compile", "ms_per_step_incl_compile", "train_wall_s", "overhead_s",
            "train_step_compiles", "eval_step_compiles", "train_compile_seconds", "compile_seconds", "node_fill",
            "edge_fill", "graph_fill", "real_graphs_per_batch_mean", "test_rmse", "test_mae", "val_rmse",
-           "test_graphs", "val_graphs", "peak_device_memory_bytes"]
+           "test_graphs", "val_graphs", "peak_device_memory_bytes", "device_step_ms", "host_overhead_fraction",
+           "wait_fraction"]
 
 
 def _flatten(d: dict, prefix: str = "") -> dict:
@@ -210,7 +211,9 @@ def format_comparison(df: pd.DataFrame, markdown: bool = False) -> str:
     agg = comparison(df)
     extras = extra_axes(df)
     incl = "graphs_per_s_incl_compile_mean" in agg
-    head = ["dataset", "model", "bs", "method", *(c[5:] for c in extras), "ms/step", "graphs/s",
+    probe = "device_step_ms_mean" in agg and agg["device_step_ms_mean"].notna().any()
+    head = ["dataset", "model", "bs", "method", *(c[5:] for c in extras), "ms/step",
+            *(["device ms", "host share"] if probe else []), "graphs/s",
             "speedup", "graphs/s incl. compile", "speedup incl. compile", "compiles", "compile s",
             "break-even steps", "node fill", "edge fill", "graphs/batch", "test RMSE", "test MAE", "seeds"]
     rows = []
@@ -220,6 +223,8 @@ def format_comparison(df: pd.DataFrame, markdown: bool = False) -> str:
             str(r["dataset"]), str(r["model"]), str(r["batch_size"]), str(r["method"]),
             *(str(r[c]) for c in extras),
             _pm(r["combined_ms_median_mean"], r["combined_ms_median_std"], "{:.2f}"),
+            *([_pm(r["device_step_ms_mean"], None, "{:.2f}"), _pm(r["host_overhead_fraction_mean"], None, "{:.0%}")]
+              if probe else []),
             _pm(r["graphs_per_s_mean"], r["graphs_per_s_std"], "{:.0f}"),
             _x(r["speedup_steady"]),
             _pm(r["graphs_per_s_incl_compile_mean"], r["graphs_per_s_incl_compile_std"], "{:.0f}") if incl else "-",
@@ -248,6 +253,8 @@ def format_comparison(df: pd.DataFrame, markdown: bool = False) -> str:
 COMPARISON_NOTE = (
     "ms/step: median combined (assembly + update) time of steady-state steps (warm-up and compiling steps "
     "excluded); ± = std over seeds.\n"
+    "device ms: the train step ALONE (arrays on the device, compiled) on the run's last steady batches, timed after "
+    "training; host share: 1 - device ms / whole step over those same steps (our host pipeline, copy, dispatch).\n"
     "graphs/s: steady-state throughput; graphs/s incl. compile: every graph trained / train_wall_s (all steps, "
     "compiling ones included, evaluation excluded).\n"
     "speedup: graphs/s over the slowest method's on the same measure, same dataset, model, batch size and other "

@@ -30,7 +30,9 @@ class Loop:
     place: object = None  # puts a batch's arrays over the mesh (data-parallel runs)
     lead: int = 0  # leading device axes of a batch (1 in a data-parallel run)
     segment: int = 0  # 0 for the first start, r after the r-th restart
-    last: dict = dataclasses.field(default_factory=dict)  # the step just done: loss, step_ms
+    # the step just done: loss, step_ms, its arrays (as the step got them), compiled, shape key
+    last: dict = dataclasses.field(default_factory=dict)
+    extra: dict = dataclasses.field(default_factory=dict)  # figures hooks add to the summary at the end
 
     def save_checkpoint(self) -> bool:
         """Checkpoint the state with the counters and records; True when written (not skipped)."""

@@ -29,7 +29,7 @@ from gnn_batching.batching.assemble import Batch
 from gnn_batching.batching.loader import Loader, make_loaders
 from gnn_batching.batching.methods import BatchingMethod
 from gnn_batching.batching.shard import Shard
-from gnn_batching.config import RunConfig, config_changes, read_yaml
+from gnn_batching.config import RunConfig, config_changes, read_yaml, resolve_prefetch
 from gnn_batching.data import Dataset, load_dataset
 from gnn_batching.data.store import has_repeated_pairs
 from gnn_batching.errors import ConfigError, UserError
@@ -49,6 +49,7 @@ from gnn_batching.rundir import (
 )
 from gnn_batching.train.checkpoint import Checkpoints
 from gnn_batching.train.counters import RunCounters
+from gnn_batching.train.device_probe import DeviceProbe
 from gnn_batching.train.hooks import Board, Checkpoint, Evaluate, Hook, Interrupted, ShowProgress, StopOnSignal
 from gnn_batching.train.instruments import CompileMonitor, PhaseTimer, compilation_cache, shape_key, timer
 from gnn_batching.train.layouts import init_graph, steps_for
@@ -232,7 +233,8 @@ def train_and_evaluate(cfg: RunConfig, workdir: str | None = None, verbose: bool
     sharding = batch_sharding(mesh) if mesh is not None else None
     # where a step's arrays go when the prefetch thread did not put them there already
     place = functools.partial(put_global, sharding=sharding) if sharding is not None else None
-    step_place = place if cfg.batching.prefetch <= 0 else None
+    prefetch = resolve_prefetch(cfg.batching.prefetch, jax.default_backend())
+    step_place = place if prefetch <= 0 else None
     t0 = time.perf_counter()  # init outside the timed phases; parameter shapes do not depend on the batch
     example = p.train_loader.example()
     one = example.arrays if mesh is None else first_local(example.arrays)
@@ -255,13 +257,13 @@ def train_and_evaluate(cfg: RunConfig, workdir: str | None = None, verbose: bool
         ckpt.close()
         raise
     _write_header(out, cfg, p, prov)  # only now: a failed restore leaves the run directory as it was
-    stream = p.train_loader.stream(cfg.batching.prefetch, transform=functools.partial(to_device, sharding=sharding),
+    stream = p.train_loader.stream(prefetch, transform=functools.partial(to_device, sharding=sharding),
                                    start=start)
     board = TensorBoard(os.path.join(out, TENSORBOARD)) if tc.tensorboard else None
     stop = StopOnSignal()
     hooks: list[Hook] = [Evaluate(tc.eval_every, tc.eval_splits, board), *([Board(board)] if board else []),
                          ShowProgress(Progress(f"run {cfg.name}", total=tc.num_train_steps, enabled=verbose)),
-                         Checkpoint(ckpt), stop]
+                         Checkpoint(ckpt), stop, DeviceProbe(train_step, tc.device_probe_batches, tc.warmup_steps)]
     status = {"status": "running"}
     try:
         with stop.installed(), compilation_cache(tc.compilation_cache):
@@ -275,7 +277,8 @@ def train_and_evaluate(cfg: RunConfig, workdir: str | None = None, verbose: bool
                 with phase("assembly"):
                     batch = next(stream)
                 arrays = step_place(batch.arrays) if step_place else batch.arrays
-                with phase("update"), loop.monitor.track("train", train_step, shape_key(batch.arrays, loop.lead)) as c:
+                key = shape_key(batch.arrays, loop.lead)
+                with phase("update"), loop.monitor.track("train", train_step, key) as c:
                     loop.state, metrics = train_step(loop.state, arrays)
                     jax.block_until_ready((loop.state, metrics))
                 loss, step_ms = float(metrics["loss"]), phase.ms("assembly") + phase.ms("update")
@@ -288,7 +291,7 @@ def train_and_evaluate(cfg: RunConfig, workdir: str | None = None, verbose: bool
                                   wait_ms=getattr(stream, "last_wait_s", float("nan")) * 1e3,
                                   transfer_ms=batch.transfer_ms, **sizes, loss=loss,
                                   graphs_seen=loop.counters.graphs_seen)
-                loop.last = {"loss": loss, "step_ms": step_ms}
+                loop.last = {"loss": loss, "step_ms": step_ms, "arrays": arrays, "compiled": c["compiled"], "key": key}
                 if not np.isfinite(loss):
                     raise UserError(f"{cfg.name}: loss became {loss} at step {step}; lower train.lr? "
                                     f"(records so far kept in {out})")
@@ -329,7 +332,7 @@ def train_and_evaluate(cfg: RunConfig, workdir: str | None = None, verbose: bool
     loop.counters.compile = loop.monitor.state()
     summary = build_summary(cfg, p.ds, *loop.records.frames(), loop.counters, count_params(loop.state.params), prov,
                             precompile_df=loop.records.precompile_frame(), shard=shard,
-                            wall_s=time.perf_counter() - t_start, run_dir=os.path.abspath(out))
+                            wall_s=time.perf_counter() - t_start, run_dir=os.path.abspath(out), extra=loop.extra)
     loop.records.status(status)
     write_json_atomic(os.path.join(out, SUMMARY), summary)
     return loop.state, summary

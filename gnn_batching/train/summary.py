@@ -9,6 +9,7 @@ import os
 
 import pandas as pd
 
+from gnn_batching.config import resolve_prefetch
 from gnn_batching.train.counters import RunCounters
 from gnn_batching.train.instruments import peak_device_memory, summarise_steps
 
@@ -35,7 +36,8 @@ def _restart(pre: pd.DataFrame) -> pd.Series:
 
 def build_summary(cfg, ds, steps_df: pd.DataFrame, evals_df: pd.DataFrame, epochs_df: pd.DataFrame,
                   counters: RunCounters, n_params: int, prov: dict, precompile_df: pd.DataFrame | None = None,
-                  shard=None, wall_s: float = float("nan"), run_dir: str | None = None) -> dict:
+                  shard=None, wall_s: float = float("nan"), run_dir: str | None = None,
+                  extra: dict | None = None) -> dict:
     """The flat summary of a finished run.
 
     Args:
@@ -78,7 +80,8 @@ def build_summary(cfg, ds, steps_df: pd.DataFrame, evals_df: pd.DataFrame, epoch
         "n_train": len(ds.splits.train), "limit": cfg.dataset.limit,
         "budget": cfg.batching.budget if cfg.batching.method == "dynamic" else None,
         "buckets": int(cfg.batching.buckets) if cfg.batching.method == "buckets" else None,
-        "pad_edges": cfg.batching.pad_edges, "prefetch": cfg.batching.prefetch,
+        "pad_edges": cfg.batching.pad_edges, "prefetch": resolve_prefetch(cfg.batching.prefetch, prov["jax_backend"]),
+        "prefetch_setting": cfg.batching.prefetch,
         "real_graphs_per_batch_mean": float(steps_df["real_graphs"].mean()),
         **timing,
         # compiles an uninterrupted run would also have made; restarts' recompiles are apart
@@ -141,6 +144,9 @@ def build_summary(cfg, ds, steps_df: pd.DataFrame, evals_df: pd.DataFrame, epoch
               "n_processes": shard.n_processes if shard else 1,
               # graphs of every host over every device (the records count the whole step)
               "graphs_per_s_per_device": s["graphs_per_s"] / n_global})
+    # the device step alone on a sample of the run's steady steps, after training (device_probe.py)
+    s.update({"device_step_ms": float("nan"), "host_overhead_fraction": float("nan"), "device_probe_batches": 0})
+    s.update(extra or {})
     s["run_dir"] = run_dir
     s["status"] = "complete"
     return s
