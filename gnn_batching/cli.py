@@ -137,6 +137,20 @@ def cmd_bench_step(a: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_bench_pipeline(a: argparse.Namespace) -> int:
+    """``gnn-batching bench pipeline``: a whole step, host path vs device-resident path, same batches."""
+    from gnn_batching.bench.pipeline import format_pipeline, run_pipeline_bench
+
+    a.dataset = a.dataset_flag or a.dataset
+    if not a.dataset:
+        raise UserError("bench pipeline: name a dataset, e.g. --dataset qm9 --limit 10000")
+    if a.steps < 1 or a.block < 1 or any(b < 2 for b in a.batch_sizes):
+        raise UserError("bench pipeline: --steps and --block must be >= 1 and --batch-sizes >= 2")
+    rows = run_pipeline_bench(_spec_from_args(a), a.models, a.methods, a.batch_sizes, a.steps, block=a.block)
+    print(dumps_json(rows, indent=None) if a.json else format_pipeline(rows))
+    return 0
+
+
 def cmd_run(a: argparse.Namespace) -> int:
     """``gnn-batching run``: train and evaluate one configuration into a run directory."""
     from gnn_batching.config import load_config
@@ -306,6 +320,20 @@ def build_parser() -> argparse.ArgumentParser:
     bs_.add_argument("--json", action="store_true", help="print a JSON list of flat objects")
     bs_.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     bs_.set_defaults(fn=cmd_bench_step)
+
+    bp = bench.add_parser("pipeline", help="a whole training step: host assembly + copy vs the device-resident "
+                                           "store's gather, and the step alone, on the same batches")
+    _dataset_args(bp, flag=True)
+    bp.add_argument("--models", nargs="+", default=["schnet"], choices=MODEL_NAMES, metavar="MODEL",
+                    help=f"models (default: schnet; choose from {', '.join(MODEL_NAMES)})")
+    bp.add_argument("--methods", nargs="+", default=["dynamic", "static-64"], choices=METHOD_NAMES, metavar="METHOD",
+                    help="batching methods with one GraphsTuple per step (default: dynamic static-64)")
+    bp.add_argument("--batch-sizes", type=int, nargs="+", default=[128], metavar="BS",
+                    help="batch sizes, each counting the padding graph (default: 128)")
+    bp.add_argument("--steps", type=int, default=60, help="timed steps per path and row (default 60)")
+    bp.add_argument("--block", type=int, default=10, help="steps per path before switching paths (default 10)")
+    bp.add_argument("--json", action="store_true", help="print a JSON list of flat objects")
+    bp.set_defaults(fn=cmd_bench_pipeline)
 
     study = sub.add_parser("study", help="compare with the study itself").add_subparsers(dest="study_cmd",
                                                                                          required=True)

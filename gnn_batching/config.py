@@ -56,6 +56,8 @@ class DatasetSpec:
     split: tuple = (0.8, 0.1, 0.1)
     split_seed: int = 0
     split_scheme: str = "ours"  # ours (numpy, each split sorted) | study (scikit-learn's, in split order)
+    placement: str = "auto"  # auto | host | device: where padded batches are gathered (train/device_store.py)
+    device_share: float = 0.25  # auto: the store goes to the device if it needs at most this share of free memory
     skip_bad: bool = False
     targets_csv: str | None = None
     download: bool = False
@@ -71,6 +73,10 @@ class DatasetSpec:
         if self.split_seed < 0:
             raise ConfigError(f"dataset.split_seed must be >= 0, got {self.split_seed}")
         check_split(self.split)
+        if self.placement not in ("auto", "host", "device"):
+            raise ConfigError(f"dataset.placement must be 'auto', 'host' or 'device', got {self.placement!r}")
+        if not 0 < float(self.device_share) <= 1:
+            raise ConfigError(f"dataset.device_share must be in (0, 1], got {self.device_share}")
         if self.split_scheme not in ("ours", "study"):
             raise ConfigError(f"dataset.split_scheme must be 'ours' or 'study', got {self.split_scheme!r}")
         sizes = all(isinstance(x, int) for x in self.split) and any(x > 1 for x in self.split)
@@ -533,6 +539,12 @@ FIELD_DOCS: dict[str, str] = {
     "dataset.split_scheme": "`ours` (NumPy, seeded by `split_seed`, each split sorted) or `study` (scikit-learn's "
                             "`train_test_split` as the study called it, `random_state` = `split_seed`, the training "
                             "split in split order).",
+    "dataset.placement": "Where padded batches are built: `host` (NumPy, copied to the device each step), `device` "
+                         "(the store copied to the device once, each step sends only its graph indices and the "
+                         "batch is gathered there, bit-identical) or `auto` (device on an accelerator when the "
+                         "store fits `device_share` of its free memory; host on the CPU). The summary says which "
+                         "and why.",
+    "dataset.device_share": "`placement: auto`: the largest share of the device's free memory the store may take.",
     "dataset.skip_bad": "Skip (and count) unreadable entries instead of stopping at the first one.",
     "dataset.targets_csv": "`file:` datasets: a CSV of targets, rows in structure order or matched by an "
                            "`index` column.",

@@ -53,6 +53,9 @@ class Loader:
         self.pad_edges = pad_edges
         self.epoch_stats: list[dict] = []
         self.planner = planner
+        # how a plan becomes batches: the method's host assembly, or another assembler with its
+        # signature (e.g. the device gather of train/device_store.py; one device only)
+        self.assembler: Callable | None = None
         self.shard = shard if shard is not None and shard.n_global > 1 else None
         self._pool = None
         self.parallel_min_edges = PARALLEL_MIN_EDGES  # device batches this big are assembled in threads
@@ -94,7 +97,8 @@ class Loader:
 
     def _iterate(self, plan: EpochPlan, skip: int = 0) -> Iterator[Batch]:
         if self.shard is None:
-            return self.method.iterate(self.store, plan.tail(skip) if skip else plan, self.targets, self.pad_edges)
+            assemble = self.assembler or self.method.iterate
+            return assemble(self.store, plan.tail(skip) if skip else plan, self.targets, self.pad_edges)
         mine = host_plan(plan, self.shard)
         totals = step_totals(plan, self.store.n_node, self.store.n_edge, self.shard)
         if skip:

@@ -50,6 +50,7 @@ from gnn_batching.rundir import (
 from gnn_batching.train.checkpoint import Checkpoints
 from gnn_batching.train.counters import RunCounters
 from gnn_batching.train.device_probe import DeviceProbe
+from gnn_batching.train.device_store import DeviceStore, choose_placement, store_bytes
 from gnn_batching.train.hooks import Board, Checkpoint, Evaluate, Hook, Interrupted, ShowProgress, StopOnSignal
 from gnn_batching.train.instruments import CompileMonitor, PhaseTimer, compilation_cache, shape_key, timer
 from gnn_batching.train.layouts import init_graph, steps_for
@@ -94,6 +95,7 @@ class Prepared:
     train_loader: Loader
     eval_loaders: dict[str, Loader]
     model: nn.Module
+    placement: dict = dataclasses.field(default_factory=dict)  # where batches are gathered, and why
 
 
 def prepare(cfg: RunConfig, verbose: bool = True, shard: Shard | None = None) -> Prepared:
@@ -117,7 +119,15 @@ def prepare(cfg: RunConfig, verbose: bool = True, shard: Shard | None = None) ->
                           "(sender, receiver) pair (periodic images); use model.form: sparse")
     method, train_loader, eval_loaders = make_loaders(cfg.batching, ds.store, ds.targets(), ds.splits,
                                                       seed=cfg.train.seed, shard=shard)
-    return Prepared(ds, method, train_loader, eval_loaders, make_model(cfg.model, ds.store.n_species))
+    where, why = choose_placement(cfg.dataset.placement, store_bytes(ds.store), method.layout,
+                                  shard.n_global if shard else 1, cfg.dataset.device_share)
+    placement = {"placement": where, "placement_reason": why, "device_store_bytes": 0}
+    if where == "device":
+        dev = DeviceStore(ds.store, ds.targets(), cfg.batching.pad_edges)
+        placement["device_store_bytes"] = dev.nbytes
+        for loader in (train_loader, *eval_loaders.values()):
+            loader.assembler = dev.iterate
+    return Prepared(ds, method, train_loader, eval_loaders, make_model(cfg.model, ds.store.n_species), placement)
 
 
 def _write_header(out: str, cfg: RunConfig, p: Prepared, prov: dict) -> None:
@@ -244,6 +254,7 @@ def train_and_evaluate(cfg: RunConfig, workdir: str | None = None, verbose: bool
     init_s = time.perf_counter() - t0
     loop = Loop(tc.num_train_steps, state, RunCounters(init_s=init_s), RunRecords(out, p.train_loader.epoch_stats),
                 CompileMonitor(), ckpt, eval_step, p.eval_loaders, place, lead=0 if mesh is None else 1)
+    loop.extra.update(p.placement)
     start = 0
     try:
         if resume and newest:

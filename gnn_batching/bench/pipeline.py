@@ -1,0 +1,106 @@
+"""``gnn-batching bench pipeline``: one training step end to end, the host path against the
+device-resident path, on the same batches in one command.
+
+For each (model, method, batch size): the first ``n_batches`` planned batches of one seeded
+shuffle of the training split, cycled for ``steps`` steps per path, three ways:
+
+* ``host``: NumPy assembly (``batching/assemble.py``), the copy to the device, the step;
+* ``device``: the graph indices sent, the batch gathered on the device (``train/device_store.py``),
+  the step;
+* ``device_only``: the step alone on batches already on the device (the floor both approach).
+
+Every shape is compiled in an untimed warm-up; the two paths then alternate in blocks of
+``block`` steps (so drift in the machine's speed hits both alike) and each reports the median
+step. ``device_speedup`` = host / device (> 1: the device path is faster). Several steps per
+dispatch (``train.steps_per_call``) are not built yet, so there is no K > 1 row.
+"""
+
+from __future__ import annotations
+
+import itertools
+import time
+
+import numpy as np
+
+from gnn_batching.data import DatasetSpec
+
+
+def run_pipeline_bench(spec: DatasetSpec, models: list[str], methods: list[str], batch_sizes: list[int],
+                       steps: int = 60, n_batches: int = 16, block: int = 10, seed: int = 0) -> list[dict]:
+    """One row per (model, method, batch size): median ms per step of each path and their ratios."""
+    import jax
+
+    from gnn_batching.batching import BatchingConfig, make_method
+    from gnn_batching.batching.assemble import assemble
+    from gnn_batching.data import load_dataset
+    from gnn_batching.models import ModelConfig, make_model
+    from gnn_batching.train.device_store import DeviceStore
+    from gnn_batching.train.layouts import init_graph, steps_for
+    from gnn_batching.train.steps import init_state, make_optimizer
+
+    ds = load_dataset(spec, verbose=False)
+    store, targets = ds.store, ds.targets()
+    dev = DeviceStore(store, targets)
+    order = np.random.default_rng([seed, 0]).permutation(ds.splits.train)
+    rows = []
+    for model_name, method_name, bs in itertools.product(models, methods, batch_sizes):
+        method = make_method(BatchingConfig(method=method_name, batch_size=bs), store, ds.splits.train)
+        if method.layout != "disjoint-union":
+            continue
+        plan = method.plan(order)
+        k = min(n_batches, len(plan))
+        work = [(plan.batch(b), tuple(int(x) for x in plan.shapes[b])) for b in range(k)]
+        model = make_model(ModelConfig(name=model_name), store.n_species)
+        train_step, _ = steps_for(method.layout, model, ds.stats)
+        first = assemble(store, work[0][0], work[0][1], targets)
+        state = init_state(model, make_optimizer(1e-4, 100_000, 0.96, True), init_graph(method.layout, first.arrays),
+                           seed)
+        placed = [jax.device_put(assemble(store, i, s, targets).arrays) for i, s in work]
+
+        def host(i, s):
+            return jax.device_put(assemble(store, i, s, targets).arrays)
+
+        def device(i, s):
+            return dev.gather(dev.slots(i, s[2]), s[0], s[1])
+
+        for i, s in work:  # compile every shape, and the gathers, untimed
+            jax.block_until_ready(train_step(state, host(i, s)))
+            jax.block_until_ready(train_step(state, device(i, s)))
+        times: dict[str, list[float]] = {"host": [], "device": [], "device_only": []}
+        step = 0
+        while step < steps:
+            for name, make in (("host", host), ("device", device), ("device_only", None)):
+                for j in range(step, min(step + block, steps)):
+                    i, s = work[j % k]
+                    t0 = time.perf_counter()
+                    arrays = placed[j % k] if make is None else make(i, s)
+                    state, metrics = train_step(state, arrays)
+                    jax.block_until_ready((state, metrics))
+                    times[name].append((time.perf_counter() - t0) * 1e3)
+            step += block
+        med = {name: float(np.median(v)) for name, v in times.items()}
+        rows.append({"model": model_name, "method": method_name, "batch_size": bs, "steps": steps, "batches": k,
+                     "host_ms": med["host"], "device_ms": med["device"], "device_only_ms": med["device_only"],
+                     "device_speedup": med["host"] / med["device"],
+                     "host_overhead_fraction": 1 - med["device_only"] / med["host"],
+                     "device_path_overhead_fraction": 1 - med["device_only"] / med["device"],
+                     "device_store_bytes": dev.nbytes, "backend": jax.default_backend(),
+                     "device_kind": jax.devices()[0].device_kind})
+    return rows
+
+
+def format_pipeline(rows: list[dict]) -> str:
+    """The rows as a text table with what each column is."""
+    head = ["model", "method", "bs", "host ms", "device ms", "device-only ms", "device path speedup",
+            "host overhead", "device-path overhead"]
+    body = [[r["model"], r["method"], str(r["batch_size"]), f"{r['host_ms']:.2f}", f"{r['device_ms']:.2f}",
+             f"{r['device_only_ms']:.2f}", f"{r['device_speedup']:.2f}x", f"{r['host_overhead_fraction']:.0%}",
+             f"{r['device_path_overhead_fraction']:.0%}"] for r in rows]
+    widths = [max(len(h), *(len(b[i]) for b in body)) for i, h in enumerate(head)] if body else [len(h) for h in head]
+    lines = ["  ".join(h.ljust(w) for h, w in zip(head, widths))]
+    lines += ["  ".join(c.ljust(w) for c, w in zip(b, widths)) for b in body]
+    dev = f"{rows[0]['device_kind']} ({rows[0]['backend']})" if rows else "-"
+    return "\n".join(lines) + (
+        f"\n{dev}; median ms per training step. host: NumPy assembly + copy + step; device: indices sent, batch "
+        "gathered on the device + step; device-only: the step on batches already there. Paths alternate in blocks "
+        "on the same batches. overhead = 1 - device-only / path.")

@@ -1,0 +1,98 @@
+"""The store on the device (``dataset.placement: device``): every padded batch gathered there from
+graph indices is bit for bit the host path's, and a run that uses it learns exactly what a host
+run learns."""
+
+from __future__ import annotations
+
+import jax
+import numpy as np
+import pandas as pd
+import pytest
+from conftest import random_store
+
+from gnn_batching.batching import BatchingConfig, make_method
+from gnn_batching.batching.registry import METHODS
+from gnn_batching.train.device_store import DeviceStore, choose_placement, store_bytes
+
+UNION = [m for m, cls in METHODS.items() if cls.layout == "disjoint-union"]
+
+
+@pytest.mark.parametrize("pad_edges", ["hub", "spread"])
+@pytest.mark.parametrize("method", UNION)
+def test_device_batches_are_the_host_batches_bit_for_bit(method, pad_edges):
+    rng = np.random.default_rng(3)
+    n_node = rng.integers(1, 12, 150)
+    n_node[7] = 1  # a single atom: no edges
+    n_edge = np.where(n_node > 1, rng.integers(0, 40, 150), 0)
+    store = random_store(rng, n_node, n_edge)
+    targets = rng.normal(size=150).astype(np.float32)
+    train = np.arange(120)
+    m = make_method(BatchingConfig(method=method, batch_size=9), store, train)
+    plan = m.plan(np.random.default_rng(0).permutation(train))
+    dev = DeviceStore(store, targets, pad_edges)
+    host = list(m.iterate(store, plan, targets, pad_edges))
+    gathered = list(dev.iterate(store, plan))
+    assert len(host) == len(gathered) == len(plan)
+    for h, d in zip(host, gathered):
+        assert (h.n_real_graphs, h.n_real_nodes, h.n_real_edges) == (d.n_real_graphs, d.n_real_nodes, d.n_real_edges)
+        assert h.index.tolist() == d.index.tolist() and h.shape == d.shape
+        for x, y in zip(jax.tree_util.tree_leaves(h.arrays), jax.tree_util.tree_leaves(d.arrays)):
+            y = np.asarray(y)
+            assert x.dtype == y.dtype and x.shape == y.shape
+            np.testing.assert_array_equal(x, y)
+    assert dev.nbytes == store_bytes(store)
+
+
+def test_placement_auto_chooses_the_device_only_where_it_pays_and_fits():
+    mib = 2**20
+    assert choose_placement("auto", 100 * mib, "disjoint-union", 1, 0.25, backend="cpu")[0] == "host"
+    assert choose_placement("auto", 100 * mib, "disjoint-union", 1, 0.25, "gpu", 1000 * mib)[0] == "device"
+    where, why = choose_placement("auto", 300 * mib, "disjoint-union", 1, 0.25, "gpu", 1000 * mib)
+    assert where == "host" and "exceeds 25%" in why
+    assert choose_placement("device", 1, "slots", 1, 0.25, "gpu", 10**12)[0] == "host"
+    assert choose_placement("device", 1, "disjoint-union", 4, 0.25, "gpu", 10**12)[0] == "host"
+    assert choose_placement("device", 1, "disjoint-union", 1, 0.25, "cpu") == ("device", "dataset.placement: device")
+
+
+@pytest.mark.parametrize("method", ["static-64", "buckets"])
+def test_a_device_placed_run_learns_what_a_host_run_learns(tmp_path, method):
+    """The same batches, losses and parameters, evaluation included; the summary says where."""
+    import flax.serialization
+    from restart_cases import config
+
+    from gnn_batching.train.run import prepare, train_and_evaluate
+
+    p = prepare(config(method, ["dataset.placement=device"]), verbose=False)
+    for loader in (p.train_loader, *p.eval_loaders.values()):  # every split is gathered on the device
+        leaves = jax.tree_util.tree_leaves(next(iter(loader.epoch(0))).arrays)
+        assert all(isinstance(x, jax.Array) for x in leaves)
+    runs = {}
+    for where in ("host", "device"):
+        runs[where] = train_and_evaluate(config(method, [f"dataset.placement={where}"]), str(tmp_path / where),
+                                         verbose=False)[1]
+    assert (runs["device"]["placement"], runs["host"]["placement"]) == ("device", "host")
+    assert runs["device"]["device_store_bytes"] > 0 == runs["host"]["device_store_bytes"]
+    a, b = (pd.read_csv(tmp_path / w / "steps.csv") for w in ("host", "device"))
+    for col in ("real_graphs", "real_nodes", "real_edges", "n_node", "n_edge", "n_graph", "loss"):
+        assert a[col].tolist() == b[col].tolist(), col
+    ea, eb = (pd.read_csv(tmp_path / w / "evals.csv") for w in ("host", "device"))
+    assert ea[["rmse", "mae", "graphs"]].values.tolist() == eb[["rmse", "mae", "graphs"]].values.tolist()
+    params = [flax.serialization.msgpack_restore((tmp_path / w / "params.msgpack").read_bytes())
+              for w in ("host", "device")]
+    for x, y in zip(jax.tree_util.tree_leaves(params[0]), jax.tree_util.tree_leaves(params[1])):
+        np.testing.assert_array_equal(x, y)
+
+
+def test_bench_pipeline_times_both_paths_on_the_same_batches(capsys):
+    import json
+
+    from gnn_batching.cli import main
+
+    assert main(["bench", "pipeline", "--dataset", "aflow-synthetic", "--limit", "60", "--batch-sizes", "6",
+                 "--methods", "static-pow2", "autobatch", "--steps", "4", "--block", "2", "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert [r["method"] for r in rows] == ["static-pow2"]  # autobatch's slots layout gathers on the host
+    r = rows[0]
+    assert r["device_speedup"] == pytest.approx(r["host_ms"] / r["device_ms"])
+    assert r["host_overhead_fraction"] == pytest.approx(1 - r["device_only_ms"] / r["host_ms"])
+    assert r["device_store_bytes"] > 0 and r["steps"] == 4
