@@ -344,8 +344,8 @@ def build_parser() -> argparse.ArgumentParser:
     _dataset_args(sp, flag=True)
     sp.add_argument("--batch-sizes", type=int, nargs="+", default=[16, 32, 64, 128], metavar="BS",
                     help="batch sizes, each counting the padding graph (default: 16 32 64 128)")
-    sp.add_argument("--steps", type=int, default=100_000, help="training steps planned (default 100000, the "
-                    "study's; its counters exist for 100k)")
+    sp.add_argument("--steps", type=int, default=100_000, help="training steps planned (default 100000; the "
+                    "study's counters exist for 100000 and 2000000)")
     sp.add_argument("--json", action="store_true", help="print a JSON list of flat objects")
     sp.set_defaults(fn=cmd_study_plan)
     sc = study.add_parser("compare", help="a sweep's numbers beside the study's published runs",
