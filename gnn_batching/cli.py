@@ -146,7 +146,10 @@ def cmd_bench_pipeline(a: argparse.Namespace) -> int:
         raise UserError("bench pipeline: name a dataset, e.g. --dataset qm9 --limit 10000")
     if a.steps < 1 or a.block < 1 or any(b < 2 for b in a.batch_sizes):
         raise UserError("bench pipeline: --steps and --block must be >= 1 and --batch-sizes >= 2")
-    rows = run_pipeline_bench(_spec_from_args(a), a.models, a.methods, a.batch_sizes, a.steps, block=a.block)
+    if a.steps_per_call < 1:
+        raise UserError("bench pipeline: --steps-per-call must be >= 1")
+    rows = run_pipeline_bench(_spec_from_args(a), a.models, a.methods, a.batch_sizes, a.steps, block=a.block,
+                              k=a.steps_per_call)
     print(dumps_json(rows, indent=None) if a.json else format_pipeline(rows))
     return 0
 
@@ -332,6 +335,8 @@ def build_parser() -> argparse.ArgumentParser:
                     help="batch sizes, each counting the padding graph (default: 128)")
     bp.add_argument("--steps", type=int, default=60, help="timed steps per path and row (default 60)")
     bp.add_argument("--block", type=int, default=10, help="steps per path before switching paths (default 10)")
+    bp.add_argument("--steps-per-call", type=int, default=8, help="K: steps per dispatch timed on the device path "
+                    "(default 8)")
     bp.add_argument("--json", action="store_true", help="print a JSON list of flat objects")
     bp.set_defaults(fn=cmd_bench_pipeline)
 

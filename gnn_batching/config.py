@@ -215,6 +215,7 @@ class TrainConfig:
     eval_splits: tuple = ("val", "test")
     warmup_steps: int = 1  # steps reported apart from the steady state (the first always is)
     device_probe_batches: int = 8  # steady steps timed again, device step alone, after training (0: off)
+    steps_per_call: int | str = "auto"  # training steps per dispatch (a lax.scan); auto: 8 on accelerators, 1 on CPU
     # a folder for JAX's persistent compilation cache (off by default: a warm cache hides compile cost)
     compilation_cache: str | None = None
     # data parallelism: 1, a number of local devices, or "all"; each device gets its own padded
@@ -243,6 +244,9 @@ class TrainConfig:
             raise ConfigError(f"train.seed must be >= 0, got {self.seed}")
         if self.lr <= 0:
             raise ConfigError(f"train.lr must be > 0, got {self.lr}")
+        if self.steps_per_call != "auto" and (isinstance(self.steps_per_call, bool)
+                                              or not isinstance(self.steps_per_call, int) or self.steps_per_call < 1):
+            raise ConfigError(f"train.steps_per_call must be 'auto' or an integer >= 1, got {self.steps_per_call!r}")
         if self.device_probe_batches < 0:
             raise ConfigError(f"train.device_probe_batches must be >= 0, got {self.device_probe_batches}")
         if self.eval_every < 0 or self.warmup_steps < 1:
@@ -587,6 +591,10 @@ FIELD_DOCS: dict[str, str] = {
     "train.eval_every": "Evaluate every N steps (and after the last); 0: only after the last.",
     "train.eval_splits": "Splits evaluated (every graph of each, never skipped).",
     "train.warmup_steps": "First steps reported apart from the steady state (at least 1).",
+    "train.steps_per_call": "Training steps per dispatch: K consecutive batches of one padded shape run as one "
+                            "jitted `lax.scan` (fewer launches on an accelerator); calls never pass an evaluation, "
+                            "a checkpoint or the last step, and each step keeps its row (the call's time divided "
+                            "evenly). `auto`: 8 on an accelerator, 1 on the CPU; data-parallel runs: 1.",
     "train.device_probe_batches": "After training, the last N steady steps' train step is timed again ALONE (arrays "
                                   "on the device, compiled): `device_step_ms` and `host_overhead_fraction` in the "
                                   "summary; 0: off.",

@@ -256,3 +256,12 @@ def test_a_killed_study_order_run_resumes_to_the_uninterrupted_records(tmp_path,
 
     s, r = straight_and_resumed(method, str(tmp_path), STUDY)
     check_resumed_equals_straight(str(tmp_path), s, r)
+
+
+def test_the_studys_counters_at_100k_and_2m_steps():
+    from gnn_batching.reference import study_compiles
+
+    assert [study_compiles("qm9", "static-64", bs) for bs in (16, 32, 64, 128)] == [60, 89, 128, 195]
+    assert [study_compiles("qm9", "static-64", bs, 2_000_000) for bs in (16, 32, 64, 128)] == [74, 104, 155, 239]
+    assert study_compiles("qm9", "static-pow2", 128, 2_000_000) == 1.0  # its rows logging 0 left out
+    assert study_compiles("qm9", "static-64", 16, 500) is None and study_compiles("qm9", "packed", 16) is None

@@ -466,7 +466,7 @@ def test_the_device_probe_samples_only_steady_steps():
     for s, key, compiled in plan:
         loop.last = {"arrays": np.array([s]), "step_ms": 10.0 * (s + 1), "compiled": compiled, "key": key}
         probe.after_step(loop, s + 1)
-    assert [int(a[0]) for a, _ in probe.sample] == [3, 5, 7]
+    assert [int(s[1][0]) for s in probe.sample] == [3, 5, 7]
     probe.finish(loop)
     assert [int(np.asarray(a)[0]) for a in calls] == [3] * 4 + [5] * 4 + [7] * 4  # one warm call + 3 timed each
     assert loop.extra["device_probe_batches"] == 3 and loop.extra["device_step_ms"] >= 2.0

@@ -11,8 +11,12 @@ shuffle of the training split, cycled for ``steps`` steps per path, three ways:
 
 Every shape is compiled in an untimed warm-up; the two paths then alternate in blocks of
 ``block`` steps (so drift in the machine's speed hits both alike) and each reports the median
-step. ``device_speedup`` = host / device (> 1: the device path is faster). Several steps per
-dispatch (``train.steps_per_call``) are not built yet, so there is no K > 1 row.
+step. ``device_speedup`` = host / device (> 1: the device path is faster).
+
+* ``device_k``: the device path with ``k`` steps per dispatch (``train.steps_per_call``): ``k``
+  gathered batches of one shape stacked and run in one ``lax.scan``, its time / ``k`` per step;
+  ``k_speedup`` = device / device_k. Only for shapes that ``k`` of the sampled batches share
+  (NaN otherwise, e.g. static-64, whose shapes rarely repeat ``k`` times in a row).
 """
 
 from __future__ import annotations
@@ -26,7 +30,7 @@ from gnn_batching.data import DatasetSpec
 
 
 def run_pipeline_bench(spec: DatasetSpec, models: list[str], methods: list[str], batch_sizes: list[int],
-                       steps: int = 60, n_batches: int = 16, block: int = 10, seed: int = 0) -> list[dict]:
+                       steps: int = 60, n_batches: int = 16, block: int = 10, seed: int = 0, k: int = 8) -> list[dict]:
     """One row per (model, method, batch size): median ms per step of each path and their ratios."""
     import jax
 
@@ -34,6 +38,7 @@ def run_pipeline_bench(spec: DatasetSpec, models: list[str], methods: list[str],
     from gnn_batching.batching.assemble import assemble
     from gnn_batching.data import load_dataset
     from gnn_batching.models import ModelConfig, make_model
+    from gnn_batching.train.calls import multi_step, stack
     from gnn_batching.train.device_store import DeviceStore
     from gnn_batching.train.layouts import init_graph, steps_for
     from gnn_batching.train.steps import init_state, make_optimizer
@@ -48,8 +53,8 @@ def run_pipeline_bench(spec: DatasetSpec, models: list[str], methods: list[str],
         if method.layout != "disjoint-union":
             continue
         plan = method.plan(order)
-        k = min(n_batches, len(plan))
-        work = [(plan.batch(b), tuple(int(x) for x in plan.shapes[b])) for b in range(k)]
+        n = min(max(n_batches, k), len(plan))
+        work = [(plan.batch(b), tuple(int(x) for x in plan.shapes[b])) for b in range(n)]
         model = make_model(ModelConfig(name=model_name), store.n_species)
         train_step, _ = steps_for(method.layout, model, ds.stats)
         first = assemble(store, work[0][0], work[0][1], targets)
@@ -66,21 +71,36 @@ def run_pipeline_bench(spec: DatasetSpec, models: list[str], methods: list[str],
         for i, s in work:  # compile every shape, and the gathers, untimed
             jax.block_until_ready(train_step(state, host(i, s)))
             jax.block_until_ready(train_step(state, device(i, s)))
-        times: dict[str, list[float]] = {"host": [], "device": [], "device_only": []}
+        by_shape: dict = {}
+        for i, s in work:
+            by_shape.setdefault(s, []).append(i)
+        calls = [(members[c : c + k], s) for s, members in by_shape.items() for c in range(0, len(members) - k + 1, k)]
+        steps_k = multi_step(train_step) if k > 1 and calls else None
+        if steps_k is not None:
+            for members, s in calls:
+                jax.block_until_ready(steps_k(state, stack([device(i, s) for i in members])))
+        times: dict[str, list[float]] = {"host": [], "device": [], "device_only": [], "device_k": []}
         step = 0
         while step < steps:
             for name, make in (("host", host), ("device", device), ("device_only", None)):
                 for j in range(step, min(step + block, steps)):
-                    i, s = work[j % k]
+                    i, s = work[j % n]
                     t0 = time.perf_counter()
-                    arrays = placed[j % k] if make is None else make(i, s)
+                    arrays = placed[j % n] if make is None else make(i, s)
                     state, metrics = train_step(state, arrays)
                     jax.block_until_ready((state, metrics))
                     times[name].append((time.perf_counter() - t0) * 1e3)
+            for c in range(max(block // k, 1) if steps_k is not None else 0):
+                members, s = calls[(step // k + c) % len(calls)]
+                t0 = time.perf_counter()
+                state, metrics = steps_k(state, stack([device(i, s) for i in members]))
+                jax.block_until_ready((state, metrics))
+                times["device_k"].append((time.perf_counter() - t0) * 1e3 / k)
             step += block
-        med = {name: float(np.median(v)) for name, v in times.items()}
-        rows.append({"model": model_name, "method": method_name, "batch_size": bs, "steps": steps, "batches": k,
+        med = {name: float(np.median(v)) if v else float("nan") for name, v in times.items()}
+        rows.append({"model": model_name, "method": method_name, "batch_size": bs, "steps": steps, "batches": n,
                      "host_ms": med["host"], "device_ms": med["device"], "device_only_ms": med["device_only"],
+                     "k": k, "device_k_ms": med["device_k"], "k_speedup": med["device"] / med["device_k"],
                      "device_speedup": med["host"] / med["device"],
                      "host_overhead_fraction": 1 - med["device_only"] / med["host"],
                      "device_path_overhead_fraction": 1 - med["device_only"] / med["device"],
@@ -92,15 +112,18 @@ def run_pipeline_bench(spec: DatasetSpec, models: list[str], methods: list[str],
 def format_pipeline(rows: list[dict]) -> str:
     """The rows as a text table with what each column is."""
     head = ["model", "method", "bs", "host ms", "device ms", "device-only ms", "device path speedup",
-            "host overhead", "device-path overhead"]
+            "host overhead", "device-path overhead", "device, K/call ms", "K speedup"]
     body = [[r["model"], r["method"], str(r["batch_size"]), f"{r['host_ms']:.2f}", f"{r['device_ms']:.2f}",
              f"{r['device_only_ms']:.2f}", f"{r['device_speedup']:.2f}x", f"{r['host_overhead_fraction']:.0%}",
-             f"{r['device_path_overhead_fraction']:.0%}"] for r in rows]
+             f"{r['device_path_overhead_fraction']:.0%}",
+             f"{r['device_k_ms']:.2f} (K={r['k']})" if np.isfinite(r["device_k_ms"]) else "-",
+             f"{r['k_speedup']:.2f}x" if np.isfinite(r["k_speedup"]) else "-"] for r in rows]
     widths = [max(len(h), *(len(b[i]) for b in body)) for i, h in enumerate(head)] if body else [len(h) for h in head]
     lines = ["  ".join(h.ljust(w) for h, w in zip(head, widths))]
     lines += ["  ".join(c.ljust(w) for c, w in zip(b, widths)) for b in body]
     dev = f"{rows[0]['device_kind']} ({rows[0]['backend']})" if rows else "-"
     return "\n".join(lines) + (
         f"\n{dev}; median ms per training step. host: NumPy assembly + copy + step; device: indices sent, batch "
-        "gathered on the device + step; device-only: the step on batches already there. Paths alternate in blocks "
-        "on the same batches. overhead = 1 - device-only / path.")
+        "gathered on the device + step; device-only: the step on batches already there; K/call: the device path "
+        "with K steps per dispatch (a lax.scan), per step. Paths alternate in blocks on the same batches. overhead = "
+        "1 - device-only / path.")

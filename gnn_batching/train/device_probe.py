@@ -7,7 +7,8 @@ steps (no compile, not the first of their shape in this process), then times the
 each again, with its arrays already on the device and the step already compiled: the median of
 ``repeats`` calls after a warm one. The summary reports
 
-* ``device_step_ms``: the mean over the sample of those medians;
+* ``device_step_ms``: the mean over the sample of those medians (per step: a call of K steps,
+  ``train.steps_per_call``, is timed whole and divided by K, as the records divide it);
 * ``host_overhead_fraction``: ``1 - sum(device-only ms) / sum(recorded combined ms)`` over the SAME
   steps: the share of a step that is not the device step (our host pipeline, copy, dispatch).
 
@@ -53,22 +54,23 @@ class DeviceProbe(Hook):
         key = last.get("key")
         first = key not in self._seen
         self._seen.add(key)
-        if self.sample.maxlen and steps_done - 1 >= self.warmup_steps and not last.get("compiled") and not first:
-            self.sample.append((last["arrays"], last["step_ms"]))
+        k = int(last.get("k", 1))
+        if self.sample.maxlen and steps_done - k >= self.warmup_steps and not last.get("compiled") and not first:
+            self.sample.append((last.get("fn", self.train_step), last["arrays"], last["step_ms"], k))
 
     def finish(self, loop: Loop) -> None:
         """Time the sampled steps' device step alone; the figures go to ``loop.extra``."""
         if self.sample:
             device_ms, whole_ms = [], []
-            for arrays, step_ms in self.sample:
+            for fn, arrays, step_ms, k in self.sample:  # a call of k steps: its time / k per step
                 # on the device already where prefetch or a mesh put them there; else copy once here
                 placed = jax.device_put(arrays) if loop.place is None else arrays
-                jax.block_until_ready(self.train_step(loop.state, placed))  # warm: dispatch caches
+                jax.block_until_ready(fn(loop.state, placed))  # warm: dispatch caches
                 times = []
                 for _ in range(self.repeats):
                     t0 = time.perf_counter()
-                    jax.block_until_ready(self.train_step(loop.state, placed))
-                    times.append((time.perf_counter() - t0) * 1e3)
+                    jax.block_until_ready(fn(loop.state, placed))
+                    times.append((time.perf_counter() - t0) * 1e3 / k)
                 device_ms.append(float(np.median(times)))
                 whole_ms.append(step_ms)
             self.result = {"device_step_ms": float(np.mean(device_ms)),

@@ -32,7 +32,13 @@ class Hook:
     """A periodic action; every method is optional."""
 
     def after_step(self, loop: Loop, steps_done: int) -> None:
-        """Called after step ``steps_done - 1`` has been trained and recorded."""
+        """Called after step ``steps_done - 1`` has been trained and recorded (once per call when
+        a call trains several steps: :mod:`~gnn_batching.train.calls`)."""
+
+    def next_stop(self, steps_done: int) -> int | None:
+        """The next step count after ``steps_done`` at which this hook must see the state (a call
+        of several steps never runs past it); None: no such step."""
+        return None
 
     def finish(self, loop: Loop) -> None:
         """Called once after the last step (also when a resumed run had no step left)."""
@@ -82,6 +88,10 @@ class Evaluate(Hook):
             if self.board is not None:
                 self.board.evaluation(steps_done, split, r)
 
+    def next_stop(self, steps_done: int) -> int | None:
+        """The next evaluation step."""
+        return (steps_done // self.every + 1) * self.every if self.every else None
+
     def after_step(self, loop: Loop, steps_done: int) -> None:
         """Evaluate on the schedule (and after the last step)."""
         if steps_done == loop.total or (self.every and steps_done % self.every == 0):
@@ -128,6 +138,11 @@ class Checkpoint(Hook):
 
     def __init__(self, ckpt: Checkpoints):
         self.ckpt = ckpt
+
+    def next_stop(self, steps_done: int) -> int | None:
+        """The next ``train.checkpoint_every`` step (time-based saves happen at call ends)."""
+        every = self.ckpt.every_steps if self.ckpt.enabled else 0
+        return (steps_done // every + 1) * every if every > 0 else None
 
     def after_step(self, loop: Loop, steps_done: int) -> None:
         """Save if due."""

@@ -322,8 +322,9 @@ def first_use(df) -> np.ndarray:
 
 
 def summarise_steps(df, warmup_steps: int) -> dict:
-    """Steady-state timing stats (ms) over steps past warm-up that did not compile and did not run
-    their padded shape for the first time in their segment.
+    """Steady-state timing stats (ms) over steps past warm-up that did not compile (nor share a call
+    of several steps with a compile) and did not run their padded shape for the first time in
+    their segment.
 
     A shape's first run is slower even when it was compiled ahead of time (JAX fills its dispatch
     cache, the runtime warms up), so it is excluded like a compiling step; for shapes compiled on
@@ -331,7 +332,9 @@ def summarise_steps(df, warmup_steps: int) -> dict:
     again in the new process: those first runs are excluded too.
     """
     first_use_mask = first_use(df)
-    steady = df[(df["step"] >= warmup_steps) & (df["compiled"] == 0) & ~first_use_mask]
+    # a step of a call that compiled carries a share of the compile (train/calls.py): not steady
+    compiled = (df.groupby("call")["compiled"].transform("max") if "call" in df else df["compiled"]) > 0
+    steady = df[(df["step"] >= warmup_steps) & ~compiled & ~first_use_mask]
     out = {
         "first_step_ms": float(df["combined_ms"].iloc[0]),
         "first_step_assembly_ms": float(df["assembly_ms"].iloc[0]),

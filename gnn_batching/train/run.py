@@ -47,6 +47,7 @@ from gnn_batching.rundir import (
     default_run_dir,
     has_checkpoint,
 )
+from gnn_batching.train.calls import Lookahead, multi_step, next_call, resolve_steps_per_call, stack
 from gnn_batching.train.checkpoint import Checkpoints
 from gnn_batching.train.counters import RunCounters
 from gnn_batching.train.device_probe import DeviceProbe
@@ -275,6 +276,15 @@ def train_and_evaluate(cfg: RunConfig, workdir: str | None = None, verbose: bool
     hooks: list[Hook] = [Evaluate(tc.eval_every, tc.eval_splits, board), *([Board(board)] if board else []),
                          ShowProgress(Progress(f"run {cfg.name}", total=tc.num_train_steps, enabled=verbose)),
                          Checkpoint(ckpt), stop, DeviceProbe(train_step, tc.device_probe_batches, tc.warmup_steps)]
+    # several steps per dispatch where they share a shape (train/calls.py); never past a hook's stop
+    per_call = resolve_steps_per_call(tc.steps_per_call, jax.default_backend(), shard.n_global if shard else 1)
+    steps_k = multi_step(train_step) if per_call > 1 else None
+    source = Lookahead(stream)
+
+    def stops(steps_done: int) -> list[int | None]:
+        return [h.next_stop(steps_done) for h in hooks]
+
+    loop.extra["steps_per_call"] = per_call
     status = {"status": "running"}
     try:
         with stop.installed(), compilation_cache(tc.compilation_cache):
@@ -283,31 +293,42 @@ def train_and_evaluate(cfg: RunConfig, workdir: str | None = None, verbose: bool
                 r["segment"] = loop.segment
             loop.records.precompiled(rows)
             loop.counters.ahead(rows)
-            for step in range(start, tc.num_train_steps):
+            step = start
+            while step < tc.num_train_steps:
                 phase = PhaseTimer()
+                waited = source.waited_s
                 with phase("assembly"):
-                    batch = next(stream)
-                arrays = step_place(batch.arrays) if step_place else batch.arrays
-                key = shape_key(batch.arrays, loop.lead)
-                with phase("update"), loop.monitor.track("train", train_step, key) as c:
-                    loop.state, metrics = train_step(loop.state, arrays)
+                    group = next_call(source, step, tc.num_train_steps, per_call, stops(step), loop.lead)
+                    arrays = group[0].arrays if len(group) == 1 else stack([g.arrays for g in group])
+                arrays = step_place(arrays) if step_place else arrays
+                fn = train_step if len(group) == 1 else steps_k
+                key = shape_key(arrays, loop.lead)
+                with phase("update"), loop.monitor.track("train", fn, key) as c:
+                    loop.state, metrics = fn(loop.state, arrays)
                     jax.block_until_ready((loop.state, metrics))
-                loss, step_ms = float(metrics["loss"]), phase.ms("assembly") + phase.ms("update")
-                restart_s = c["compile_s"] if c["restart"] else 0.0
-                sizes = batch.totals()
-                loop.counters.step(sizes["real_graphs"], step_ms / 1e3, restart_s)
-                loop.records.step(step=step, segment=loop.segment, assembly_ms=phase.ms("assembly"),
-                                  update_ms=phase.ms("update"), combined_ms=step_ms, compiled=c["compiled"],
-                                  compile_s=c["compile_s"], restart_compile_s=restart_s,
-                                  wait_ms=getattr(stream, "last_wait_s", float("nan")) * 1e3,
-                                  transfer_ms=batch.transfer_ms, **sizes, loss=loss,
-                                  graphs_seen=loop.counters.graphs_seen)
-                loop.last = {"loss": loss, "step_ms": step_ms, "arrays": arrays, "compiled": c["compiled"], "key": key}
-                if not np.isfinite(loss):
-                    raise UserError(f"{cfg.name}: loss became {loss} at step {step}; lower train.lr? "
-                                    f"(records so far kept in {out})")
+                k = len(group)
+                losses = np.atleast_1d(np.asarray(metrics["loss"], dtype=np.float64))
+                assembly_ms, update_ms = phase.ms("assembly") / k, phase.ms("update") / k
+                wait_ms = (source.waited_s - waited) * 1e3 / k
+                for j, (batch, loss) in enumerate(zip(group, losses)):
+                    # the call's time divided evenly; its compile (and a restart's) booked on its first step
+                    restart_s = c["compile_s"] if c["restart"] and j == 0 else 0.0
+                    sizes = batch.totals()
+                    loop.counters.step(sizes["real_graphs"], (assembly_ms + update_ms) / 1e3, restart_s)
+                    loop.records.step(step=step + j, segment=loop.segment, assembly_ms=assembly_ms,
+                                      update_ms=update_ms, combined_ms=assembly_ms + update_ms,
+                                      compiled=c["compiled"] if j == 0 else 0,
+                                      compile_s=c["compile_s"] if j == 0 else 0.0, restart_compile_s=restart_s,
+                                      wait_ms=wait_ms, transfer_ms=batch.transfer_ms, **sizes, loss=float(loss),
+                                      graphs_seen=loop.counters.graphs_seen, call=step, call_steps=k)
+                    if not np.isfinite(loss):
+                        raise UserError(f"{cfg.name}: loss became {loss} at step {step + j}; lower train.lr? "
+                                        f"(records so far kept in {out})")
+                step += k
+                loop.last = {"loss": float(losses[-1]), "step_ms": assembly_ms + update_ms, "arrays": arrays,
+                             "compiled": c["compiled"], "key": key, "fn": fn, "k": k}
                 for hook in hooks:
-                    hook.after_step(loop, step + 1)
+                    hook.after_step(loop, step)
             for hook in hooks:
                 hook.finish(loop)
         status = {"status": "complete"}
@@ -329,8 +350,7 @@ def train_and_evaluate(cfg: RunConfig, workdir: str | None = None, verbose: bool
                 status["checkpoint"] = done  # saved already at this step (a checkpoint step)
         raise
     finally:
-        if hasattr(stream, "close"):
-            stream.close()
+        source.close()
         for hook in hooks:
             hook.close()
         loop.monitor.close()
