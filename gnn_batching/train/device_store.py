@@ -13,7 +13,9 @@ graph ``searchsorted(node_end, r, side="right")`` (the number of graphs that end
 it), so its source row in the store is that graph's offset plus ``r`` minus the graph's first
 row; rows past the real nodes are padding. Edges likewise, with the sender and receiver shifted
 by their graph's first node. Padding edges point at the first padding node (``hub``) or round-
-robin over the padding nodes (``spread``), as on the host.
+robin over the padding nodes (``spread``), as on the host. Autobatch's slots layout
+(:meth:`DeviceStore.iterate_slots`) gathers each bucket's slot stack the same way, one graph per
+slot.
 """
 
 from __future__ import annotations
@@ -53,6 +55,7 @@ class DeviceStore:
             "targets": put(np.asarray(targets, np.float32)),
         }
         self._gather = jax.jit(_gather, static_argnames=("n_node", "n_edge", "hub"))
+        self._gather_slots = jax.jit(_gather_slots, static_argnames=("n_node", "n_edge"))
 
     @property
     def nbytes(self) -> int:
@@ -73,6 +76,29 @@ class DeviceStore:
                             hub=self.pad_edges == "hub")
 
 
+    def assembler(self, method):
+        """The loader's assembler for ``method``'s layout: one ``GraphsTuple`` per step
+        (:meth:`iterate`) or per-bucket slot stacks (:meth:`iterate_slots`)."""
+        if method.layout == "slots":
+            return functools.partial(self.iterate_slots, method)
+        return self.iterate
+
+    def iterate_slots(self, method, store, plan, targets=None, pad_edges: str | None = None):
+        """The slots layout (autobatch) gathered on the device: per bucket, graph ``j`` alone in
+        slot ``j`` padded to the bucket's shape (``batching/slots.py``'s ``assemble_slots``)."""
+        for s in range(len(plan)):
+            idx = plan.batch(s)
+            grp = plan.groups[plan.bounds[s] : plan.bounds[s + 1]]
+            stacks, ordered = [], []
+            for b, (nn, ne) in enumerate(method.buckets.tolist()):
+                members = idx[grp == b]
+                ordered.append(members)
+                slots = np.full(int(method.slots[b]), -1, np.int32)
+                slots[: len(members)] = members
+                stacks.append(self._gather_slots(self.arrays, jnp.asarray(slots), n_node=int(nn), n_edge=int(ne)))
+            yield Batch(tuple(stacks), len(idx), int(store.n_node[idx].sum()), int(store.n_edge[idx].sum()),
+                        np.concatenate(ordered), padded=plan.shapes[s].tolist())
+
     def iterate(self, store, plan, targets=None, pad_edges: str | None = None):
         """The batches of ``plan`` gathered on the device (the loader's assembler; ``targets`` and
         ``pad_edges`` are this store's own, fixed when it was built)."""
@@ -87,16 +113,15 @@ def choose_placement(setting: str, store_bytes: int, layout: str, n_devices: int
                      backend: str | None = None, free_bytes: int | None = None) -> tuple[str, str]:
     """``(placement, why)`` for ``dataset.placement``: ``host`` or ``device``.
 
-    ``device`` needs the one-``GraphsTuple`` layout on one device (the slots layout and data-
-    parallel runs gather on the host); ``auto`` also needs an accelerator with free memory for the
-    store within ``share`` of it (``free_bytes``: what the device reports; None: unknown).
+    ``device`` needs one device (data-parallel runs gather on the host); ``auto`` also needs an
+    accelerator with free memory for the store within ``share`` of it (``free_bytes``: what the
+    device reports; None: unknown).
     """
     if setting == "host":
         return "host", "dataset.placement: host"
-    if layout != "disjoint-union" or n_devices > 1:
-        why = ("the slots layout is gathered on the host" if layout != "disjoint-union"
-               else "data-parallel runs gather on the host")
-        return "host", why + (" (dataset.placement: device asked)" if setting == "device" else "")
+    if n_devices > 1:
+        return "host", "data-parallel runs gather on the host" + (
+            " (dataset.placement: device asked)" if setting == "device" else "")
     if setting == "device":
         return "device", "dataset.placement: device"
     backend = backend or jax.default_backend()
@@ -160,3 +185,27 @@ def _gather(a: dict, slots: jax.Array, n_node: int, n_edge: int, hub: bool) -> G
                               receivers=receivers, n_node=g_n.astype(jnp.int32), n_edge=g_e.astype(jnp.int32),
                               globals=None)
     return GraphBatch(graph, targets.astype(jnp.float32), mask)
+
+
+def _gather_slots(a: dict, slots: jax.Array, n_node: int, n_edge: int) -> GraphBatch:
+    """One bucket's slot stack: graph ``slots[j]`` alone in slot ``j`` (-1: an empty slot)."""
+    valid = slots >= 0
+    g = jnp.where(valid, slots, 0)
+    nn = jnp.where(valid, a["n_node"][g], 0)[:, None]
+    ne = jnp.where(valid, a["n_edge"][g], 0)[:, None]
+    r = jnp.arange(n_node, dtype=jnp.int32)[None, :]
+    real_n = r < nn
+    nodes = jnp.where(real_n, a["species"][jnp.where(real_n, a["node_offsets"][g][:, None] + r, 0)], 0)
+    e = jnp.arange(n_edge, dtype=jnp.int32)[None, :]
+    real_e = e < ne
+    src = jnp.where(real_e, a["edge_offsets"][g][:, None] + e, 0)
+    edges = jnp.where(real_e[..., None], a["edges"][src], 0.0)
+    senders = jnp.where(real_e, a["senders"][src], nn).astype(jnp.int32)  # padding: the first padding node
+    receivers = jnp.where(real_e, a["receivers"][src], nn).astype(jnp.int32)
+    n0, e0 = nn[:, 0], ne[:, 0]
+    g_n = jnp.stack([jnp.where(valid, n0, n_node), jnp.where(valid, n_node - n0, 0)], axis=1).astype(jnp.int32)
+    g_e = jnp.stack([jnp.where(valid, e0, n_edge), jnp.where(valid, n_edge - e0, 0)], axis=1).astype(jnp.int32)
+    targets = jnp.where(valid, a["targets"][g], 0.0).astype(jnp.float32)
+    graph = jraph.GraphsTuple(nodes=nodes.astype(jnp.int32), edges=edges.astype(jnp.float32), senders=senders,
+                              receivers=receivers, n_node=g_n, n_edge=g_e, globals=None)
+    return GraphBatch(graph, targets, valid)

@@ -127,7 +127,7 @@ def prepare(cfg: RunConfig, verbose: bool = True, shard: Shard | None = None) ->
         dev = DeviceStore(ds.store, ds.targets(), cfg.batching.pad_edges)
         placement["device_store_bytes"] = dev.nbytes
         for loader in (train_loader, *eval_loaders.values()):
-            loader.assembler = dev.iterate
+            loader.assembler = dev.assembler(loader.method)
     return Prepared(ds, method, train_loader, eval_loaders, make_model(cfg.model, ds.store.n_species), placement)
 
 
