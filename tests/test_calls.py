@@ -18,6 +18,7 @@ def _params(path):
     return flax.serialization.msgpack_restore((path / "params.msgpack").read_bytes())
 
 
+@pytest.mark.slow  # four runs
 @pytest.mark.parametrize("method", ["dynamic", "static-64"])
 def test_k_steps_per_call_learn_what_single_steps_learn(tmp_path, method):
     one = train_and_evaluate(config(method, ["train.steps_per_call=1"]), str(tmp_path / "one"), verbose=False)[1]

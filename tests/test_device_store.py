@@ -15,7 +15,10 @@ from gnn_batching.batching.registry import METHODS
 from gnn_batching.train.device_store import DeviceStore, choose_placement, store_bytes
 
 UNION = [m for m, cls in METHODS.items() if cls.layout == "disjoint-union"]
-CASES = [(m, p) for m in UNION for p in ("hub", "spread")] + [("autobatch", "hub")]  # slots: hub padding only
+# slots: hub padding only. Three cases in the fast selection (one per kind of gather), the rest slow
+FAST = {("static-pow2", "hub"), ("dynamic", "spread"), ("autobatch", "hub")}
+CASES = [pytest.param(m, p, marks=() if (m, p) in FAST else pytest.mark.slow)
+         for m, p in [(m, p) for m in UNION for p in ("hub", "spread")] + [("autobatch", "hub")]]
 
 
 @pytest.mark.parametrize("method, pad_edges", CASES)
@@ -54,6 +57,7 @@ def test_placement_auto_chooses_the_device_only_where_it_pays_and_fits():
     assert choose_placement("device", 1, "disjoint-union", 1, 0.25, "cpu") == ("device", "dataset.placement: device")
 
 
+@pytest.mark.slow  # six runs; the gather itself is checked bit for bit in the fast selection
 @pytest.mark.parametrize("method", ["static-64", "buckets", "autobatch"])
 def test_a_device_placed_run_learns_what_a_host_run_learns(tmp_path, method):
     """The same batches, losses and parameters, evaluation included; the summary says where."""

@@ -220,6 +220,7 @@ def test_study_compare_joins_a_sweep_with_the_studys_rows(tmp_path):
 STUDY = ["dataset.split_scheme=study", "batching.study_order=true"]
 
 
+@pytest.mark.slow  # a run; StudyOrder's batches are checked against the study's code in the fast selection
 def test_a_study_order_run_trains_on_the_studys_batches(tmp_path):
     """A run with the study's split and sequence steps through exactly the batches StudyOrder
     plans (across passes, every bs-th graph dropped), and compiles once per distinct shape."""

@@ -413,6 +413,7 @@ def test_tensorboard_event_files_hold_the_recorded_losses_and_metrics(tmp_path):
         np.testing.assert_allclose([v for _, v in tb[f"{split}/mae"]], rows["mae"], rtol=1e-6)
 
 
+@pytest.mark.slow  # two runs; the sampling rule is checked in the fast selection
 def test_the_device_probe_times_the_runs_last_steady_steps_alone(tmp_path):
     """device_step_ms / host_overhead_fraction come from the last steady steps of the records (no
     compile, not the first of their shape), and timing them again leaves the trained state as it
