@@ -216,6 +216,12 @@ class Autobatch(BatchingMethod):
 
     def iterate(self, store, plan: EpochPlan, targets: np.ndarray, pad_edges: str = "hub") -> Iterator[Batch]:
         """One ``Batch`` per step; its ``arrays`` are a tuple of per-bucket slot stacks."""
+        return self.iterate_stacks(store, plan, lambda members, n_slots, shape: assemble_slots(
+            store, members, n_slots, shape, targets))
+
+    def iterate_stacks(self, store, plan: EpochPlan, stack_of) -> Iterator[Batch]:
+        """The steps of ``plan`` with each bucket's slot stack from ``stack_of(members, n_slots,
+        (n_node, n_edge))`` (the host's :func:`assemble_slots`, or a gather on the device)."""
         for s in range(len(plan)):
             idx = plan.batch(s)
             grp = plan.groups[plan.bounds[s] : plan.bounds[s + 1]]
@@ -223,7 +229,7 @@ class Autobatch(BatchingMethod):
             for b, (nn, ne) in enumerate(self.buckets.tolist()):
                 members = idx[grp == b]
                 ordered.append(members)
-                stacks.append(assemble_slots(store, members, int(self.slots[b]), (nn, ne), targets))
+                stacks.append(stack_of(members, int(self.slots[b]), (nn, ne)))
             # index: bucket by bucket, slot by slot (the real slots of each bucket come first)
             yield Batch(tuple(stacks), len(idx), int(store.n_node[idx].sum()), int(store.n_edge[idx].sum()),
                         np.concatenate(ordered), padded=plan.shapes[s].tolist())

@@ -86,18 +86,12 @@ class DeviceStore:
     def iterate_slots(self, method, store, plan, targets=None, pad_edges: str | None = None):
         """The slots layout (autobatch) gathered on the device: per bucket, graph ``j`` alone in
         slot ``j`` padded to the bucket's shape (``batching/slots.py``'s ``assemble_slots``)."""
-        for s in range(len(plan)):
-            idx = plan.batch(s)
-            grp = plan.groups[plan.bounds[s] : plan.bounds[s + 1]]
-            stacks, ordered = [], []
-            for b, (nn, ne) in enumerate(method.buckets.tolist()):
-                members = idx[grp == b]
-                ordered.append(members)
-                slots = np.full(int(method.slots[b]), -1, np.int32)
-                slots[: len(members)] = members
-                stacks.append(self._gather_slots(self.arrays, jnp.asarray(slots), n_node=int(nn), n_edge=int(ne)))
-            yield Batch(tuple(stacks), len(idx), int(store.n_node[idx].sum()), int(store.n_edge[idx].sum()),
-                        np.concatenate(ordered), padded=plan.shapes[s].tolist())
+        def stack_of(members, n_slots: int, shape):
+            slots = np.full(n_slots, -1, np.int32)
+            slots[: len(members)] = members
+            return self._gather_slots(self.arrays, jnp.asarray(slots), n_node=int(shape[0]), n_edge=int(shape[1]))
+
+        return method.iterate_stacks(store, plan, stack_of)
 
     def iterate(self, store, plan, targets=None, pad_edges: str | None = None):
         """The batches of ``plan`` gathered on the device (the loader's assembler; ``targets`` and
