@@ -48,13 +48,12 @@ def test_device_batches_are_the_host_batches_bit_for_bit(method, pad_edges):
 
 def test_placement_auto_chooses_the_device_only_where_it_pays_and_fits():
     mib = 2**20
-    assert choose_placement("auto", 100 * mib, "disjoint-union", 1, 0.25, backend="cpu")[0] == "host"
-    assert choose_placement("auto", 100 * mib, "disjoint-union", 1, 0.25, "gpu", 1000 * mib)[0] == "device"
-    where, why = choose_placement("auto", 300 * mib, "disjoint-union", 1, 0.25, "gpu", 1000 * mib)
+    assert choose_placement("auto", 100 * mib, 1, 0.25, backend="cpu")[0] == "host"
+    assert choose_placement("auto", 100 * mib, 1, 0.25, "gpu", 1000 * mib)[0] == "device"
+    where, why = choose_placement("auto", 300 * mib, 1, 0.25, "gpu", 1000 * mib)
     assert where == "host" and "exceeds 25%" in why
-    assert choose_placement("device", 1, "slots", 1, 0.25, "gpu", 10**12)[0] == "device"
-    assert choose_placement("device", 1, "disjoint-union", 4, 0.25, "gpu", 10**12)[0] == "host"
-    assert choose_placement("device", 1, "disjoint-union", 1, 0.25, "cpu") == ("device", "dataset.placement: device")
+    assert choose_placement("device", 1, 4, 0.25, "gpu", 10**12)[0] == "host"
+    assert choose_placement("device", 1, 1, 0.25, "cpu") == ("device", "dataset.placement: device")
 
 
 @pytest.mark.slow  # six runs; the gather itself is checked bit for bit in the fast selection

@@ -103,7 +103,7 @@ class DeviceStore:
             yield Batch(arrays, len(idx), int(store.n_node[idx].sum()), int(store.n_edge[idx].sum()), idx)
 
 
-def choose_placement(setting: str, store_bytes: int, layout: str, n_devices: int, share: float,
+def choose_placement(setting: str, store_bytes: int, n_devices: int, share: float,
                      backend: str | None = None, free_bytes: int | None = None) -> tuple[str, str]:
     """``(placement, why)`` for ``dataset.placement``: ``host`` or ``device``.
 

@@ -120,8 +120,8 @@ def prepare(cfg: RunConfig, verbose: bool = True, shard: Shard | None = None) ->
                           "(sender, receiver) pair (periodic images); use model.form: sparse")
     method, train_loader, eval_loaders = make_loaders(cfg.batching, ds.store, ds.targets(), ds.splits,
                                                       seed=cfg.train.seed, shard=shard)
-    where, why = choose_placement(cfg.dataset.placement, store_bytes(ds.store), method.layout,
-                                  shard.n_global if shard else 1, cfg.dataset.device_share)
+    where, why = choose_placement(cfg.dataset.placement, store_bytes(ds.store), shard.n_global if shard else 1,
+                                  cfg.dataset.device_share)
     placement = {"placement": where, "placement_reason": why, "device_store_bytes": 0}
     if where == "device":
         dev = DeviceStore(ds.store, ds.targets(), cfg.batching.pad_edges)
