@@ -15,6 +15,7 @@ from gnn_batching.batching import BatchingConfig, Loader, make_method
 from gnn_batching.batching.study import STUDY_SEED, StudyOrder, planned_compiles, planned_shapes
 from gnn_batching.data import DatasetSpec, load_dataset
 from gnn_batching.data.store import study_splits
+from gnn_batching.io import text_table
 from gnn_batching.progress import Progress
 from gnn_batching.reference import study_compiles
 
@@ -62,10 +63,7 @@ def format_study_plan(rows: list[dict]) -> str:
     body = [[r["dataset"], r["method"], str(r["batch_size"]), f"{r['steps']:,}", str(r["study_order"]), str(r["ours"]),
              "-" if r["study"] is None else f"{r['study']:.0f}", "-" if r["ratio"] is None else f"{r['ratio']:.3f}"]
             for r in rows]
-    widths = [max(len(h), *(len(b[i]) for b in body)) for i, h in enumerate(head)]
-    lines = ["  ".join(h.ljust(w) for h, w in zip(head, widths))]
-    lines += ["  ".join(c.ljust(w) for c, w in zip(b, widths)) for b in body]
-    return "\n".join(lines) + (
+    return text_table(head, body) + (
         "\nplanned train-step compilations = distinct padded shapes over the steps. The study's sequence: its split "
         "(RandomState(0)), its stream (Python random.shuffle, seed 42, per pass), every bs-th graph dropped. Ours: "
         "every graph once per epoch, last partial batch kept. The study's counter: its runs of that length (published, "

@@ -27,6 +27,7 @@ import time
 import numpy as np
 
 from gnn_batching.data import DatasetSpec
+from gnn_batching.io import text_table
 
 
 def run_pipeline_bench(spec: DatasetSpec, models: list[str], methods: list[str], batch_sizes: list[int],
@@ -118,11 +119,8 @@ def format_pipeline(rows: list[dict]) -> str:
              f"{r['device_path_overhead_fraction']:.0%}",
              f"{r['device_k_ms']:.2f} (K={r['k']})" if np.isfinite(r["device_k_ms"]) else "-",
              f"{r['k_speedup']:.2f}x" if np.isfinite(r["k_speedup"]) else "-"] for r in rows]
-    widths = [max(len(h), *(len(b[i]) for b in body)) for i, h in enumerate(head)] if body else [len(h) for h in head]
-    lines = ["  ".join(h.ljust(w) for h, w in zip(head, widths))]
-    lines += ["  ".join(c.ljust(w) for c, w in zip(b, widths)) for b in body]
     dev = f"{rows[0]['device_kind']} ({rows[0]['backend']})" if rows else "-"
-    return "\n".join(lines) + (
+    return text_table(head, body) + (
         f"\n{dev}; median ms per training step. host: NumPy assembly + copy + step; device: indices sent, batch "
         "gathered on the device + step; device-only: the step on batches already there; K/call: the device path "
         "with K steps per dispatch (a lax.scan), per step. Paths alternate in blocks on the same batches. overhead = "

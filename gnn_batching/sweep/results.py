@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 
 from gnn_batching.errors import UserError
-from gnn_batching.io import write_csv_atomic
+from gnn_batching.io import text_table, write_csv_atomic
 from gnn_batching.rundir import CONFIG
 from gnn_batching.sweep.layout import RUNS, SUMMARY, finished_runs, read_json, sweep_info
 
@@ -243,10 +243,7 @@ def format_comparison(df: pd.DataFrame, markdown: bool = False) -> str:
         lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
         lines += ["| " + " | ".join(r) + " |" for r in rows]
         return "\n".join(lines)
-    widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(head)]
-    lines = ["  ".join(h.ljust(w) for h, w in zip(head, widths))]
-    lines += ["  ".join(c.ljust(w) for c, w in zip(r, widths)) for r in rows]
-    return "\n".join(lines) + "\n" + COMPARISON_NOTE + ("\nSome rows use SYNTHETIC data." if df["synthetic"].any()
+    return text_table(head, rows) + "\n" + COMPARISON_NOTE + ("\nSome rows use SYNTHETIC data." if df["synthetic"].any()
                                                         else "")
 
 
