@@ -6,9 +6,15 @@ import argparse
 import logging
 import sys
 
-from gnn_batching.config import METHOD_NAMES, MODEL_NAMES
 from gnn_batching.errors import UserError
 from gnn_batching.io import dumps_json
+
+MODULE_HELP = ("import this Python file or module first, repeatable: it registers your own datasets, models and "
+               "methods (@register_dataset, @register_model, @register_method)")
+
+
+def _module_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--module", action="append", default=[], metavar="FILE_OR_MODULE", help=MODULE_HELP)
 
 
 def _dataset_args(p: argparse.ArgumentParser, flag: bool = False) -> None:
@@ -29,7 +35,7 @@ def _dataset_args(p: argparse.ArgumentParser, flag: bool = False) -> None:
     p.add_argument("--download", action="store_true", help="aflow: download from AFLUX first (resumable)")
     p.add_argument("--skip-bad", action="store_true", help="skip malformed entries (reported) instead of failing")
     p.add_argument("--no-cache", action="store_true", help="rebuild the graph store, do not read or write the cache")
-    p.add_argument("--module", help="import this module first (it registers your own datasets)")
+    _module_arg(p)
 
 
 def _spec_from_args(a: argparse.Namespace):
@@ -37,15 +43,13 @@ def _spec_from_args(a: argparse.Namespace):
 
     return DatasetSpec(name=a.dataset, source=a.source, limit=a.limit, target=a.target, graph=a.graph,
                        cutoff=a.cutoff, k=a.k, targets_csv=a.targets_csv, download=a.download,
-                       skip_bad=a.skip_bad, module=a.module)
+                       skip_bad=a.skip_bad)
 
 
 def cmd_data_list(a: argparse.Namespace) -> int:
     """``gnn-batching data list``: registered datasets (or a user module's) and their recipes."""
-    from gnn_batching.data.datasets import DatasetSpec, _entry, dataset_names, describe
+    from gnn_batching.data.datasets import dataset_names, describe
 
-    if a.module:
-        _entry(DatasetSpec(name="qm9", module=a.module))  # imports it, registering its datasets
     for name in dataset_names():
         if name == "file:PATH":
             print(f"{name:<18} any file ASE can read (extxyz, db, CIF, POSCAR; glob ok), targets from atoms.info")
@@ -163,7 +167,7 @@ def cmd_run(a: argparse.Namespace) -> int:
         from gnn_batching.train.parallel import initialize_distributed
 
         initialize_distributed()
-    cfg = load_config(a.config, a.set or [])
+    cfg = load_config(a.config, a.set or [], modules=a.module)
     if a.resume and not a.out:
         raise UserError("run --resume: name the run directory to continue with --out")
     summary = run(cfg, out_dir=a.out, force=a.force, resume=a.resume)
@@ -192,7 +196,7 @@ def cmd_sweep(a: argparse.Namespace) -> int:
     from gnn_batching.sweep.grid import check_unchanged, load_sweep
     from gnn_batching.sweep.launch import describe_cells, run_sweep
 
-    sw = load_sweep(a.sweep, a.set or [])
+    sw = load_sweep(a.sweep, a.set or [], modules=a.module)
     if a.dry_run:
         check_unchanged(sw)
         print(describe_cells(sw))
@@ -276,7 +280,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     data = sub.add_parser("data", help="list datasets, print statistics").add_subparsers(dest="data_cmd", required=True)
     dl = data.add_parser("list", help="name every dataset")
-    dl.add_argument("--module", help="import this module first (it registers your own datasets)")
+    _module_arg(dl)
     dl.set_defaults(fn=cmd_data_list)
     st = data.add_parser("stats", help="counts and size/target distributions of a dataset")
     _dataset_args(st)
@@ -290,8 +294,8 @@ def build_parser() -> argparse.ArgumentParser:
     _dataset_args(bb, flag=True)
     bb.add_argument("--batch-sizes", type=int, nargs="+", default=[16, 32, 64, 128], metavar="BS",
                     help="batch sizes, each counting the padding graph (default: 16 32 64 128)")
-    bb.add_argument("--methods", nargs="+", default=None, choices=METHOD_NAMES, metavar="METHOD",
-                    help=f"methods to time (default: all: {', '.join(METHOD_NAMES)})")
+    bb.add_argument("--methods", nargs="+", default=None, metavar="METHOD",
+                    help="methods to time (default: every registered one)")
     bb.add_argument("--pad-edges", choices=["hub", "spread"], default="hub",
                     help="where padding edges point: one padding node (hub, jraph's) or spread over them")
     bb.add_argument("--repeats", type=int, default=1, help="epochs timed per row (best is reported)")
@@ -309,10 +313,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     bs_ = bench.add_parser("step", help="the jitted train step alone, per allocator setting (fresh process each)")
     _dataset_args(bs_, flag=True)
-    bs_.add_argument("--models", nargs="+", default=["schnet", "mpeu"], choices=MODEL_NAMES, metavar="MODEL",
-                     help=f"models to time (default: schnet mpeu; choose from {', '.join(MODEL_NAMES)})")
-    bs_.add_argument("--methods", nargs="+", default=["dynamic"], choices=METHOD_NAMES, metavar="METHOD",
-                     help=f"batching methods (default: dynamic; choose from {', '.join(METHOD_NAMES)})")
+    bs_.add_argument("--models", nargs="+", default=["schnet", "mpeu"], metavar="MODEL",
+                     help="models to time (default: schnet mpeu; any registered model)")
+    bs_.add_argument("--methods", nargs="+", default=["dynamic"], metavar="METHOD",
+                     help="batching methods (default: dynamic; any registered method)")
     bs_.add_argument("--batch-sizes", type=int, nargs="+", default=[32, 64], metavar="BS",
                      help="batch sizes, each counting the padding graph (default: 32 64)")
     bs_.add_argument("--forms", nargs="+", choices=["sparse", "dense"], default=["sparse"],
@@ -327,9 +331,9 @@ def build_parser() -> argparse.ArgumentParser:
     bp = bench.add_parser("pipeline", help="a whole training step: host assembly + copy vs the device-resident "
                                            "store's gather, and the step alone, on the same batches")
     _dataset_args(bp, flag=True)
-    bp.add_argument("--models", nargs="+", default=["schnet"], choices=MODEL_NAMES, metavar="MODEL",
-                    help=f"models (default: schnet; choose from {', '.join(MODEL_NAMES)})")
-    bp.add_argument("--methods", nargs="+", default=["dynamic", "static-64"], choices=METHOD_NAMES, metavar="METHOD",
+    bp.add_argument("--models", nargs="+", default=["schnet"], metavar="MODEL",
+                    help="models (default: schnet; any registered model)")
+    bp.add_argument("--methods", nargs="+", default=["dynamic", "static-64"], metavar="METHOD",
                     help="batching methods with one GraphsTuple per step (default: dynamic static-64)")
     bp.add_argument("--batch-sizes", type=int, nargs="+", default=[128], metavar="BS",
                     help="batch sizes, each counting the padding graph (default: 128)")
@@ -364,6 +368,7 @@ def build_parser() -> argparse.ArgumentParser:
     r = sub.add_parser("run", help="one training run from a YAML config")
     r.add_argument("config", help="YAML config, e.g. configs/smoke.yaml")
     r.add_argument("--set", action="append", metavar="KEY=VALUE", help="dotted override, repeatable")
+    _module_arg(r)
     r.add_argument("--out", help="run directory (default: results/runs/<name>-<time>)")
     r.add_argument("--force", action="store_true",
                    help="redo a PARTIAL run in --out in place (a finished run or foreign files are never replaced)")
@@ -378,6 +383,7 @@ def build_parser() -> argparse.ArgumentParser:
     sw = sub.add_parser("sweep", help="run a grid of runs; resumes where it stopped")
     sw.add_argument("sweep", help="sweep YAML, e.g. configs/quickstart.yaml")
     sw.add_argument("--set", action="append", metavar="KEY=VALUE", help="override (base keys or output_dir)")
+    _module_arg(sw)
     sw.add_argument("--jobs", type=int, default=1, help="parallel local processes (--launcher local)")
     sw.add_argument("--gpus-per-job", type=int, default=0,
                     help="--launcher local: each of the --jobs gets its own GPUs (CUDA_VISIBLE_DEVICES)")
@@ -470,6 +476,17 @@ def _log_to_stderr() -> None:
     logging.getLogger("gnn_batching").setLevel(logging.INFO)
 
 
+def _load_plugins(a: argparse.Namespace) -> None:
+    """Import ``--module`` files first, then check ``--models`` / ``--methods`` against the registries."""
+    from gnn_batching.plugins import load_modules, method_class, model_entry
+
+    load_modules(getattr(a, "module", None) or [], key="--module")
+    for name in getattr(a, "models", None) or []:
+        model_entry(name, key="--models")
+    for name in getattr(a, "methods", None) or []:
+        method_class(name, key="--methods")
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of ``gnn-batching``.
 
@@ -492,6 +509,7 @@ def main(argv: list[str] | None = None) -> int:
             from gnn_batching import allocator
 
             allocator.ensure(sys.argv[1:])  # re-executes once with a caching allocator preloaded
+        _load_plugins(args)
         return int(args.fn(args) or 0)
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)

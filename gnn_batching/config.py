@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import os
 import types
 import typing
 from dataclasses import dataclass, field
@@ -25,16 +26,7 @@ import yaml
 
 from gnn_batching.errors import ConfigError
 
-METHOD_NAMES = ("static-pow2", "static-64", "static-max", "static-exact", "dynamic", "buckets", "packed", "autobatch",
-                "static-constant")
 BUDGET_RULES = ("full", "paper", "fit-or-skip", "percentile")
-MODEL_NAMES = ("mpeu", "schnet", "painn")
-# the study's settings; PaiNN's width/RBF/cutoff differ from the message-passing pair
-MODEL_DEFAULTS = {
-    "mpeu": {"latent_size": 64, "message_passing_steps": 3, "n_rbf": 150},
-    "schnet": {"latent_size": 64, "message_passing_steps": 3, "n_rbf": 150},
-    "painn": {"latent_size": 256, "message_passing_steps": 3, "n_rbf": 20, "cutoff": 6.0},
-}
 # old key -> new key, per section: an old key is refused with the new name
 RENAMED = {
     "train": {"steps": "num_train_steps"},
@@ -131,12 +123,24 @@ class BatchingConfig:
     # the study's training sequence (static-* and dynamic): one stream across passes, reshuffled
     # with Python's random per pass, every bs-th graph dropped by static batches (batching/study.py)
     study_order: bool = False
+    # options a method declares for itself (its class's ``options``: name -> default), e.g. a
+    # user's method; unset ones take the declared default
+    options: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        if self.method not in METHOD_NAMES:
-            raise ConfigError(
-                f"batching.method: unknown method {self.method!r}; choose one of {', '.join(METHOD_NAMES)}"
-            )
+        from gnn_batching.plugins import method_class
+
+        cls = method_class(self.method)
+        declared = dict(getattr(cls, "options", {}) or {})
+        for k, v in self.options.items():
+            if k not in declared:
+                raise ConfigError(f"batching.options.{k}: method {self.method!r} declares no such option; its options: "
+                                  f"{', '.join(declared) or 'none'}")
+            d = declared[k]
+            if d is not None and not isinstance(d, bool) and isinstance(d, (int, float)):
+                _coerce(v, type(d) if isinstance(d, float) else int, f"batching.options.{k}")
+            elif isinstance(d, (bool, str)):
+                _coerce(v, type(d), f"batching.options.{k}")
         if int(self.batch_size) < 2:
             raise ConfigError(f"batching.batch_size must be >= 2 (it counts the padding graph), got {self.batch_size}")
         if self.budget not in BUDGET_RULES:
@@ -158,47 +162,86 @@ class BatchingConfig:
             raise ConfigError(f"batching.graph_slack must be in [1, 8], got {self.graph_slack}")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, init=False)
 class ModelConfig:
-    """The ``model`` section. ``None`` fields take the model's study default (``MODEL_DEFAULTS``).
+    """The ``model`` section: a registered model's name, its form and its hyperparameters.
+
+    Hyperparameters are the model's module fields (``model.<field>``); an unset one takes the
+    module's default (the study's settings for the built-in models: width 64, 3 steps, 150 RBFs;
+    PaiNN 256, 3, 20 and a 6.0 Angstrom cutoff). ``ModelConfig(name="schnet", latent_size=8)``.
 
     Attributes:
-        name: one of ``MODEL_NAMES``.
-        latent_size: width C of node/edge states (64; PaiNN 256).
-        message_passing_steps: interaction blocks (3).
-        n_rbf: radial basis functions of the edge distance (150; PaiNN 20).
-        cutoff: PaiNN's cosine cutoff in Angstrom (6.0).
+        name: a registered model (:func:`gnn_batching.plugins.model_names`).
         form: ``sparse`` (gather/scatter over the edge list) or ``dense`` (an n x n neighbourhood
-            per graph; MPEU and SchNet with ``batching.method: autobatch`` only).
+            per graph; models registered with a dense form, ``batching.method: autobatch`` only).
+        params: the hyperparameters set in the config (the others keep the module's defaults).
     """
 
     name: str = "schnet"
-    latent_size: int | None = None
-    message_passing_steps: int | None = None
-    n_rbf: int | None = None
-    cutoff: float | None = None
     form: str = "sparse"
+    params: dict = field(default_factory=dict)
 
-    def __post_init__(self) -> None:
-        if self.name not in MODEL_NAMES:
-            raise ConfigError(f"model.name: unknown model {self.name!r}; choose one of {', '.join(MODEL_NAMES)}")
-        if self.cutoff is not None and self.name != "painn":
-            raise ConfigError("model.cutoff applies to painn only")
-        if self.form not in ("sparse", "dense"):
-            raise ConfigError(f"model.form must be 'sparse' or 'dense', got {self.form!r}")
-        if self.form == "dense" and self.name == "painn":
-            raise ConfigError("model.form: dense exists for mpeu and schnet only")
-        for key in ("latent_size", "message_passing_steps", "n_rbf"):
-            v = getattr(self, key)
-            if v is not None and v < 1:
-                raise ConfigError(f"model.{key} must be >= 1, got {v}")
+    def __init__(self, name: str = "schnet", form: str = "sparse", **params: Any) -> None:
+        from gnn_batching.plugins import model_entry, model_field_types, model_hyperparameters
+
+        object.__setattr__(self, "name", name)
+        object.__setattr__(self, "form", form)
+        entry = model_entry(name)
+        if form not in ("sparse", "dense"):
+            raise ConfigError(f"model.form must be 'sparse' or 'dense', got {form!r}")
+        if form == "dense" and entry.dense is None:
+            raise ConfigError(f"model.form: dense exists for {', '.join(_dense_names())} only (not {name!r})")
+        defaults, types_ = model_hyperparameters(name), model_field_types(name)
+        checked = {}
+        for k, v in params.items():
+            if v is None and k in LEGACY_MODEL_KEYS:
+                continue  # a config saved when every built-in key was in the section (null: default)
+            if k not in defaults:
+                raise ConfigError(f"model.{k}: not a hyperparameter of {name!r} ({entry.cls.__qualname__}); its "
+                                  f"hyperparameters: {', '.join(defaults) or 'none'}")
+            if v is None:
+                continue  # null: the module's default
+            v = _coerce(v, types_[k], f"model.{k}")
+            if isinstance(v, (int, float)) and not isinstance(v, bool) and k in POSITIVE_HYPERPARAMETERS and v < 1:
+                raise ConfigError(f"model.{k} must be >= 1, got {v}")
+            checked[k] = v
+        missing = [k for k, d in defaults.items() if d is dataclasses.MISSING and k not in checked]
+        if missing:
+            raise ConfigError(f"model.{missing[0]}: {name!r} has no default for it; set it in the model section")
+        object.__setattr__(self, "params", checked)
+
+    def __getattr__(self, key: str) -> Any:
+        # a hyperparameter as an attribute (``cfg.model.latent_size``): set, else the module default
+        if key.startswith("_") or key in ("name", "form", "params"):
+            raise AttributeError(key)
+        hp = self.hyperparameters()
+        if key in hp:
+            return hp[key]
+        raise AttributeError(f"model {self.name!r} has no hyperparameter {key!r}")
 
     def hyperparameters(self) -> dict:
-        """The model's keyword arguments: study defaults, overridden by the set fields."""
-        out = dict(MODEL_DEFAULTS[self.name])
-        out.update({k: getattr(self, k) for k in ("latent_size", "message_passing_steps", "n_rbf", "cutoff")
-                    if getattr(self, k) is not None})
+        """The model's keyword arguments: the module's defaults, overridden by the set ones."""
+        from gnn_batching.plugins import model_hyperparameters
+
+        out = dict(model_hyperparameters(self.name))
+        out.update(self.params)
         return out
+
+    def to_dict(self) -> dict:
+        """The section as written in a config file (hyperparameters flat beside ``name``)."""
+        return {"name": self.name, "form": self.form, **_plain(self.params)}
+
+
+# keys every saved model section once had (null when unset), accepted as null for any model
+LEGACY_MODEL_KEYS = ("latent_size", "message_passing_steps", "n_rbf", "cutoff")
+# integer/real hyperparameters of the built-in models that count something (>= 1)
+POSITIVE_HYPERPARAMETERS = ("latent_size", "message_passing_steps", "n_rbf")
+
+
+def _dense_names() -> list[str]:
+    from gnn_batching.plugins import model_entry, model_names
+
+    return [n for n in model_names() if model_entry(n).dense is not None]
 
 
 @dataclass(frozen=True)
@@ -263,6 +306,7 @@ class TrainConfig:
 class RunConfig:
     """One run: a dataset, a model, a batching method and training settings."""
     name: str = "run"
+    modules: tuple = ()  # the user's files/modules imported first (they register datasets, models, methods)
     dataset: DatasetSpec = field(default_factory=DatasetSpec)
     model: ModelConfig = field(default_factory=ModelConfig)
     batching: BatchingConfig = field(default_factory=BatchingConfig)
@@ -275,7 +319,13 @@ class RunConfig:
 
     def to_dict(self) -> dict:
         """The configuration as plain data (YAML/JSON-ready)."""
-        return _plain(dataclasses.asdict(self))
+        out = {"name": self.name}
+        if self.modules:
+            out["modules"] = list(self.modules)
+        for sec in SECTIONS:
+            value = getattr(self, sec)
+            out[sec] = value.to_dict() if hasattr(value, "to_dict") else _plain(dataclasses.asdict(value))
+        return out
 
 
 SECTIONS = {"dataset": DatasetSpec, "model": ModelConfig, "batching": BatchingConfig, "train": TrainConfig}
@@ -337,12 +387,20 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
 def _build(cls, data: dict, prefix: str):
     if not isinstance(data, dict):
         raise ConfigError(f"{prefix}: expected a mapping of keys, got {data!r}")
-    hints = typing.get_type_hints(cls)
-    names = {f.name for f in dataclasses.fields(cls)}
     for k in data:
         if k in RENAMED.get(prefix, {}):
             raise ConfigError(f"{prefix}.{k} was renamed: use {prefix}.{RENAMED[prefix][k]} "
                               "(names now say what they count)")
+    if cls is ModelConfig:  # its keys are the model's own fields, checked by ModelConfig
+        data = dict(data)
+        try:
+            return ModelConfig(_coerce(data.pop("name", "schnet"), str, "model.name"),
+                               _coerce(data.pop("form", "sparse"), str, "model.form"), **data)
+        except ConfigError as exc:
+            raise ConfigError(str(exc)) from None
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    for k in data:
         if k not in names:
             raise ConfigError(f"{prefix}.{k}: unknown key; valid keys: {', '.join(sorted(names))}")
     kwargs = {k: _coerce(v, hints[k], f"{prefix}.{k}") for k, v in data.items()}
@@ -393,7 +451,7 @@ def config_from_dict(data: dict, source: str = "<config>") -> RunConfig:
     """
     if not isinstance(data, dict):
         raise ConfigError(f"{source}: expected a mapping at the top level")
-    allowed = {"name", *SECTIONS}
+    allowed = {"name", "modules", *SECTIONS}
     for k in data:
         if k not in allowed:
             raise ConfigError(f"{source}: {k}: unknown key; valid keys: {', '.join(sorted(allowed))}")
@@ -401,12 +459,29 @@ def config_from_dict(data: dict, source: str = "<config>") -> RunConfig:
         kwargs: dict[str, Any] = {}
         if "name" in data:
             kwargs["name"] = _coerce(data["name"], str, "name")
+        if data.get("modules") is not None:
+            mods = data["modules"]
+            mods = [mods] if isinstance(mods, str) else mods
+            mods = [_coerce(m, str, "modules") for m in _coerce(mods, tuple, "modules")]
+            kwargs["modules"] = tuple(_beside(m, source) for m in mods)
+            from gnn_batching.plugins import load_modules
+
+            load_modules(kwargs["modules"])  # before the sections: they may name the user's model or method
         for sec, cls in SECTIONS.items():
             if sec in data and data[sec] is not None:
                 kwargs[sec] = _build(cls, data[sec], sec)
         return RunConfig(**kwargs)
     except ConfigError as exc:
         raise ConfigError(f"{source}: {exc}") from None
+
+
+def _beside(module: str, source: str) -> str:
+    """A module file named relative to the config file that names it (not found from the current
+    folder) as an absolute path, so the run's saved config finds it from anywhere."""
+    if not module.endswith(".py") or os.path.exists(module):
+        return module
+    there = os.path.join(os.path.dirname(os.path.abspath(source)), module)
+    return os.path.abspath(there) if os.path.exists(there) else module
 
 
 def _diff(a: dict, b: dict, prefix: str = "") -> list[tuple[str, str]]:
@@ -473,12 +548,14 @@ def apply_overrides(data: dict, overrides: list[str]) -> dict:
     return data
 
 
-def load_config(path: str, overrides: list[str] | None = None) -> RunConfig:
+def load_config(path: str, overrides: list[str] | None = None, modules: list[str] | tuple = ()) -> RunConfig:
     """Read, override and validate a run config (nothing else happens before this succeeds).
 
     Args:
         path: a YAML run config, e.g. ``configs/smoke.yaml``.
         overrides: dotted ``key=value`` strings (values parsed as YAML).
+        modules: the user's modules or ``.py`` files to import first (``--module``), added to the
+            config's ``modules``.
 
     Returns:
         A frozen :class:`RunConfig`.
@@ -494,7 +571,17 @@ def load_config(path: str, overrides: list[str] | None = None) -> RunConfig:
                           f"`gnn-batching sweep {path}`")
     for o in overrides or []:
         check_override_key(parse_override(o)[0])
-    return config_from_dict(apply_overrides(data, overrides or []), path)
+    data = apply_overrides(data, overrides or [])
+    return config_from_dict(with_modules(data, modules), path)
+
+
+def with_modules(data: dict, modules: list[str] | tuple) -> dict:
+    """``data`` with ``modules`` (``--module``) appended to its top-level ``modules`` (once each)."""
+    if not modules or not isinstance(data, dict):
+        return data
+    have = data.get("modules") or []
+    have = [have] if isinstance(have, str) else list(have)
+    return {**data, "modules": have + [m for m in modules if m not in have]}
 
 
 def resolve_prefetch(setting: int | str, backend: str) -> int:
@@ -513,8 +600,10 @@ def check_override_key(key: str) -> None:
         of a renamed key).
     """
     section, _, name = key.partition(".")
-    if key in FIELD_DOCS or (section == "dataset" and name.startswith("options.")):
+    if key in FIELD_DOCS or (section in ("dataset", "batching") and name.startswith("options.")):
         return
+    if section == "model" and name and "." not in name:
+        return  # a model's hyperparameters are its module's fields, checked when the section is built
     if name in RENAMED.get(section, {}):
         raise ConfigError(f"--set {key}: renamed; use {section}.{RENAMED[section][name]}")
     if section in SECTIONS:
@@ -522,6 +611,15 @@ def check_override_key(key: str) -> None:
         raise ConfigError(f"--set {key}: unknown key in {section}; valid keys: {', '.join(valid)}")
     raise ConfigError(f"--set {key}: unknown key; sections are {', '.join(SECTIONS)} (and name), e.g. "
                       "batching.batch_size=64")
+
+
+# What the built-in models' hyperparameters mean (their defaults come from the module classes)
+HYPERPARAMETER_DOCS: dict[str, str] = {
+    "latent_size": "Width of the hidden features.",
+    "message_passing_steps": "Message-passing layers (interaction blocks).",
+    "n_rbf": "Radial basis functions of the edge distance.",
+    "cutoff": "Cosine cutoff radius in Angstrom.",
+}
 
 
 # One line per config key: what it means. The config reference (docs/config.md, written by
@@ -557,12 +655,13 @@ FIELD_DOCS: dict[str, str] = {
     "dataset.ef_range": "AFLOW: keep formation energies in [low, high] eV/atom; null: every entry.",
     "dataset.module": "A Python module (or .py file) imported first, e.g. one that registers a dataset.",
     "dataset.options": "Keyword options passed to a registered dataset's loader.",
-    "model.name": "Model: `schnet`, `mpeu` or `painn`.",
-    "model.latent_size": "Width of the hidden features; null: the study's value for the model (64; PaiNN 256).",
-    "model.message_passing_steps": "Message-passing layers; null: the study's value (3).",
-    "model.n_rbf": "Radial basis functions of the edge distance; null: the study's value (150; PaiNN 20).",
-    "model.cutoff": "PaiNN: cosine cutoff radius in Angstrom; null: 6.0.",
-    "model.form": "Autobatch's per-graph model: `sparse` (segment sums over edges) or `dense` (n x n pairs).",
+    "modules": "The user's Python files (`my_plugins.py`) or importable modules, imported before anything else: "
+               "they register datasets, models and batching methods (`@register_dataset`, `@register_model`, "
+               "`@register_method`). `--module` on the command line adds to it.",
+    "model.name": "Model: `schnet`, `mpeu`, `painn` or a model registered with `@register_model`. Every other key "
+                  "of the section is one of the model's hyperparameters (its module fields, below).",
+    "model.form": "Autobatch's per-graph model: `sparse` (segment sums over edges) or `dense` (n x n pairs; models "
+                  "registered with a dense form).",
     "batching.method": "Batching method: `static-pow2`, `static-64`, `static-constant`, `static-max`, "
                        "`static-exact`, `dynamic`, `buckets`, `packed` or `autobatch` (see the methods page).",
     "batching.batch_size": "Graphs per batch INCLUDING the padding graph (static batches hold batch_size - 1 real "
@@ -578,6 +677,8 @@ FIELD_DOCS: dict[str, str] = {
                          "with XLA for the cores). The summary records what ran (`prefetch`).",
     "batching.buckets": "`buckets`: padded shapes on the menu (compiled ahead); `autobatch`: per-graph size buckets.",
     "batching.graph_slack": "`packed`: graph slots per batch as a multiple of batch_size - 1.",
+    "batching.options": "Options the method declares for itself (its class's `options`, e.g. a user's method); "
+                        "unset ones take the declared default.",
     "batching.study_order": "The study's training sequence (static-* and dynamic): the training split in its order, "
                             "then Python's `random.shuffle` (seed 42 + `train.seed`) before every further pass, "
                             "batches across passes, static batches drop the graph that completes them (counted). "
@@ -634,4 +735,22 @@ def config_reference() -> str:
             typ = str(f.type).replace("|", "or")
             lines.append(f"| `{key}` | {typ} | `{shown}` | {FIELD_DOCS[key]} |")
         lines.append("")
+        if prefix == "model":
+            lines += _hyperparameter_tables()
     return "\n".join(lines)
+
+
+def _hyperparameter_tables() -> list[str]:
+    """Each built-in model's hyperparameters (``model.<field>``) with their module defaults."""
+    from gnn_batching.plugins import model_entry, model_hyperparameters, model_names
+
+    lines = ["### Each model's hyperparameters", "",
+             "`model.<field>` sets a field of the model's module; unset fields keep the module's default (the "
+             "study's settings). A user's model lists its own with `gnn-batching advise --help`'s `--module` or in "
+             "its class.", "", "| model | key | default | meaning |", "|---|---|---|---|"]
+    for name in model_names():
+        if not model_entry(name).cls.__module__.startswith("gnn_batching."):
+            continue
+        for k, d in model_hyperparameters(name).items():
+            lines.append(f"| `{name}` | `model.{k}` | `{d}` | {HYPERPARAMETER_DOCS.get(k, '')} |")
+    return lines + [""]

@@ -14,8 +14,10 @@ from hypothesis import strategies as st
 from gnn_batching.batching import Batch, BatchingConfig, GraphBatch, Loader, Prefetcher, assemble, make_method
 from gnn_batching.batching.budgets import Budget, budget_from_rule, ceil_multiple, next64_strict, next_pow2
 from gnn_batching.batching.methods import greedy_bounds
-from gnn_batching.config import METHOD_NAMES
 from gnn_batching.errors import ConfigError, OversizeGraphError
+from gnn_batching.plugins import method_names
+
+METHOD_NAMES = method_names()  # every registered method (the package's own)
 
 sizes = st.lists(st.tuples(st.integers(1, 12), st.integers(0, 30)), min_size=1, max_size=60)
 
@@ -214,7 +216,7 @@ def test_fit_or_skip_splits_by_default_and_counts_skips_when_asked():
 
 
 def test_unknown_method_lists_valid_ones():
-    with pytest.raises(ValueError, match="static-pow2, static-64, static-max, static-exact, dynamic"):
+    with pytest.raises(ValueError, match="static-pow2, static-64, static-exact, static-constant, static-max, dynamic"):
         BatchingConfig(method="greedy")
     with pytest.raises(ConfigError, match="batch_size"):
         BatchingConfig(batch_size=1)

@@ -11,10 +11,10 @@ import pytest
 from conftest import random_store
 
 from gnn_batching.batching import BatchingConfig, make_method
-from gnn_batching.batching.registry import METHODS
+from gnn_batching.batching.registry import registered_methods
 from gnn_batching.train.device_store import DeviceStore, choose_placement, store_bytes
 
-UNION = [m for m, cls in METHODS.items() if cls.layout == "disjoint-union"]
+UNION = [m for m, cls in registered_methods().items() if cls.layout == "disjoint-union"]
 # slots: hub padding only. Three cases in the fast selection (one per kind of gather), the rest slow
 FAST = {("static-pow2", "hub"), ("dynamic", "spread"), ("autobatch", "hub")}
 CASES = [pytest.param(m, p, marks=() if (m, p) in FAST else pytest.mark.slow)

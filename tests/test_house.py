@@ -247,13 +247,17 @@ def test_every_config_key_is_described_and_the_reference_is_current():
     import dataclasses
 
     from gnn_batching import config as c
+    from gnn_batching.plugins import model_hyperparameters
 
-    keys = {"name"}
+    keys = {"name", "modules"}
     for section, cls in (("dataset", c.DatasetSpec), ("model", c.ModelConfig), ("batching", c.BatchingConfig),
                          ("train", c.TrainConfig)):
         keys |= {f"{section}.{f.name}" for f in dataclasses.fields(cls)}
+    keys.discard("model.params")  # the model's own hyperparameters, documented per model below
     assert keys - set(c.FIELD_DOCS) == set(), "fields without a description in config.FIELD_DOCS"
     assert set(c.FIELD_DOCS) - keys == set(), "descriptions of fields that do not exist"
+    hyper = {k for m in ("schnet", "mpeu", "painn") for k in model_hyperparameters(m)}
+    assert hyper == set(c.HYPERPARAMETER_DOCS), "built-in hyperparameters and their descriptions differ"
     with open(os.path.join(ROOT, "docs", "config.md"), encoding="utf-8") as fh:
         assert fh.read() == c.config_reference(), "docs/config.md is stale: run python scripts/config_reference.py"
 

@@ -45,10 +45,10 @@ def _their_batches(train: list[int], batch_size: int, steps: int, seed: int = 42
 
 def _methods(name, bs, n_node, n_edge, train, **kw):
     from gnn_batching.batching import BatchingConfig
-    from gnn_batching.batching.registry import METHODS
+    from gnn_batching.batching.registry import registered_methods
 
     cfg = BatchingConfig(method=name, batch_size=bs, **kw)
-    return METHODS[name](cfg, n_node, n_edge, train)
+    return registered_methods()[name](cfg, n_node, n_edge, train)
 
 
 def _batches(order: StudyOrder, steps: int) -> list[list[int]]:

@@ -21,14 +21,17 @@ from conftest import TEST_CONFIG, random_store
 
 from gnn_batching.batching import BatchingConfig, make_loaders
 from gnn_batching.cli import main
-from gnn_batching.config import METHOD_NAMES, load_config
+from gnn_batching.config import load_config
 from gnn_batching.data import DatasetSpec, load_dataset
 from gnn_batching.data.store import make_splits
 from gnn_batching.errors import ConfigError, OversizeGraphError
+from gnn_batching.plugins import method_names
 from gnn_batching.rundir import default_run_dir
 from gnn_batching.train.instruments import summarise_steps
 from gnn_batching.train.run import run
 from gnn_batching.train.steps import masked_mse
+
+METHOD_NAMES = method_names()  # every registered method (the package's own)
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SMOKE = TEST_CONFIG  # the tiny run

@@ -3,17 +3,15 @@
 from gnn_batching.batching.assemble import Batch, GraphBatch, assemble, iterate_plan
 from gnn_batching.batching.budgets import Budget, budget_from_rule
 from gnn_batching.batching.loader import Loader, make_loaders
-from gnn_batching.batching.methods import BatchingConfig
+from gnn_batching.batching.methods import BatchingConfig, BatchingMethod
 from gnn_batching.batching.plan import EpochPlan
 from gnn_batching.batching.prefetch import Prefetcher
-from gnn_batching.batching.registry import METHODS, make_method
-from gnn_batching.config import METHOD_NAMES
+from gnn_batching.batching.registry import make_method, registered_methods
 
 __all__ = [
-    "METHODS",
-    "METHOD_NAMES",
     "Batch",
     "BatchingConfig",
+    "BatchingMethod",
     "Budget",
     "EpochPlan",
     "GraphBatch",
@@ -24,4 +22,5 @@ __all__ = [
     "iterate_plan",
     "make_loaders",
     "make_method",
+    "registered_methods",
 ]

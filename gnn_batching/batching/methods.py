@@ -31,7 +31,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import asdict, replace
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -42,6 +42,7 @@ from gnn_batching.batching.packing import pack_balanced
 from gnn_batching.batching.plan import EpochPlan
 from gnn_batching.config import BatchingConfig
 from gnn_batching.errors import ConfigError, OversizeGraphError
+from gnn_batching.plugins import register_method
 
 
 class BatchingMethod:
@@ -56,6 +57,11 @@ class BatchingMethod:
     # static-2^N, static-64 and dynamic), "beyond" (a method of ours or a user's that goes past
     # it) or "variant" (a reference point of the study's kind, e.g. static-max: neither)
     family: ClassVar[str] = "beyond"
+    # options the method takes (``batching.options.<name>``): name -> default (the type of the
+    # default is the type a config value must have)
+    options: ClassVar[dict[str, Any]] = {}
+    # (matplotlib colour, marker) in every figure; None: one derived from the name
+    style: ClassVar[tuple[str, str] | None] = None
 
     def __init__(self, cfg: BatchingConfig, n_node: np.ndarray, n_edge: np.ndarray, train_index: np.ndarray,
                  ids: np.ndarray | None = None, seed: int = 0):
@@ -96,6 +102,17 @@ class BatchingMethod:
         """
         raise ConfigError(f"batching.study_order: method {self.name!r} has no study batch sequence; "
                           f"use it with static-* or dynamic, or set study_order: false")
+
+    def option(self, key: str) -> Any:
+        """The value of a declared option: ``batching.options.<key>``, else its declared default."""
+        if key not in self.options:
+            raise KeyError(f"method {self.name!r} declares no option {key!r} (declared: {', '.join(self.options)})")
+        return self.cfg.options.get(key, self.options[key])
+
+    def summary_fields(self) -> dict[str, Any]:
+        """The method's own columns in a run's summary and the comparison table (default: its
+        declared options' values)."""
+        return {f"option_{k}": self.option(k) for k in self.options}
 
     def describe(self) -> dict:
         """The method's settings as plain data, for the run's ``summary.json``."""
@@ -169,9 +186,10 @@ class StaticMethod(BatchingMethod):
         return replace(plan, skipped=take[:, -1].copy()), k * self.bs
 
 
+@register_method("static-pow2")
 class StaticPow2(StaticMethod):
     """The study's static batching with nodes and edges rounded up to powers of two."""
-    name = "static-pow2"
+    style = ("tab:blue", "s")
     family = "study"
 
     def shapes_for(self, sum_n, sum_e):
@@ -179,9 +197,10 @@ class StaticPow2(StaticMethod):
         return next_pow2(sum_n + 1), next_pow2(sum_e)
 
 
+@register_method("static-64")
 class Static64(StaticMethod):
     """The study's static batching with nodes and edges rounded up to multiples of 64."""
-    name = "static-64"
+    style = ("tab:orange", "^")
     family = "study"
 
     def shapes_for(self, sum_n, sum_e):
@@ -189,9 +208,10 @@ class Static64(StaticMethod):
         return ceil_multiple(sum_n + 1, 64), ceil_multiple(sum_e, 64)
 
 
+@register_method("static-exact")
 class StaticExact(StaticMethod):
     """Static batching without rounding: a new compiled shape for almost every batch."""
-    name = "static-exact"
+    style = ("tab:purple", "x")
     family = "variant"
 
     def shapes_for(self, sum_n, sum_e):
@@ -199,6 +219,7 @@ class StaticExact(StaticMethod):
         return sum_n + 1, sum_e
 
 
+@register_method("static-constant")
 class StaticConstant(StaticMethod):
     """The study's static-constant batching (in its code, not its paper's results): every batch
     padded to ONE shape, ``next64(max_nodes * bs) + 1`` nodes and ``next64(max_edges * bs)``
@@ -206,8 +227,8 @@ class StaticConstant(StaticMethod):
     ``64 * (1 + floor(v / 64))``). One compilation, much padding. The study took the maxima over
     its training data; here the largest graph of the whole dataset, so no evaluated batch can
     overflow the shape (on QM9 both are 29 atoms / 812 edges)."""
+    style = ("tab:cyan", "d")
 
-    name = "static-constant"
     family = "study"
 
     def __init__(self, *args, **kwargs):
@@ -224,11 +245,12 @@ class StaticConstant(StaticMethod):
         return self._nn, self._ne, self.bs
 
 
+@register_method("static-max")
 class StaticMax(StaticMethod):
     """Tight worst case over the WHOLE dataset: the ``bs - 1`` largest node counts (+1) and
     the ``bs - 1`` largest edge counts, so any batch of any split fits one shape."""
+    style = ("tab:red", "D")
 
-    name = "static-max"
     family = "variant"
 
     def __init__(self, *args, **kwargs):
@@ -246,10 +268,11 @@ class StaticMax(StaticMethod):
         return self._nn, self._ne, self.bs
 
 
+@register_method("dynamic")
 class Dynamic(BatchingMethod):
     """Greedy next-fit packing in stream order into one budget (jraph ``dynamically_batch``)."""
+    style = ("tab:green", "o")
 
-    name = "dynamic"
     family = "study"
 
     def __init__(self, *args, budget: Budget | None = None, **kwargs):
@@ -287,6 +310,10 @@ class Dynamic(BatchingMethod):
         budget = Budget(max(b.n_node, int(self.n_node.max()) + 1), max(b.n_edge, int(self.n_edge.max())), b.n_graph)
         cfg = replace(self.cfg, oversize="error", skip_overflow=False)
         return Dynamic(cfg, self.n_node, self.n_edge, self.train_index, ids=self.ids, budget=budget, seed=self.seed)
+
+    def summary_fields(self) -> dict[str, Any]:
+        """The budget rule."""
+        return {"budget": self.cfg.budget}
 
     def describe(self) -> dict:
         """Settings plus the resolved budget and the number of graphs it cannot hold."""
@@ -373,6 +400,7 @@ def greedy_bounds(nodes: np.ndarray, edges: np.ndarray, cap_n: int, cap_e: int, 
     return np.asarray(bounds, dtype=np.int64)
 
 
+@register_method("buckets")
 class Buckets(BatchingMethod):
     """Up to ``batch_size - 1`` graphs per batch, padded to the smallest of a few menu shapes.
 
@@ -383,8 +411,8 @@ class Buckets(BatchingMethod):
     overflows (rare: about 1 in the number of samples), so no graph is ever skipped. Every menu
     shape is compiled ahead of time, so no step compiles while timed.
     """
+    style = ("tab:brown", "v")
 
-    name = "buckets"
     n_samples = 4000
 
     def __init__(self, *args, **kwargs):
@@ -405,6 +433,10 @@ class Buckets(BatchingMethod):
         n, e = self.menu[int(smallest_cover(self.menu, top[:1], top[1:2])[0])]
         return int(n), int(e), self.bs
 
+    def summary_fields(self) -> dict[str, Any]:
+        """The number of menu shapes."""
+        return {"buckets": int(self.cfg.buckets)}
+
     def describe(self) -> dict:
         """Settings plus the menu of ``(n_node, n_edge, n_graph)`` shapes."""
         return {**super().describe(), "menu": [list(s) for s in self.compile_ahead()]}
@@ -424,6 +456,7 @@ class Buckets(BatchingMethod):
         return EpochPlan(order, bounds, shapes)
 
 
+@register_method("packed")
 class Packed(BatchingMethod):
     """Balanced two-dimensional bin packing into one budget (:func:`~gnn_batching.batching.packing.pack_balanced`).
 
@@ -433,8 +466,8 @@ class Packed(BatchingMethod):
     (shuffled per epoch by the loader) decides which graphs meet; every graph is packed exactly
     once. One shape, compiled ahead of time.
     """
+    style = ("tab:pink", "P")
 
-    name = "packed"
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)

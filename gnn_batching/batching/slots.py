@@ -29,6 +29,7 @@ from gnn_batching.batching.assemble import Batch, GraphBatch, local_pairs
 from gnn_batching.batching.menu import choose_menu, smallest_cover
 from gnn_batching.batching.methods import BatchingMethod
 from gnn_batching.batching.plan import EpochPlan
+from gnn_batching.plugins import register_method
 
 
 def slot_layout(n_node: np.ndarray, n_edge: np.ndarray, train_index: np.ndarray, per_step: int, k: int
@@ -174,6 +175,7 @@ def assemble_slots(store, idx: np.ndarray, n_slots: int, shape: tuple[int, int],
     return GraphBatch(graph, t, mask)
 
 
+@register_method("autobatch")
 class Autobatch(BatchingMethod):
     """Per-graph shape buckets with fixed slots per step: the model runs on ONE graph under ``jax.vmap``.
 
@@ -183,8 +185,8 @@ class Autobatch(BatchingMethod):
     and one eval step, whatever the data. A batch is a tuple of per-bucket ``GraphBatch``es with
     a leading slot axis (:func:`stack_slots`).
     """
+    style = ("tab:olive", "*")
 
-    name = "autobatch"
     layout = "slots"
 
     def __init__(self, *args, **kwargs):

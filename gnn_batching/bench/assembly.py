@@ -24,8 +24,8 @@ import numpy as np
 from gnn_batching.batching.methods import BatchingConfig
 from gnn_batching.batching.plan import EpochPlan
 from gnn_batching.batching.registry import make_method
-from gnn_batching.config import METHOD_NAMES
 from gnn_batching.data import DatasetSpec, load_dataset
+from gnn_batching.plugins import method_names
 from gnn_batching.progress import Progress
 
 
@@ -138,7 +138,7 @@ def run_bench(spec: DatasetSpec, batch_sizes: list[int], methods: list[str] | No
     """
     ds = load_dataset(spec, use_cache=use_cache)
     store, targets = ds.store, ds.targets()
-    methods = methods or list(METHOD_NAMES)
+    methods = methods or list(method_names())
     order = np.random.default_rng([0, 0]).permutation(ds.splits.train)
     prog = Progress("bench", total=len(methods) * len(batch_sizes))
     prog.note(f"building {len(order)} per-graph GraphsTuples for the jraph reference (not timed)")

@@ -1,15 +1,18 @@
-"""Models: name -> Flax module mapping a padded GraphsTuple to (n_graph,) predictions."""
+"""Models: name -> Flax module mapping a padded GraphsTuple to (n_graph,) predictions.
+
+Each model registers itself in its own file (``@register_model``, :mod:`gnn_batching.plugins`);
+a user's model registers the same way in the user's file.
+"""
 
 from __future__ import annotations
 
-from gnn_batching.config import MODEL_NAMES, ModelConfig
+from gnn_batching.config import ModelConfig
 from gnn_batching.models.dense import DenseMPEU, DenseSchNet
 from gnn_batching.models.mpnn import MPEU, SchNet
 from gnn_batching.models.painn import PaiNN
+from gnn_batching.plugins import model_entry
 
-MODELS = {"mpeu": MPEU, "schnet": SchNet, "painn": PaiNN}
-DENSE_MODELS = {"mpeu": DenseMPEU, "schnet": DenseSchNet}  # one graph per call (autobatch)
-assert tuple(MODELS) == MODEL_NAMES  # the config schema validates names against this list
+
 def make_model(cfg: ModelConfig, n_species: int):
     """The Flax module ``cfg`` names, for ``n_species`` atom types (one-hot input width).
 
@@ -18,11 +21,12 @@ def make_model(cfg: ModelConfig, n_species: int):
         n_species: number of distinct atomic numbers in the dataset.
 
     Returns:
-        A Flax module mapping a padded ``GraphsTuple`` to (n_graph,) standardised predictions.
+        A Flax module mapping a padded ``GraphsTuple`` to (n_graph,) standardised predictions
+        (``model.form: dense``: one graph's prediction, for autobatch).
     """
-    table = DENSE_MODELS if cfg.form == "dense" else MODELS
-    return table[cfg.name](n_species=n_species, **cfg.hyperparameters())
+    entry = model_entry(cfg.name)
+    cls = entry.dense if cfg.form == "dense" else entry.cls
+    return cls(n_species=n_species, **cfg.hyperparameters())
 
 
-__all__ = ["DENSE_MODELS", "MODELS", "MPEU", "DenseMPEU", "DenseSchNet", "ModelConfig", "PaiNN", "SchNet",
-           "make_model"]
+__all__ = ["MPEU", "DenseMPEU", "DenseSchNet", "ModelConfig", "PaiNN", "SchNet", "make_model"]

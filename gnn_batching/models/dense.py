@@ -24,6 +24,7 @@ import jraph
 
 from gnn_batching.models.common import MLP, gaussian_rbf, graph_mean_readout, one_hot_species
 from gnn_batching.models.mpnn import _MessagePassing
+from gnn_batching.plugins import register_model
 
 
 def dense_neighbourhood(graph: jraph.GraphsTuple) -> tuple[jax.Array, jax.Array]:
@@ -50,6 +51,7 @@ class _Dense(_MessagePassing):
         return h, a, gaussian_rbf(d.reshape(-1), self.n_rbf).reshape(n, n, self.n_rbf)
 
 
+@register_model("schnet", form="dense")
 class DenseSchNet(_Dense):
     """SchNet (``models.mpnn.SchNet``) on one graph with dense (n, n) messages."""
 
@@ -66,6 +68,7 @@ class DenseSchNet(_Dense):
         return graph_mean_readout(out, graph)
 
 
+@register_model("mpeu", form="dense")
 class DenseMPEU(_Dense):
     """MPEU (``models.mpnn.MPEU``) on one graph with dense (n, n) edge states and messages."""
 

@@ -11,6 +11,7 @@ import jax.numpy as jnp
 import jraph
 
 from gnn_batching.models.common import MLP, gaussian_rbf, graph_mean_readout, one_hot_species, segment_mean
+from gnn_batching.plugins import register_model
 
 
 class _MessagePassing(nn.Module):
@@ -28,6 +29,7 @@ class _MessagePassing(nn.Module):
         return h, gaussian_rbf(graph.edges[:, 3], self.n_rbf)
 
 
+@register_model("mpeu")
 class MPEU(_MessagePassing):
     """Message passing with edge updates (Jorgensen et al. 2018), per step t:
 
@@ -53,6 +55,7 @@ class MPEU(_MessagePassing):
         return graph_mean_readout(out, graph)
 
 
+@register_model("schnet")
 class SchNet(_MessagePassing):
     """Simplified SchNet (no cosine cutoff, edges never updated), per step t:
 

@@ -13,6 +13,7 @@ import jax.numpy as jnp
 import jraph
 
 from gnn_batching.models.common import graph_mean_readout, one_hot_species
+from gnn_batching.plugins import register_model
 
 
 def cosine_cutoff(d: jax.Array, cutoff: float) -> jax.Array:
@@ -20,6 +21,7 @@ def cosine_cutoff(d: jax.Array, cutoff: float) -> jax.Array:
     return jnp.where(d < cutoff, 0.5 * (jnp.cos(jnp.pi * d / cutoff) + 1.0), 0.0)
 
 
+@register_model("painn")
 class PaiNN(nn.Module):
     """PaiNN (Schuett et al. 2021): equivariant scalar and vector features, summed per graph.
 

@@ -30,6 +30,7 @@ from gnn_batching.config import (
     parse_override,
     read_yaml,
     set_dotted,
+    with_modules,
 )
 from gnn_batching.errors import ConfigError, UserError
 from gnn_batching.rundir import CONFIG, is_finished
@@ -75,12 +76,13 @@ def _cell_id(values: dict) -> str:
     return "".join(c if c.isalnum() or c in "=_-." else "_" for c in slug)
 
 
-def load_sweep(path: str, overrides: list[str] | None = None) -> Sweep:
+def load_sweep(path: str, overrides: list[str] | None = None, modules: list[str] | tuple = ()) -> Sweep:
     """Read and validate a sweep file.
 
     Args:
       path: the sweep YAML (keys ``name``, ``output_dir``, ``base``, ``grid``, ...).
       overrides: ``--set KEY=VALUE`` overrides applied to ``base``.
+      modules: the user's modules or ``.py`` files (``--module``), added to the base's ``modules``.
 
     Returns:
       The sweep with every cell's config validated (a bad cell fails before any run).
@@ -129,6 +131,7 @@ def load_sweep(path: str, overrides: list[str] | None = None) -> Sweep:
     for k, vals in grid.items():
         if not isinstance(vals, list) or not vals:
             raise ConfigError(f"{path}: grid.{k}: expected a non-empty list of values")
+    base = with_modules(base, modules)
     base.setdefault("name", name)
     config_from_dict(base, f"{path} (base)")  # validate before anything runs
     sw = Sweep(name=name, output_dir=output_dir, base=base, grid=grid, source=path, report=bool(report))

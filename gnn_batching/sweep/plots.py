@@ -35,18 +35,17 @@ from gnn_batching.rundir import EVALS, STEPS, run_file
 from gnn_batching.sweep.results import cell_keys, comparison, extra_axes, group_keys, variant, with_variant
 from gnn_batching.sweep.significance import pairwise_tests
 
-METHOD_STYLE = {  # one colour and marker per method, whichever methods a sweep contains
-    "static-pow2": ("tab:blue", "s"), "static-64": ("tab:orange", "^"), "static-max": ("tab:red", "D"),
-    "static-exact": ("tab:purple", "x"), "dynamic": ("tab:green", "o"), "buckets": ("tab:brown", "v"),
-    "packed": ("tab:pink", "P"), "autobatch": ("tab:olive", "*"), "static-constant": ("tab:cyan", "d"),
-}
 LINESTYLES = ["-", "--", ":", "-."]
 
 
 def method_style(method: str) -> tuple:
-    """``(colour, marker)`` of a method, the same in every figure whatever the sweep holds."""
-    if method in METHOD_STYLE:
-        return METHOD_STYLE[method]
+    """``(colour, marker)`` of a method, the same in every figure whatever the sweep holds: the
+    method class's ``style``, else one derived from its name (a method whose module is not loaded)."""
+    from gnn_batching.plugins import registered_method
+
+    cls = registered_method(method)
+    if cls is not None and cls.style is not None:
+        return tuple(cls.style)
     cmap = plt.get_cmap("tab20")
     return cmap(sum(map(ord, method)) % 20), "h"
 

@@ -363,7 +363,8 @@ def train_and_evaluate(cfg: RunConfig, workdir: str | None = None, verbose: bool
     loop.counters.compile = loop.monitor.state()
     summary = build_summary(cfg, p.ds, *loop.records.frames(), loop.counters, count_params(loop.state.params), prov,
                             precompile_df=loop.records.precompile_frame(), shard=shard,
-                            wall_s=time.perf_counter() - t_start, run_dir=os.path.abspath(out), extra=loop.extra)
+                            wall_s=time.perf_counter() - t_start, run_dir=os.path.abspath(out), extra=loop.extra,
+                            method_fields=p.method.summary_fields())
     loop.records.status(status)
     write_json_atomic(os.path.join(out, SUMMARY), summary)
     return loop.state, summary

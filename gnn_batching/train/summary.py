@@ -37,7 +37,7 @@ def _restart(pre: pd.DataFrame) -> pd.Series:
 def build_summary(cfg, ds, steps_df: pd.DataFrame, evals_df: pd.DataFrame, epochs_df: pd.DataFrame,
                   counters: RunCounters, n_params: int, prov: dict, precompile_df: pd.DataFrame | None = None,
                   shard=None, wall_s: float = float("nan"), run_dir: str | None = None,
-                  extra: dict | None = None) -> dict:
+                  extra: dict | None = None, method_fields: dict | None = None) -> dict:
     """The flat summary of a finished run.
 
     Args:
@@ -54,6 +54,7 @@ def build_summary(cfg, ds, steps_df: pd.DataFrame, evals_df: pd.DataFrame, epoch
         shard: the devices and hosts of a data-parallel run (None: one device).
         wall_s: the whole run's wall-clock seconds (data loading and evaluation included).
         run_dir: the run directory.
+        method_fields: the method's own columns (:meth:`BatchingMethod.summary_fields`).
 
     Returns:
         A flat dict of JSON-able values (NaN where a figure does not exist).
@@ -78,8 +79,7 @@ def build_summary(cfg, ds, steps_df: pd.DataFrame, evals_df: pd.DataFrame, epoch
         "batch_size": cfg.batching.batch_size, "seed": tc.seed, "steps": tc.num_train_steps, "n_params": n_params,
         "target": ds.target, "unit": ds.unit, "synthetic": ds.synthetic,
         "n_train": len(ds.splits.train), "limit": cfg.dataset.limit,
-        "budget": cfg.batching.budget if cfg.batching.method == "dynamic" else None,
-        "buckets": int(cfg.batching.buckets) if cfg.batching.method == "buckets" else None,
+        **(method_fields or {}),
         "pad_edges": cfg.batching.pad_edges, "prefetch": resolve_prefetch(cfg.batching.prefetch, prov["jax_backend"]),
         "prefetch_setting": cfg.batching.prefetch,
         "real_graphs_per_batch_mean": float(steps_df["real_graphs"].mean()),
