@@ -15,6 +15,9 @@ The public API (imported lazily, so ``import gnn_batching`` does not start JAX):
     df = gb.collect("results/quickstart")                  # a sweep's tidy results table
     gb.plot_all("results/quickstart", df=df)               # its figures
 
+Bring your own model and batching method (``@register_model``, ``@register_method``, loaded with
+``--module FILE`` or a config's ``modules:``): :mod:`gnn_batching.plugins`.
+
 Write the model for ONE graph and let same-shape graphs run under ``jax.vmap``:
 :mod:`gnn_batching.autobatch`.
 """
@@ -22,6 +25,7 @@ Write the model for ONE graph and let same-shape graphs run under ``jax.vmap``:
 __version__ = "0.1.0"
 
 from gnn_batching.data.datasets import register_dataset
+from gnn_batching.plugins import register_method, register_model
 
 _LAZY = {
     "dynamically_batch": "gnn_batching.batching.jraph_compat",
@@ -48,4 +52,5 @@ def __getattr__(name: str):
 
 
 __all__ = ["BatchingConfig", "DatasetSpec", "RunConfig", "__version__", "collect", "dynamically_batch", "load_config",
-           "load_dataset", "make_loaders", "make_model", "plot_all", "register_dataset", "train_and_evaluate"]
+           "load_dataset", "make_loaders", "make_model", "plot_all", "register_dataset", "register_method",
+           "register_model", "train_and_evaluate"]

@@ -252,6 +252,27 @@ def model_field_types(name: str) -> dict[str, Any]:
     return {k: hints.get(k, Any) for k in model_hyperparameters(name)}
 
 
+def plugin_provenance() -> dict[str, dict]:
+    """The user's registered models and methods (not the package's): ``{"model:NAME" or
+    "method:NAME": {"class", "file", "sha1"}}``, so a run records which code its plug-ins were."""
+    import hashlib
+
+    out = {}
+    items = [(f"model:{n}", e.cls) for n, e in _MODELS.items()] + [(f"model:{n}:dense", c) for n, c in _DENSE.items()]
+    items += [(f"method:{n}", c) for n, c in _METHODS.items()]
+    for key, cls in items:
+        if cls.__module__.startswith("gnn_batching."):
+            continue
+        path = _origin(cls)
+        try:
+            with open(path, "rb") as fh:
+                digest = hashlib.sha1(fh.read()).hexdigest()
+        except OSError:
+            digest = None
+        out[key] = {"class": cls.__qualname__, "file": path, "sha1": digest}
+    return out
+
+
 def load_modules(modules: Iterable[str], key: str = "modules") -> None:
     """Import the user's modules (they register datasets, models, methods).
 

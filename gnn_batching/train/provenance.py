@@ -9,6 +9,7 @@ import subprocess
 from importlib import metadata
 
 from gnn_batching.allocator import active_allocator
+from gnn_batching.plugins import plugin_provenance
 
 PACKAGES = ("gnn-batching", "jax", "jaxlib", "jraph", "flax", "optax", "numpy", "pandas", "ase")
 
@@ -63,5 +64,6 @@ def provenance() -> dict:
         "cpu_count": os.cpu_count(),
         "cpu_affinity": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
         "hostname": platform.node(),
+        "plugins": plugin_provenance(),  # the user's models and methods: file and hash
         "jax_environment": jax.print_environment_info(return_string=True),
     }

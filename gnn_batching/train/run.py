@@ -34,7 +34,7 @@ from gnn_batching.data import Dataset, load_dataset
 from gnn_batching.data.store import has_repeated_pairs
 from gnn_batching.errors import ConfigError, UserError
 from gnn_batching.io import write_bytes_atomic, write_json_atomic, write_text_atomic
-from gnn_batching.models import make_model
+from gnn_batching.models import check_model_output, make_model
 from gnn_batching.progress import Progress
 from gnn_batching.rundir import (
     CONFIG,
@@ -128,7 +128,10 @@ def prepare(cfg: RunConfig, verbose: bool = True, shard: Shard | None = None) ->
         placement["device_store_bytes"] = dev.nbytes
         for loader in (train_loader, *eval_loaders.values()):
             loader.assembler = dev.assembler(loader.method)
-    return Prepared(ds, method, train_loader, eval_loaders, make_model(cfg.model, ds.store.n_species), placement)
+    model = make_model(cfg.model, ds.store.n_species)
+    if method.layout == "disjoint-union" and train_loader.shard is None:
+        check_model_output(model, train_loader.example().arrays.graph, cfg.model)
+    return Prepared(ds, method, train_loader, eval_loaders, model, placement)
 
 
 def _write_header(out: str, cfg: RunConfig, p: Prepared, prov: dict) -> None:
