@@ -64,10 +64,11 @@ def test_every_command_in_the_docs_parses_and_its_configs_load():
         if cfg and str(cfg).startswith("configs/"):
             path = os.path.join(ROOT, cfg)
             sets = getattr(a, "set", None) or []
+            modules = [os.path.join(ROOT, m) for m in getattr(a, "module", None) or []]
             if a.command == "sweep":
-                load_sweep(path, sets)
+                load_sweep(path, sets, modules=modules)
             else:
-                load_config(path, sets)
+                load_config(path, sets, modules=modules)
 
 
 @pytest.mark.slow  # end to end / another process: run by .ci/run and `pytest -m slow`
