@@ -175,6 +175,23 @@ def cmd_run(a: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_advise(a: argparse.Namespace) -> int:
+    """``gnn-batching advise``: each method's predicted time to train N steps, and a recommendation."""
+    from gnn_batching.advise import advise, advise_config, format_advice
+
+    if a.steps < 1 or a.batch_size < 2 or a.compile_shapes < 1 or a.timed_steps < 1:
+        raise UserError("advise: --steps, --compile-shapes and --timed-steps must be >= 1, --batch-size >= 2")
+    cfg = advise_config(_spec_from_args(a), a.model, a.batch_size, [*(a.set or []), f"train.seed={a.seed}"])
+    result = advise(cfg, a.steps, a.methods, n_compile=a.compile_shapes, timed_steps=a.timed_steps)
+    if a.check:
+        from gnn_batching.advise import check_advice, format_check
+
+        result["check"] = check_advice(cfg, result, a.check)
+    print(dumps_json(result) if a.json else format_advice(result) + (
+        "\n\n" + format_check(result["check"]) if a.check else ""))
+    return 0
+
+
 def _tables_figures_report(sweep_dir: str, fmt: str = "md", show_table: bool = False) -> str:
     """The sweep's outputs, composed here: collect (tables) -> figures -> report."""
     from gnn_batching.sweep.figures import plot_all
@@ -344,6 +361,28 @@ def build_parser() -> argparse.ArgumentParser:
     bp.add_argument("--json", action="store_true", help="print a JSON list of flat objects")
     bp.set_defaults(fn=cmd_bench_pipeline)
 
+    ad = sub.add_parser("advise", help="which batching method for a run of N steps: predicted time to train, ranked",
+                        description="Predict each method's time to train N steps (compilation included) from a "
+                                    "few minutes of measurement: the padded shapes the run will meet (planned "
+                                    "exactly), compile seconds of a few of them, the steady step against padded "
+                                    "size. Prints a ranked table, the padding-free ideal and one recommendation.")
+    _dataset_args(ad)
+    ad.add_argument("--model", default="schnet", help="model (default schnet; any registered model)")
+    ad.add_argument("--steps", type=int, default=100_000, help="the run length N (default 100000)")
+    ad.add_argument("--batch-size", type=int, default=32, help="graphs per batch incl. the padding graph (default 32)")
+    ad.add_argument("--methods", nargs="+", default=None, metavar="METHOD",
+                    help="methods to compare (default: static-pow2 static-64 dynamic buckets packed)")
+    ad.add_argument("--seed", type=int, default=0, help="train.seed of the run (its epoch order; default 0)")
+    ad.add_argument("--set", action="append", metavar="KEY=VALUE",
+                    help="dotted override of the run (model.*, batching.*, train.*), repeatable")
+    ad.add_argument("--compile-shapes", type=int, default=3, help="shapes compiled and timed per method (default 3)")
+    ad.add_argument("--timed-steps", type=int, default=15, help="timed steps per compiled shape (default 15)")
+    ad.add_argument("--check", metavar="DIR", help="then run every method for real (`gnn-batching run`, one after "
+                    "the other, run folders under DIR) and print the measured time to train beside the prediction")
+    ad.add_argument("--json", action="store_true", help="print one JSON object: recommendation, methods, ideal "
+                    "(and check)")
+    ad.set_defaults(fn=cmd_advise)
+
     study = sub.add_parser("study", help="compare with the study itself").add_subparsers(dest="study_cmd",
                                                                                          required=True)
     sp = study.add_parser("plan", help="planned compile counts of the study's static methods vs its counters",
@@ -428,6 +467,7 @@ EXAMPLES = """examples:
   gnn-batching results results/quickstart
   gnn-batching report results/quickstart --format html
   gnn-batching bench batching --dataset qm9 --batch-sizes 16 64
+  gnn-batching advise qm9 --limit 2000 --model schnet --steps 100000 --batch-size 32
 
 every config key: docs/config.md; `gnn-batching COMMAND --help` for a command's options"""
 
@@ -441,7 +481,7 @@ def _version() -> str:
         return "unknown"
 
 
-FAST_ALLOCATOR_COMMANDS = ("run", "sweep", "bench")  # commands that train or time training steps
+FAST_ALLOCATOR_COMMANDS = ("run", "sweep", "bench", "advise")  # commands that train or time training steps
 
 
 class _StderrHandler(logging.StreamHandler):
