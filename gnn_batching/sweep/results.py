@@ -155,6 +155,9 @@ def comparison(df: pd.DataFrame) -> pd.DataFrame:
     agg["n_runs"] = g.size()
     agg["n_seeds"] = g["seed"].nunique()
     agg["seeds"] = g["seed"].agg(lambda s: " ".join(str(int(x)) for x in sorted(s.unique())))
+    own = method_columns(df)
+    for c in own:  # a method's own columns (its class's summary_fields): one value per group
+        agg[c] = g[c].agg(lambda v: ", ".join(sorted({_plain_value(x) for x in v.dropna()})) or None)
     agg = agg.reset_index()
     cells = cell_keys(df)
     cg = agg.groupby(cells, dropna=False)
@@ -188,6 +191,27 @@ def _break_even(agg: pd.DataFrame, idx: list) -> None:
     agg.at[sub.index[0], "break_even_ref"] = "(reference)"
 
 
+def method_columns(df: pd.DataFrame) -> list[str]:
+    """The columns the methods of ``df`` declared as their own (``summary_fields``), in order."""
+    if "method_columns" not in df:
+        return []
+    out: list[str] = []
+    for v in df["method_columns"].dropna():
+        out += [c for c in str(v).split(",") if c and c in df and c not in out]
+    return out
+
+
+def _plain_value(x) -> str:
+    """A method column's value as written (a column with gaps holds 128 as 128.0)."""
+    return str(int(x)) if isinstance(x, float) and x.is_integer() else str(x)
+
+
+def _settings(r: pd.Series, own: list[str]) -> str:
+    parts = [f"{c.removeprefix('option_')}={r[c]}" for c in own if r.get(c) not in (None, "") and not (
+        isinstance(r.get(c), float) and not np.isfinite(r[c]))]
+    return " ".join(parts) or "-"
+
+
 def comparison_table(df: pd.DataFrame) -> pd.DataFrame:
     """``comparison.csv``: the comparison with extra axes named by their dotted keys."""
     agg = comparison(df)
@@ -212,7 +236,9 @@ def format_comparison(df: pd.DataFrame, markdown: bool = False) -> str:
     extras = extra_axes(df)
     incl = "graphs_per_s_incl_compile_mean" in agg
     probe = "device_step_ms_mean" in agg and agg["device_step_ms_mean"].notna().any()
-    head = ["dataset", "model", "bs", "method", *(c[5:] for c in extras), "ms/step",
+    own = method_columns(df)
+    head = ["dataset", "model", "bs", "method", *(["method settings"] if own else []), *(c[5:] for c in extras),
+            "ms/step",
             *(["device ms", "host share"] if probe else []), "graphs/s",
             "speedup", "graphs/s incl. compile", "speedup incl. compile", "compiles", "compile s",
             "break-even steps", "node fill", "edge fill", "graphs/batch", "test RMSE", "test MAE", "seeds"]
@@ -221,7 +247,7 @@ def format_comparison(df: pd.DataFrame, markdown: bool = False) -> str:
         be = r["break_even_steps"]
         rows.append([
             str(r["dataset"]), str(r["model"]), str(r["batch_size"]), str(r["method"]),
-            *(str(r[c]) for c in extras),
+            *([_settings(r, own)] if own else []), *(str(r[c]) for c in extras),
             _pm(r["combined_ms_median_mean"], r["combined_ms_median_std"], "{:.2f}"),
             *([_pm(r["device_step_ms_mean"], None, "{:.2f}"), _pm(r["host_overhead_fraction_mean"], None, "{:.0%}")]
               if probe else []),

@@ -80,6 +80,7 @@ def build_summary(cfg, ds, steps_df: pd.DataFrame, evals_df: pd.DataFrame, epoch
         "target": ds.target, "unit": ds.unit, "synthetic": ds.synthetic,
         "n_train": len(ds.splits.train), "limit": cfg.dataset.limit,
         **(method_fields or {}),
+        "method_columns": ",".join(method_fields or {}),  # which columns are the method's own (comparison)
         "pad_edges": cfg.batching.pad_edges, "prefetch": resolve_prefetch(cfg.batching.prefetch, prov["jax_backend"]),
         "prefetch_setting": cfg.batching.prefetch,
         "real_graphs_per_batch_mean": float(steps_df["real_graphs"].mean()),
