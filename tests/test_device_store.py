@@ -86,6 +86,7 @@ def test_a_device_placed_run_learns_what_a_host_run_learns(tmp_path, method):
         np.testing.assert_array_equal(x, y)
 
 
+@pytest.mark.slow  # end to end: run by .ci/run and `pytest -m slow`
 def test_bench_pipeline_times_both_paths_on_the_same_batches(capsys):
     import json
 
