@@ -1,0 +1,63 @@
+"""Ragged autobatch (work in progress, issue 24): a one-graph function re-interpreted on a padded
+disjoint union gives each graph's own value and gradient; what cannot be proven is refused."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import jraph
+import numpy as np
+import pytest
+
+from gnn_batching.ragged import Refused, ragged_loss, union_of
+
+
+def _graphs(rng, sizes):
+    return [{"nodes": rng.integers(0, 5, n), "edges": rng.normal(size=(e, 4)).astype(np.float32),
+             "senders": rng.integers(0, max(n, 1), e), "receivers": rng.integers(0, max(n, 1), e)} for n, e in sizes]
+
+
+def _one(gr):
+    n, e = len(gr["nodes"]), len(gr["senders"])
+    return jraph.GraphsTuple(nodes=jnp.asarray(gr["nodes"], jnp.int32), edges=jnp.asarray(gr["edges"]),
+                             senders=jnp.asarray(gr["senders"], jnp.int32),
+                             receivers=jnp.asarray(gr["receivers"], jnp.int32), n_node=jnp.array([n]),
+                             n_edge=jnp.array([e]), globals=None)
+
+
+def gcn(p, g):
+    h = p["emb"][g.nodes]
+    w = jnp.exp(-g.edges[:, 3:4])
+    m = jax.ops.segment_sum(h[g.senders] * w, g.receivers, num_segments=g.nodes.shape[0])
+    h = jnp.tanh(h @ p["W"] + m)
+    return jnp.mean(h, axis=0).sum() + h.shape[0] + jnp.max(h[:, 0])
+
+
+def test_union_values_and_gradients_equal_each_graph_alone():
+    rng = np.random.default_rng(0)
+    p = {"emb": jnp.asarray(rng.normal(size=(5, 3)), jnp.float32), "W": jnp.asarray(rng.normal(size=(3, 3)),
+                                                                                   jnp.float32)}
+    graphs = _graphs(rng, [(3, 4), (1, 0), (6, 10), (2, 2)])  # a single atom without edges included
+    u, n_graph = union_of(graphs, n_pad_nodes=2, n_pad_edges=3)
+    union = jax.jit(lambda p: ragged_loss(gcn, p, u, n_graph))(p)
+    alone = np.array([float(gcn(p, _one(gr))) for gr in graphs])
+    np.testing.assert_allclose(np.asarray(union[:-1]), alone, rtol=1e-5)
+    g_union = jax.grad(lambda p: ragged_loss(gcn, p, u, n_graph)[:-1].sum())(p)
+    g_alone = jax.grad(lambda p: sum(gcn(p, _one(gr)) for gr in graphs))(p)
+    for k in p:
+        np.testing.assert_allclose(np.asarray(g_union[k]), np.asarray(g_alone[k]), rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("body, primitive", [
+    (lambda h: jnp.sort(h, axis=0).sum(), "sort"),
+    (lambda h: jnp.cumsum(h, axis=0).sum(), "cumsum"),
+    (lambda h: h[0].sum(), "slice"),
+    (lambda h: (h[:, None, :] - h[None, :, :]).sum(), "n x n"),
+    (lambda h: (h.T @ h).sum(), "transpose"),
+])
+def test_what_cannot_be_proven_is_refused_naming_the_primitive(body, primitive):
+    rng = np.random.default_rng(1)
+    p = {"emb": jnp.asarray(rng.normal(size=(5, 3)), jnp.float32)}
+    u, n_graph = union_of(_graphs(rng, [(3, 4), (2, 1)]))
+    with pytest.raises(Refused, match=primitive):
+        ragged_loss(lambda p, g: body(p["emb"][g.nodes]), p, u, n_graph)
