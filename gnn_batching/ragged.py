@@ -38,6 +38,9 @@ ELEMENTWISE = {
 }
 
 
+CALLS = {"jit", "pjit", "closed_call", "core_call", "custom_jvp_call", "custom_vjp_call", "remat", "checkpoint"}
+
+
 @dataclass(frozen=True)
 class Union:
     """The padded disjoint union the function is re-interpreted on."""
@@ -178,7 +181,7 @@ class _Interp:
             shape = np.broadcast_shapes(*(x.shape for x in ins))
             ins = [jnp.broadcast_to(x, shape) if x.shape != shape else x for x in ins]
             return _bind(eqn_a, ins)
-        if prim in ("jit", "pjit", "closed_call", "core_call", "custom_jvp_call", "custom_vjp_call", "remat", "checkpoint"):
+        if prim in CALLS:
             key = next(k for k in ("jaxpr", "call_jaxpr", "fun_jaxpr") if k in eqn_a.params)
             inner_a, inner_b = eqn_a.params[key], eqn_b.params[key]
             ja = inner_a.jaxpr if hasattr(inner_a, "jaxpr") else inner_a
