@@ -68,8 +68,9 @@ def _where(eqn) -> str:
         return ""
 
 
-def trace(fn, params, n: int, e: int):
-    """The closed jaxpr of ``fn(params, graph)`` for a graph of ``n`` nodes and ``e`` edges."""
+def trace(fn, params, n: int, e: int, extra: tuple = ()):
+    """The closed jaxpr of ``fn(params, graph, *extra)`` for a graph of ``n`` nodes and ``e``
+    edges; ``extra`` are per-graph values (e.g. the target), given as one graph's shape/dtype."""
     import jraph
 
     graph = jraph.GraphsTuple(nodes=jax.ShapeDtypeStruct((n,), jnp.int32),
@@ -78,7 +79,7 @@ def trace(fn, params, n: int, e: int):
                               receivers=jax.ShapeDtypeStruct((e,), jnp.int32),
                               n_node=jax.ShapeDtypeStruct((1,), jnp.int32),
                               n_edge=jax.ShapeDtypeStruct((1,), jnp.int32), globals=None)
-    return jax.make_jaxpr(fn)(params, graph)
+    return jax.make_jaxpr(fn)(params, graph, *extra)
 
 
 def _level(shape_a: tuple, shape_b: tuple, graph_dep: bool, where: str, prim: str) -> str:
@@ -271,29 +272,64 @@ def _bind(eqn, ins):
     return list(out) if eqn.primitive.multiple_results else [out]
 
 
-def ragged_loss(fn, params, union: Union, n_graph: int) -> jax.Array:
-    """``fn`` (one graph -> scalar) re-interpreted on ``union``: one value per graph, shape (n_graph,).
+def ragged_loss(fn, params, union: Union, n_graph: int, *per_graph: jax.Array) -> jax.Array:
+    """``fn(params, graph, *one_graph_values) -> scalar``, written for ONE unpadded graph,
+    re-interpreted on ``union``: one value per graph slot, shape ``(n_graph,)``.
+
+    Args:
+      fn: the one-graph function (plain JAX: ``h[graph.senders]``, ``jax.ops.segment_sum(...,
+        num_segments=graph.nodes.shape[0])``, ``jnp.mean(h, axis=0)``, ``h.shape[0]``, ...).
+      params: its parameters (a pytree, shared by every graph).
+      union: the padded disjoint union.
+      n_graph: graph slots of the union (real graphs and padding).
+      per_graph: values with one row per graph slot (e.g. targets, shape ``(n_graph,)``); ``fn``
+        sees one row.
 
     Raises:
       Refused: a primitive or pattern without a rule, named with the user's source line.
     """
-    (na, ea), (nb, eb) = PROBES
-    ca, cb = trace(fn, params, na, ea), trace(fn, params, nb, eb)
     import jraph
 
+    (na, ea), (nb, eb) = PROBES
+    one = tuple(jax.ShapeDtypeStruct(x.shape[1:], x.dtype) for x in per_graph)
+    ca, cb = trace(fn, params, na, ea, one), trace(fn, params, nb, eb, one)
     flat_params, _ = jax.tree_util.tree_flatten(params)
-    one = jnp.zeros((1,), jnp.int32)
     graph = jraph.GraphsTuple(nodes=union.nodes, edges=union.edges, senders=union.senders,
-                              receivers=union.receivers, n_node=one, n_edge=one, globals=None)
-    tags = jraph.GraphsTuple(nodes="node", edges="edge", senders="edge", receivers="edge", n_node="const",
-                             n_edge="const", globals=None)
-    args = [*flat_params, *jax.tree_util.tree_leaves(graph)]  # the traced function's argument order
-    levels = ["const"] * len(flat_params) + list(jax.tree_util.tree_leaves(tags))
+                              receivers=union.receivers, n_node=union.n_node[:, None], n_edge=union.n_edge[:, None],
+                              globals=None)
+    tags = jraph.GraphsTuple(nodes="node", edges="edge", senders="edge", receivers="edge", n_node="graph",
+                             n_edge="graph", globals=None)
+    args = [*flat_params, *jax.tree_util.tree_leaves(graph), *per_graph]  # the traced function's argument order
+    levels = ["const"] * len(flat_params) + list(jax.tree_util.tree_leaves(tags)) + ["graph"] * len(per_graph)
     outs, out_levels = _Interp(union, n_graph).run(ca.jaxpr, cb.jaxpr, ca.consts, args, levels)
     if len(outs) != 1 or out_levels[0] != "graph" or outs[0].shape != (n_graph,):
         raise Refused(f"ragged: the function must return one scalar per graph; got level {out_levels} "
                       f"shapes {[getattr(o, 'shape', None) for o in outs]}")
     return outs[0]
+
+
+def from_batch(graph) -> tuple[Union, int]:
+    """The :class:`Union` of a padded jraph ``GraphsTuple`` (any disjoint-union method's batch):
+    graph ids of nodes and edges from ``n_node`` / ``n_edge``. Jit-compatible (static shapes)."""
+    n_graph = graph.n_node.shape[0]
+    ids = jnp.arange(n_graph)
+    node_gid = jnp.repeat(ids, graph.n_node, total_repeat_length=graph.nodes.shape[0])
+    edge_gid = jnp.repeat(ids, graph.n_edge, total_repeat_length=graph.senders.shape[0])
+    return Union(graph.nodes, graph.edges, graph.senders, graph.receivers, node_gid, edge_gid, graph.n_node,
+                 graph.n_edge), n_graph
+
+
+def masked_mean_loss(fn):
+    """``loss(params, graph, targets, mask)``: ``fn(params, one_graph, target)`` per real graph of
+    a padded disjoint-union batch, averaged over the real graphs (padding never counts)."""
+
+    def loss(params, graph, targets, mask):
+        union, n_graph = from_batch(graph)
+        per = ragged_loss(fn, params, union, n_graph, targets)
+        w = mask.astype(per.dtype)
+        return jnp.sum(jnp.where(mask, per, 0.0)) / jnp.maximum(jnp.sum(w), 1.0)
+
+    return loss
 
 
 def union_of(graphs: list, n_pad_nodes: int = 1, n_pad_edges: int = 0) -> tuple[Union, int]:
@@ -329,4 +365,4 @@ def union_of(graphs: list, n_pad_nodes: int = 1, n_pad_edges: int = 0) -> tuple[
     return u, g + 1
 
 
-__all__ = ["PROBES", "Refused", "Union", "ragged_loss", "trace", "union_of"]
+__all__ = ["PROBES", "Refused", "Union", "from_batch", "masked_mean_loss", "ragged_loss", "trace", "union_of"]

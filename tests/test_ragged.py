@@ -61,3 +61,38 @@ def test_what_cannot_be_proven_is_refused_naming_the_primitive(body, primitive):
     u, n_graph = union_of(_graphs(rng, [(3, 4), (2, 1)]))
     with pytest.raises(Refused, match=primitive):
         ragged_loss(lambda p, g: body(p["emb"][g.nodes]), p, u, n_graph)
+
+
+def test_a_packed_batch_gives_the_mean_over_its_real_graphs_alone():
+    """On a real padded batch of the packed method (padding graph, padding edges on a hub node):
+    the masked mean of the one-graph loss over its real graphs, gradient included."""
+    from gnn_batching.batching import BatchingConfig, make_loaders
+    from gnn_batching.data import DatasetSpec, load_dataset
+    from gnn_batching.ragged import masked_mean_loss
+
+    ds = load_dataset(DatasetSpec(name="aflow-synthetic", limit=40), verbose=False)
+    _, train, _ = make_loaders(BatchingConfig(method="packed", batch_size=8), ds.store, ds.targets(), ds.splits)
+    batch = next(iter(train.epoch(0)))
+    rng = np.random.default_rng(2)
+    p = {"emb": jnp.asarray(rng.normal(size=(ds.store.n_species, 3)), jnp.float32),
+         "W": jnp.asarray(rng.normal(size=(3, 3)), jnp.float32)}
+
+    def loss_one(p, g, target):
+        return (gcn(p, g) - target) ** 2
+
+    a = batch.arrays
+    loss = jax.jit(masked_mean_loss(loss_one))
+    got, grad = jax.value_and_grad(lambda p: loss(p, a.graph, a.targets, a.mask))(p)
+    store = ds.store
+    singles = []
+    for i in batch.index:
+        lo, hi = store.node_offsets[i], store.node_offsets[i + 1]
+        elo, ehi = store.edge_offsets[i], store.edge_offsets[i + 1]
+        singles.append(({"nodes": store.species[lo:hi], "edges": store.edges[elo:ehi],
+                         "senders": store.senders[elo:ehi], "receivers": store.receivers[elo:ehi]},
+                        float(ds.targets()[i])))
+    want, want_grad = jax.value_and_grad(
+        lambda p: sum(loss_one(p, _one(g), t) for g, t in singles) / len(singles))(p)
+    assert float(got) == pytest.approx(float(want), rel=1e-5)
+    for k in p:
+        np.testing.assert_allclose(np.asarray(grad[k]), np.asarray(want_grad[k]), rtol=1e-4, atol=1e-6)
