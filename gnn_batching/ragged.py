@@ -121,6 +121,16 @@ class _Interp:
             c = c[self.u.edge_gid]
         return c.astype(dtype)
 
+    def union_shape(self, shape: tuple, level: str) -> tuple:
+        """A one-graph value's shape on the union, by its level."""
+        if level == "node":
+            return (self.u.nodes.shape[0],) + shape[1:]
+        if level == "edge":
+            return (self.u.edges.shape[0],) + shape[1:]
+        if level == "graph":
+            return (self.g,) + shape
+        return shape
+
     def lift(self, x, level_from: str, level_to: str):
         """A value at ``level_from`` as seen at ``level_to`` (graph-level values gathered by graph id)."""
         if level_from == level_to or level_from == "const":
@@ -165,6 +175,10 @@ class _Interp:
                           for oa, ob in zip(eqn_a.outvars, eqn_b.outvars)]
             outs = self.apply(eqn_a, eqn_b, ins, in_levels, out_levels, where)
             for o, x, lv in zip(eqn_a.outvars, outs, out_levels):
+                want = self.union_shape(tuple(o.aval.shape), lv)
+                if tuple(x.shape) != want:  # a rule's bug, never the user's: say where
+                    raise AssertionError(f"ragged: {prim}{where}: union shape {tuple(x.shape)}, expected {want} "
+                                         f"({lv}-level, one-graph shape {tuple(o.aval.shape)})")
                 env[o], lev[o] = x, lv
         return [env[v] if not isinstance(v, xcore.Literal) else jnp.asarray(v.val) for v in jaxpr_a.outvars], \
             [lev.get(v, "const") for v in jaxpr_a.outvars]
@@ -176,9 +190,20 @@ class _Interp:
         ins = [self.count(x[1], out, x[2]) if s else x for x, s in zip(ins, sizes)]
         in_levels = [out if lv == "size" else lv for lv in in_levels]
         if prim in ELEMENTWISE:
-            ins = [self.lift(x, lv, out) for x, lv in zip(ins, in_levels)]
+            out_rank = len(eqn_a.outvars[0].aval.shape)
+            lifted = []
+            for x, lv, v in zip(ins, in_levels, eqn_a.invars):
+                one = tuple(v.aval.shape)
+                y = self.lift(x, lv, out)
+                if lv == "graph" and out in ("node", "edge") and len(one) == out_rank and out_rank and one[0] == 1:
+                    y = y.reshape((y.shape[0],) + one[1:])  # (1, f) broadcast along the nodes: (N, f)
+                lifted.append(y)
+            ins = lifted
+            # a per-element value of lower rank (a count, a rank-0 per-graph scalar) lines up with
+            # the leading axis; parameters and literals broadcast from the right, as in the trace
             rank = max(x.ndim for x in ins)
-            ins = [x.reshape(x.shape + (1,) * (rank - x.ndim)) if s else x for x, s in zip(ins, sizes)]
+            ins = [x.reshape(x.shape + (1,) * (rank - x.ndim)) if lv != "const" else x
+                   for x, lv in zip(ins, in_levels)]
             shape = np.broadcast_shapes(*(x.shape for x in ins))
             ins = [jnp.broadcast_to(x, shape) if x.shape != shape else x for x in ins]
             return _bind(eqn_a, ins)

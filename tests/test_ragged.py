@@ -30,7 +30,8 @@ def gcn(p, g):
     w = jnp.exp(-g.edges[:, 3:4])
     m = jax.ops.segment_sum(h[g.senders] * w, g.receivers, num_segments=g.nodes.shape[0])
     h = jnp.tanh(h @ p["W"] + m)
-    return jnp.mean(h, axis=0).sum() + h.shape[0] + jnp.max(h[:, 0])
+    centred = h - jnp.mean(h, axis=0)  # a per-graph value broadcast over the graph's nodes
+    return jnp.mean(h, axis=0).sum() + h.shape[0] + jnp.max(h[:, 0]) + jnp.sum(centred ** 2) / h.shape[0]
 
 
 def test_union_values_and_gradients_equal_each_graph_alone():
