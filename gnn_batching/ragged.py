@@ -28,7 +28,9 @@ from jax.extend import core as xcore
 
 from gnn_batching.errors import ConfigError
 
-PROBES = ((11, 29), (17, 43))  # (nodes, edges) of the two abstract traces: primes, unlike feature sizes
+# (nodes, edges) of the abstract traces: primes, unlike feature sizes; the third tells a constant
+# that is affine in the node count (jnp.mean's n * f, e + 1) from one affine in the edge count
+PROBES = ((11, 29), (17, 43), (23, 31))
 
 ELEMENTWISE = {
     "add", "sub", "mul", "div", "max", "min", "pow", "neg", "exp", "exp2", "log", "log1p", "expm1", "tanh",
@@ -38,6 +40,9 @@ ELEMENTWISE = {
 }
 
 
+# primitives that keep the node/edge axis leading (checked per primitive in _Interp._leading)
+LEADING = {"gather", "scatter-add", "scatter_add", "scatter-max", "scatter-min", "scatter-mul", "dot_general", "slice",
+           "squeeze", "expand_dims", "reshape", "concatenate", "transpose", "dynamic_slice", "pad"}
 CALLS = {"jit", "pjit", "closed_call", "core_call", "custom_jvp_call", "custom_vjp_call", "remat", "checkpoint"}
 
 
@@ -83,7 +88,7 @@ def trace(fn, params, n: int, e: int, extra: tuple = ()):
 
 
 def _level(shape_a: tuple, shape_b: tuple, graph_dep: bool, where: str, prim: str) -> str:
-    (na, ea), (nb, eb) = PROBES
+    (na, ea), (nb, eb) = PROBES[:2]
     if shape_a == shape_b:
         if any(d in (na, ea) for d in shape_a):
             raise Refused(f"ragged: {prim}{where}: a size {shape_a} equals a probe size in both traces; "
@@ -98,6 +103,20 @@ def _level(shape_a: tuple, shape_b: tuple, graph_dep: bool, where: str, prim: st
         return "edge"
     raise Refused(f"ragged: {prim}{where}: leading axis {shape_a[0]} vs {shape_b[0]} is neither the nodes "
                   f"({na}, {nb}) nor the edges ({ea}, {eb}): a data-dependent or derived size")
+
+
+def _affine(values: list, prim: str, where: str) -> tuple[str, float, float]:
+    """``(count, a, b)``: the literal is ``a * n + b`` (count ``n``) or ``a * e + b`` across every
+    probe, else refused."""
+    v = [float(x) for x in values]
+    for which, idx in (("n", 0), ("e", 1)):
+        xs = [p[idx] for p in PROBES]
+        a = (v[1] - v[0]) / (xs[1] - xs[0])
+        b = v[0] - a * xs[0]
+        if all(abs(a * x + b - y) <= 1e-6 * max(1.0, abs(y)) for x, y in zip(xs, v)):
+            return which, a, b
+    raise Refused(f"ragged: {prim}{where}: a constant {v} across graph sizes {[p[:2] for p in PROBES]} that is "
+                  "not affine in the graph's node or edge count (a data-dependent size?)")
 
 
 def _lit_value(x):
@@ -141,39 +160,38 @@ class _Interp:
             return x[self.u.edge_gid]
         raise Refused(f"ragged: a {level_from}-level value used at {level_to} level")
 
-    def run(self, jaxpr_a, jaxpr_b, consts_a, args: list, levels: list) -> tuple[list, list]:
+    def run(self, jaxprs: tuple, consts: list, args: list, levels: list) -> tuple[list, list]:
+        jaxpr_a = jaxprs[0]
         env, lev = {}, {}
         for v, x, lv in zip(jaxpr_a.invars, args, levels):
             env[v], lev[v] = x, lv
-        for v, c in zip(jaxpr_a.constvars, consts_a):
+        for v, c in zip(jaxpr_a.constvars, consts):
             env[v], lev[v] = c, "const"
-        (na, ea), (nb, eb) = PROBES
-        for eqn_a, eqn_b in zip(jaxpr_a.eqns, jaxpr_b.eqns):
+        for eqns in zip(*(j.eqns for j in jaxprs)):
+            eqn_a, eqn_b = eqns[0], eqns[1]
             prim = eqn_a.primitive.name
             where = _where(eqn_a)
-            if prim != eqn_b.primitive.name:
+            if any(e.primitive.name != prim for e in eqns):
                 raise Refused(f"ragged: {prim}{where}: the program differs between graph sizes")
             ins, in_levels = [], []
-            for va, vb in zip(eqn_a.invars, eqn_b.invars):
-                la, lb = _lit_value(va), _lit_value(vb)
-                if la is not None:
-                    if lb is not None and la != lb:
-                        which = "n" if (la, lb) == (na, nb) else "e" if (la, lb) == (ea, eb) else None
-                        if which is None:
-                            raise Refused(f"ragged: {prim}{where}: a constant {la} vs {lb} across graph sizes "
-                                          "that is not the graph's node or edge count")
-                        ins.append(("size", which, la.dtype))
-                        in_levels.append("size")
+            for vs in zip(*(e.invars for e in eqns)):
+                lits = [_lit_value(v) for v in vs]
+                if lits[0] is not None:
+                    if any(x is None for x in lits):
+                        raise Refused(f"ragged: {prim}{where}: a constant in one trace, a value in another")
+                    if all(x == lits[0] for x in lits):
+                        ins.append(jnp.asarray(lits[0]))
+                        in_levels.append("const")
                         continue
-                    ins.append(jnp.asarray(la))
-                    in_levels.append("const")
+                    ins.append(("size", *_affine(lits, prim, where), lits[0].dtype))
+                    in_levels.append("size")
                     continue
-                ins.append(env[va])
-                in_levels.append(lev[va])
+                ins.append(env[vs[0]])
+                in_levels.append(lev[vs[0]])
             graph_dep = any(lv not in ("const",) for lv in in_levels)
             out_levels = [_level(tuple(oa.aval.shape), tuple(ob.aval.shape), graph_dep, where, prim)
                           for oa, ob in zip(eqn_a.outvars, eqn_b.outvars)]
-            outs = self.apply(eqn_a, eqn_b, ins, in_levels, out_levels, where)
+            outs = self.apply(eqns, ins, in_levels, out_levels, where)
             for o, x, lv in zip(eqn_a.outvars, outs, out_levels):
                 want = self.union_shape(tuple(o.aval.shape), lv)
                 if tuple(x.shape) != want:  # a rule's bug, never the user's: say where
@@ -183,11 +201,13 @@ class _Interp:
         return [env[v] if not isinstance(v, xcore.Literal) else jnp.asarray(v.val) for v in jaxpr_a.outvars], \
             [lev.get(v, "const") for v in jaxpr_a.outvars]
 
-    def apply(self, eqn_a, eqn_b, ins, in_levels, out_levels, where):
+    def apply(self, eqns, ins, in_levels, out_levels, where):
+        eqn_a = eqns[0]
         prim = eqn_a.primitive.name
         out = out_levels[0]
         sizes = [isinstance(x, tuple) and x[0] == "size" for x in ins]
-        ins = [self.count(x[1], out, x[2]) if s else x for x, s in zip(ins, sizes)]
+        ins = [self.count(x[1], out, x[4]) * x[2] + x[3] if s else x for x, s in zip(ins, sizes)]
+        ins = [x.astype(v.aval.dtype) if s else x for x, s, v in zip(ins, sizes, eqn_a.invars)]
         in_levels = [out if lv == "size" else lv for lv in in_levels]
         if prim in ELEMENTWISE:
             out_rank = len(eqn_a.outvars[0].aval.shape)
@@ -209,18 +229,16 @@ class _Interp:
             return _bind(eqn_a, ins)
         if prim in CALLS:
             key = next(k for k in ("jaxpr", "call_jaxpr", "fun_jaxpr") if k in eqn_a.params)
-            inner_a, inner_b = eqn_a.params[key], eqn_b.params[key]
-            ja = inner_a.jaxpr if hasattr(inner_a, "jaxpr") else inner_a
-            jb = inner_b.jaxpr if hasattr(inner_b, "jaxpr") else inner_b
-            consts = inner_a.consts if hasattr(inner_a, "consts") else []
-            outs, _ = self.run(ja, jb, consts, ins, in_levels)
+            inner = [e.params[key] for e in eqns]
+            jaxprs = tuple(j.jaxpr if hasattr(j, "jaxpr") else j for j in inner)
+            consts = inner[0].consts if hasattr(inner[0], "consts") else []
+            outs, _ = self.run(jaxprs, consts, ins, in_levels)
             return outs
         if prim == "broadcast_in_dim":
             return [self._broadcast(eqn_a, ins[0], in_levels[0], out, where)]
         if prim in ("reduce_sum", "reduce_max", "reduce_min"):
             return [self._reduce(eqn_a, ins[0], in_levels[0], out, where)]
-        if prim in ("gather", "scatter-add", "scatter_add", "dot_general", "slice", "squeeze", "expand_dims",
-                    "reshape", "concatenate", "transpose", "dynamic_slice", "pad"):
+        if prim in LEADING:
             return self._leading(eqn_a, ins, in_levels, out, where)
         raise Refused(f"ragged: {prim}{where}: no rule for this primitive on a disjoint union")
 
@@ -249,12 +267,12 @@ class _Interp:
         axes = tuple(eqn.params["axes"])
         name = eqn.primitive.name
         if lv == "const":
-            return _bind(eqn, [x])
+            return _bind(eqn, [x])[0]
         if lv == "graph":
             red = {"reduce_sum": jnp.sum, "reduce_max": jnp.max, "reduce_min": jnp.min}[name]
             return red(x, axis=tuple(a + 1 for a in axes))
         if 0 not in axes:
-            return _bind(eqn, [x])
+            return _bind(eqn, [x])[0]
         seg = {"reduce_sum": jax.ops.segment_sum, "reduce_max": jax.ops.segment_max,
                "reduce_min": jax.ops.segment_min}[name]
         gid = self.u.node_gid if lv == "node" else self.u.edge_gid
@@ -315,9 +333,8 @@ def ragged_loss(fn, params, union: Union, n_graph: int, *per_graph: jax.Array) -
     """
     import jraph
 
-    (na, ea), (nb, eb) = PROBES
     one = tuple(jax.ShapeDtypeStruct(x.shape[1:], x.dtype) for x in per_graph)
-    ca, cb = trace(fn, params, na, ea, one), trace(fn, params, nb, eb, one)
+    closed = [trace(fn, params, n, e, one) for n, e in PROBES]
     flat_params, _ = jax.tree_util.tree_flatten(params)
     graph = jraph.GraphsTuple(nodes=union.nodes, edges=union.edges, senders=union.senders,
                               receivers=union.receivers, n_node=union.n_node[:, None], n_edge=union.n_edge[:, None],
@@ -326,7 +343,7 @@ def ragged_loss(fn, params, union: Union, n_graph: int, *per_graph: jax.Array) -
                              n_edge="graph", globals=None)
     args = [*flat_params, *jax.tree_util.tree_leaves(graph), *per_graph]  # the traced function's argument order
     levels = ["const"] * len(flat_params) + list(jax.tree_util.tree_leaves(tags)) + ["graph"] * len(per_graph)
-    outs, out_levels = _Interp(union, n_graph).run(ca.jaxpr, cb.jaxpr, ca.consts, args, levels)
+    outs, out_levels = _Interp(union, n_graph).run(tuple(c.jaxpr for c in closed), closed[0].consts, args, levels)
     if len(outs) != 1 or out_levels[0] != "graph" or outs[0].shape != (n_graph,):
         raise Refused(f"ragged: the function must return one scalar per graph; got level {out_levels} "
                       f"shapes {[getattr(o, 'shape', None) for o in outs]}")

@@ -97,3 +97,56 @@ def test_a_packed_batch_gives_the_mean_over_its_real_graphs_alone():
     assert float(got) == pytest.approx(float(want), rel=1e-5)
     for k in p:
         np.testing.assert_allclose(np.asarray(grad[k]), np.asarray(want_grad[k]), rtol=1e-4, atol=1e-6)
+
+
+OPS = {  # one-graph building blocks, node features h (n, f) -> (n, f)
+    "tanh": lambda p, g, h: jnp.tanh(h),
+    "dense": lambda p, g, h: h @ p["W"],
+    "message": lambda p, g, h: h + jax.ops.segment_sum(h[g.senders] * jnp.exp(-g.edges[:, 3:4]), g.receivers,
+                                                       num_segments=g.nodes.shape[0]),
+    "message_max": lambda p, g, h: jnp.maximum(h, jax.ops.segment_max(h[g.receivers], g.senders,
+                                                                      num_segments=g.nodes.shape[0])),
+    "centre": lambda p, g, h: h - jnp.mean(h, axis=0),
+    "scale_by_size": lambda p, g, h: h / h.shape[0],
+    "edge_count": lambda p, g, h: h * (1.0 + g.senders.shape[0]),
+    "graph_gate": lambda p, g, h: h * jax.nn.sigmoid(jnp.sum(h, axis=0, keepdims=True)),
+    "relu": lambda p, g, h: jax.nn.relu(h),
+    "square_norm": lambda p, g, h: h / (1.0 + jnp.sum(h * h, axis=1, keepdims=True)),
+}
+READOUTS = {
+    "sum": lambda h: jnp.sum(h),
+    "mean": lambda h: jnp.mean(h),
+    "max": lambda h: jnp.max(h[:, 0]) + jnp.min(h[:, -1]),
+    "mean_then_square": lambda h: jnp.sum(jnp.mean(h, axis=0) ** 2),
+}
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_random_one_graph_functions_mean_the_same_on_the_union(seed):
+    """A property test: random compositions of the supported patterns, random graphs (a single
+    atom, no edges, a padding graph with edges): each graph's value and the gradient equal."""
+    rng = np.random.default_rng(100 + seed)
+    names = list(rng.choice(list(OPS), size=int(rng.integers(1, 6))))
+    readout = str(rng.choice(list(READOUTS)))
+
+    def fn(p, g, target):
+        h = p["emb"][g.nodes]
+        for name in names:
+            h = OPS[name](p, g, h)
+        return (READOUTS[readout](h) - target) ** 2
+
+    p = {"emb": jnp.asarray(rng.normal(size=(5, 4)), jnp.float32),
+         "W": jnp.asarray(rng.normal(size=(4, 4)) / 2, jnp.float32)}
+    sizes = [(int(rng.integers(1, 8)), 0) for _ in range(int(rng.integers(1, 5)))]
+    sizes = [(n, int(rng.integers(0, 3 * n + 1))) for n, _ in sizes] + [(1, 0)]
+    graphs = _graphs(rng, sizes)
+    targets = rng.normal(size=len(graphs) + 1).astype(np.float32)
+    u, n_graph = union_of(graphs, n_pad_nodes=int(rng.integers(1, 4)), n_pad_edges=int(rng.integers(0, 4)))
+    union = ragged_loss(fn, p, u, n_graph, jnp.asarray(targets))
+    alone = np.array([float(fn(p, _one(gr), targets[i])) for i, gr in enumerate(graphs)])
+    np.testing.assert_allclose(np.asarray(union[:-1]), alone, rtol=1e-4, atol=1e-5, err_msg=f"{names} {readout}")
+    g_union = jax.grad(lambda p: ragged_loss(fn, p, u, n_graph, jnp.asarray(targets))[:-1].sum())(p)
+    g_alone = jax.grad(lambda p: sum(fn(p, _one(gr), targets[i]) for i, gr in enumerate(graphs)))(p)
+    for k in p:
+        np.testing.assert_allclose(np.asarray(g_union[k]), np.asarray(g_alone[k]), rtol=1e-4, atol=1e-5,
+                                   err_msg=f"{names} {readout}")
