@@ -205,6 +205,8 @@ class _Interp:
         eqn_a = eqns[0]
         prim = eqn_a.primitive.name
         out = out_levels[0]
+        if all(lv == "const" for lv in [*in_levels, *out_levels]):  # parameters only (iota, weights): as traced
+            return _bind(eqn_a, ins)
         sizes = [isinstance(x, tuple) and x[0] == "size" for x in ins]
         ins = [self.count(x[1], out, x[4]) * x[2] + x[3] if s else x for x, s in zip(ins, sizes)]
         ins = [x.astype(v.aval.dtype) if s else x for x, s, v in zip(ins, sizes, eqn_a.invars)]
@@ -281,12 +283,42 @@ class _Interp:
         return jnp.sum(y, axis=rest) if rest and name == "reduce_sum" else (
             {"reduce_max": jnp.max, "reduce_min": jnp.min}[name](y, axis=rest) if rest else y)
 
+    def _per_graph(self, eqn, ins, in_levels, where):
+        """A shape primitive on per-graph values: the union's leading axis of graphs is added to
+        its axes (parameters in ``dot_general``'s right operand; others are refused)."""
+        prim = eqn.primitive.name
+        p = dict(eqn.params)
+        x = ins[0]
+        if any(lv in ("node", "edge") for lv in in_levels):
+            raise Refused(f"ragged: {prim}{where}: mixes per-graph and per-node/edge values")
+        if prim == "squeeze":
+            return jax.lax.squeeze(x, tuple(d + 1 for d in p["dimensions"]))
+        if prim == "expand_dims":
+            return jnp.expand_dims(x, tuple(d + 1 for d in p["dimensions"]))
+        if prim == "reshape":
+            return jnp.reshape(x, (self.g, *p["new_sizes"]))
+        if prim == "slice":
+            strides = p["strides"] or (1,) * len(p["start_indices"])
+            return jax.lax.slice(x, (0, *p["start_indices"]), (self.g, *p["limit_indices"]), (1, *strides))
+        if prim == "transpose":
+            return jnp.transpose(x, (0, *(d + 1 for d in p["permutation"])))
+        if prim == "concatenate":
+            parts = [y if lv == "graph" else jnp.broadcast_to(y, (self.g, *y.shape)) for y, lv in zip(ins, in_levels)]
+            return jnp.concatenate(parts, axis=p["dimension"] + 1)
+        if prim == "dot_general" and in_levels[1] == "const":
+            (lc, rc), (lb, rb) = p["dimension_numbers"]
+            if lb or rb:
+                raise Refused(f"ragged: dot_general{where}: batch dimensions on a per-graph value")
+            return jax.lax.dot_general(x, ins[1], ((tuple(d + 1 for d in lc), tuple(rc)), ((), ())),
+                                       preferred_element_type=p.get("preferred_element_type"))
+        raise Refused(f"ragged: {prim}{where}: on a per-graph value (no rule yet)")
+
     def _leading(self, eqn, ins, in_levels, out, where):
         """Primitives that keep the node/edge axis leading and never touch it: rebound on the
         union's shapes (gathers and scatters by the global senders/receivers included)."""
         prim = eqn.primitive.name
         if "graph" in in_levels or out == "graph":
-            raise Refused(f"ragged: {prim}{where}: on a per-graph value (not supported yet)")
+            return [self._per_graph(eqn, ins, in_levels, where)]
         params = dict(eqn.params)
         lead = {"node": self.u.nodes.shape[0], "edge": self.u.edges.shape[0]}
         if prim == "slice":

@@ -67,6 +67,8 @@ def graph_mean_readout(per_node: jax.Array, graph: jraph.GraphsTuple) -> jax.Arr
     """(N,) or (N, 1) per-node values -> (G,) mean over each graph's nodes."""
     per_node = per_node.reshape(per_node.shape[0])
     g = graph.n_node.shape[0]
+    if g == 1:  # one unpadded graph (autobatch's ragged mode traces the model so): its plain mean
+        return jnp.mean(per_node, keepdims=True)
     return segment_mean(per_node, node_graph_index(graph), g)
 
 
