@@ -123,6 +123,11 @@ class BatchingConfig:
     # the study's training sequence (static-* and dynamic): one stream across passes, reshuffled
     # with Python's random per pass, every bs-th graph dropped by static batches (batching/study.py)
     study_order: bool = False
+    # autobatch: ragged (the one-graph model re-interpreted on the disjoint union of
+    # autobatch_base's batches), vmap (per-graph buckets under jax.vmap) or auto (ragged when the
+    # model can be proven to transform, else vmap, with the reason logged and in the summary)
+    autobatch_mode: str = "auto"
+    autobatch_base: str = "packed"
     # options a method declares for itself (its class's ``options``: name -> default), e.g. a
     # user's method; unset ones take the declared default
     options: dict = field(default_factory=dict)
@@ -158,6 +163,12 @@ class BatchingConfig:
             raise ConfigError(f"batching.success_ratio must be in (0, 1], got {self.success_ratio}")
         if not 1 <= int(self.buckets) <= 64:
             raise ConfigError(f"batching.buckets must be in [1, 64] (shapes compiled ahead), got {self.buckets}")
+        if self.autobatch_mode not in ("auto", "ragged", "vmap"):
+            raise ConfigError(f"batching.autobatch_mode: 'auto', 'ragged' or 'vmap', not {self.autobatch_mode!r}")
+        if self.autobatch_base == "autobatch" or method_class(self.autobatch_base, "batching.autobatch_base"
+                                                              ).layout != "disjoint-union":
+            raise ConfigError(f"batching.autobatch_base: {self.autobatch_base!r} does not batch graphs as one "
+                              "disjoint union; name one that does (packed, dynamic, buckets, static-*)")
         if not 1.0 <= float(self.graph_slack) <= 8.0:
             raise ConfigError(f"batching.graph_slack must be in [1, 8], got {self.graph_slack}")
 
@@ -677,6 +688,11 @@ FIELD_DOCS: dict[str, str] = {
                          "with XLA for the cores). The summary records what ran (`prefetch`).",
     "batching.buckets": "`buckets`: padded shapes on the menu (compiled ahead); `autobatch`: per-graph size buckets.",
     "batching.graph_slack": "`packed`: graph slots per batch as a multiple of batch_size - 1.",
+    "batching.autobatch_mode": "`autobatch` only: `ragged` (the one-graph model re-interpreted on the disjoint union "
+                               "of `autobatch_base`'s batches: segment reductions by graph id, global gathers), "
+                               "`vmap` (per-graph shape buckets under `jax.vmap`) or `auto` (ragged when the model "
+                               "can be proven to transform, else vmap; the summary says which and why).",
+    "batching.autobatch_base": "`autobatch` in ragged mode: the disjoint-union method whose batches it runs on.",
     "batching.options": "Options the method declares for itself (its class's `options`, e.g. a user's method); "
                         "unset ones take the declared default.",
     "batching.study_order": "The study's training sequence (static-* and dynamic): the training split in its order, "

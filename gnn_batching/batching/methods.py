@@ -103,6 +103,15 @@ class BatchingMethod:
         raise ConfigError(f"batching.study_order: method {self.name!r} has no study batch sequence; "
                           f"use it with static-* or dynamic, or set study_order: false")
 
+    # how a step computes the loss: "batched" (the model over the whole batch) or "ragged" (a
+    # one-graph model re-interpreted on the batch: autobatch's ragged mode, gnn_batching/ragged.py)
+    step_form: str = "batched"
+
+    @property
+    def steps_layout(self) -> str:
+        """The steps a batch needs: the layout's, or ``ragged`` for a one-graph model on a union."""
+        return "ragged" if self.step_form == "ragged" else self.layout
+
     def option(self, key: str) -> Any:
         """The value of a declared option: ``batching.options.<key>``, else its declared default."""
         if key not in self.options:

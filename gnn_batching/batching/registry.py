@@ -36,7 +36,16 @@ def make_method(cfg: BatchingConfig, store, train_index: np.ndarray, seed: int =
       ConfigError: an unknown method name, or a plan that breaks the contract.
     """
     cls = method_class(cfg.method)
-    method = cls(cfg, store.n_node, store.n_edge, train_index, ids=store.ids, seed=seed)
+    if cfg.method == "autobatch" and cfg.autobatch_mode != "vmap":
+        # ragged autobatch runs on another method's disjoint-union batches (the step decides)
+        from dataclasses import replace
+
+        base = method_class(cfg.autobatch_base)
+        method = base(replace(cfg, method=cfg.autobatch_base), store.n_node, store.n_edge, train_index, ids=store.ids,
+                      seed=seed)
+        method.step_form = "ragged"
+    else:
+        method = cls(cfg, store.n_node, store.n_edge, train_index, ids=store.ids, seed=seed)
     if len(train_index):
         order = np.random.default_rng([seed, 987654321]).permutation(np.asarray(train_index, dtype=np.int64))
         check_plan(method, method.plan(order), order)

@@ -2,6 +2,8 @@
 is initialised on. The run loop asks the method for its layout, never for its name.
 
 * ``disjoint-union``: one padded ``GraphsTuple`` per step (:func:`~gnn_batching.train.steps.make_sums`).
+* ``ragged``: one ``GraphsTuple`` per step, the model applied to ONE graph and re-interpreted on
+  the union (autobatch's ragged mode, :func:`~gnn_batching.train.ragged_steps.make_ragged_sums`).
 * ``slots``: graphs padded one by one, stacked per shape bucket, the model vmapped per graph
   (:func:`~gnn_batching.train.slot_steps.make_slot_sums`).
 
@@ -18,12 +20,14 @@ import jraph
 from jax.sharding import Mesh
 
 from gnn_batching.train.parallel import make_parallel_steps
+from gnn_batching.train.ragged_steps import make_ragged_sums
 from gnn_batching.train.slot_steps import first_slot_graph, make_slot_sums
 from gnn_batching.train.steps import make_sums, steps_from_sums
 
 LAYOUTS: dict[str, tuple[Callable, Callable[[object], jraph.GraphsTuple]]] = {
     "disjoint-union": (make_sums, lambda arrays: arrays.graph),
     "slots": (make_slot_sums, first_slot_graph),
+    "ragged": (make_ragged_sums, lambda arrays: arrays.graph),
 }
 
 

@@ -59,6 +59,7 @@ from gnn_batching.train.loop import Loop
 from gnn_batching.train.parallel import batch_sharding, first_local, put_global, replicate, setup
 from gnn_batching.train.precompile import precompile
 from gnn_batching.train.provenance import provenance
+from gnn_batching.train.ragged_steps import ragged_refusal
 from gnn_batching.train.records import RunRecords
 from gnn_batching.train.steps import TrainState, count_params, init_state, make_optimizer
 from gnn_batching.train.summary import build_summary
@@ -120,16 +121,33 @@ def prepare(cfg: RunConfig, verbose: bool = True, shard: Shard | None = None) ->
                           "(sender, receiver) pair (periodic images); use model.form: sparse")
     method, train_loader, eval_loaders = make_loaders(cfg.batching, ds.store, ds.targets(), ds.splits,
                                                       seed=cfg.train.seed, shard=shard)
+    model = make_model(cfg.model, ds.store.n_species)
+    mode = {}
+    if cfg.batching.method == "autobatch":
+        mode = {"autobatch_mode": cfg.batching.autobatch_mode, "autobatch_mode_used": "vmap",
+                "autobatch_mode_reason": "batching.autobatch_mode: vmap"}
+        if method.step_form == "ragged":
+            refused = ragged_refusal(model, train_loader.example().arrays.graph)
+            if refused is None:
+                mode.update(autobatch_mode_used="ragged", autobatch_mode_reason="the one-graph model transforms "
+                            f"(proven on abstract traces); batches of {cfg.batching.autobatch_base}")
+            elif cfg.batching.autobatch_mode == "ragged":
+                raise ConfigError(f"batching.autobatch_mode: ragged: {refused}")
+            else:
+                log.info(f"autobatch: vmap mode, since ragged mode is refused: {refused}")
+                mode["autobatch_mode_reason"] = f"ragged refused: {refused}"
+                vmap = dataclasses.replace(cfg.batching, autobatch_mode="vmap")
+                method, train_loader, eval_loaders = make_loaders(vmap, ds.store, ds.targets(), ds.splits,
+                                                                  seed=cfg.train.seed, shard=shard)
     where, why = choose_placement(cfg.dataset.placement, store_bytes(ds.store), shard.n_global if shard else 1,
                                   cfg.dataset.device_share)
-    placement = {"placement": where, "placement_reason": why, "device_store_bytes": 0}
+    placement = {"placement": where, "placement_reason": why, "device_store_bytes": 0, **mode}
     if where == "device":
         dev = DeviceStore(ds.store, ds.targets(), cfg.batching.pad_edges)
         placement["device_store_bytes"] = dev.nbytes
         for loader in (train_loader, *eval_loaders.values()):
             loader.assembler = dev.assembler(loader.method)
-    model = make_model(cfg.model, ds.store.n_species)
-    if method.layout == "disjoint-union" and train_loader.shard is None:
+    if method.steps_layout == "disjoint-union" and train_loader.shard is None:
         check_model_output(model, train_loader.example().arrays.graph, cfg.model)
     return Prepared(ds, method, train_loader, eval_loaders, model, placement)
 
@@ -243,7 +261,7 @@ def train_and_evaluate(cfg: RunConfig, workdir: str | None = None, verbose: bool
     p = prepare(cfg, verbose, shard)
     prov = provenance()
     tx = make_optimizer(tc.lr, tc.decay_steps, tc.decay_rate, tc.staircase)
-    train_step, eval_step = steps_for(p.method.layout, p.model, p.ds.stats, mesh)
+    train_step, eval_step = steps_for(p.method.steps_layout, p.model, p.ds.stats, mesh)
     sharding = batch_sharding(mesh) if mesh is not None else None
     # where a step's arrays go when the prefetch thread did not put them there already
     place = functools.partial(put_global, sharding=sharding) if sharding is not None else None
