@@ -41,8 +41,8 @@ ELEMENTWISE = {
 
 
 # primitives that keep the node/edge axis leading (checked per primitive in _Interp._leading)
-LEADING = {"gather", "scatter-add", "scatter_add", "scatter-max", "scatter-min", "scatter-mul", "dot_general", "slice",
-           "squeeze", "expand_dims", "reshape", "concatenate", "transpose", "dynamic_slice", "pad"}
+LEADING = {"split", "gather", "scatter-add", "scatter_add", "scatter-max", "scatter-min", "scatter-mul", "dot_general",
+           "slice", "squeeze", "expand_dims", "reshape", "concatenate", "transpose", "dynamic_slice", "pad"}
 CALLS = {"jit", "pjit", "closed_call", "core_call", "custom_jvp_call", "custom_vjp_call", "remat", "checkpoint"}
 
 
@@ -334,6 +334,8 @@ class _Interp:
             (lc, _), (lb, _) = params["dimension_numbers"]
             if (in_levels[0] in lead and (0 in lc or 0 in lb)) or in_levels[1] in lead:
                 raise Refused(f"ragged: dot_general{where}: contracts or trails the node/edge axis")
+        if prim == "split" and params["axis"] % max(len(eqn.invars[0].aval.shape), 1) == 0 and out in lead:
+            raise Refused(f"ragged: split{where}: along the node/edge axis")
         if prim == "concatenate" and params["dimension"] == 0 and out in lead:
             raise Refused(f"ragged: concatenate{where}: along the node/edge axis")
         if prim == "transpose" and out in lead and params["permutation"][0] != 0:

@@ -152,7 +152,7 @@ def test_random_one_graph_functions_mean_the_same_on_the_union(seed):
                                    err_msg=f"{names} {readout}")
 
 
-@pytest.mark.parametrize("name", ["schnet", "mpeu"])
+@pytest.mark.parametrize("name", ["schnet", "mpeu", "painn"])
 def test_the_builtin_models_written_once_run_ragged_as_hand_batched(name):
     """The package's SchNet and MPEU applied to ONE unpadded graph, re-interpreted on a packed
     batch: each graph's prediction and the loss gradient equal the hand-batched model's."""
@@ -165,7 +165,7 @@ def test_the_builtin_models_written_once_run_ragged_as_hand_batched(name):
     ds = load_dataset(DatasetSpec(name="aflow-synthetic", limit=40), verbose=False)
     _, train, _ = make_loaders(BatchingConfig(method="packed", batch_size=8), ds.store, ds.targets(), ds.splits)
     a = next(iter(train.epoch(0))).arrays
-    model = make_model(ModelConfig(name=name, latent_size=8, n_rbf=16), ds.store.n_species)
+    model = make_model(ModelConfig(name=name, latent_size=8, n_rbf=16), ds.store.n_species)  # PaiNN: vectors
     params = model.init(jax.random.PRNGKey(0), a.graph)
     union, n_graph = from_batch(a.graph)
 
