@@ -121,6 +121,7 @@ READOUTS = {
 }
 
 
+@pytest.mark.slow  # end to end / many compiles: run by .ci/run and `pytest -m slow`
 @pytest.mark.parametrize("seed", range(12))
 def test_random_one_graph_functions_mean_the_same_on_the_union(seed):
     """A property test: random compositions of the supported patterns, random graphs (a single
@@ -152,6 +153,7 @@ def test_random_one_graph_functions_mean_the_same_on_the_union(seed):
                                    err_msg=f"{names} {readout}")
 
 
+@pytest.mark.slow  # end to end / many compiles: run by .ci/run and `pytest -m slow`
 @pytest.mark.parametrize("name", ["schnet", "mpeu", "painn"])
 def test_the_builtin_models_written_once_run_ragged_as_hand_batched(name):
     """The package's SchNet and MPEU applied to ONE unpadded graph, re-interpreted on a packed
@@ -190,6 +192,7 @@ def test_the_builtin_models_written_once_run_ragged_as_hand_batched(name):
         np.testing.assert_allclose(np.asarray(x), np.asarray(y), rtol=1e-4, atol=1e-5)
 
 
+@pytest.mark.slow  # end to end / many compiles: run by .ci/run and `pytest -m slow`
 def test_autobatch_ragged_trains_exactly_as_hand_batched_packed(tmp_path):
     """`batching.method: autobatch` in ragged mode runs the one-graph model on packed batches:
     the same batches, losses, compiles and evaluation as the hand-batched `packed` run."""
@@ -212,6 +215,7 @@ def test_autobatch_ragged_trains_exactly_as_hand_batched_packed(tmp_path):
     assert rag["test_mae"] == pytest.approx(hand["test_mae"], rel=1e-5)
 
 
+@pytest.mark.slow  # end to end / many compiles: run by .ci/run and `pytest -m slow`
 def test_auto_falls_back_to_vmap_and_says_why(tmp_path):
     """The dense one-graph model (n x n pairs) cannot be proven: auto runs vmap, naming the
     reason in the summary; ragged mode refuses before any output."""
