@@ -35,7 +35,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from gnn_batching.config import BatchingConfig, ModelConfig, RunConfig
+from gnn_batching.config import RunConfig
 from gnn_batching.errors import ConfigError
 from gnn_batching.io import text_table
 from gnn_batching.progress import Progress
@@ -392,17 +392,8 @@ def advise_config(spec, model: str, batch_size: int, overrides: list[str] | None
     ``--set`` overrides of the model, batching and train sections."""
     from gnn_batching.config import apply_overrides, check_override_key, config_from_dict, parse_override
 
-    data: dict = {"name": "advise", "dataset": _spec_dict(spec), "model": {"name": model},
+    data: dict = {"name": "advise", "dataset": RunConfig(dataset=spec).to_dict()["dataset"], "model": {"name": model},
                   "batching": {"batch_size": batch_size}}
     for o in overrides or []:
         check_override_key(parse_override(o)[0])
-    cfg = config_from_dict(apply_overrides(data, overrides or []), "advise")
-    if not isinstance(cfg.model, ModelConfig) or not isinstance(cfg.batching, BatchingConfig):
-        raise ConfigError("advise: invalid model or batching settings")
-    return cfg
-
-
-def _spec_dict(spec) -> dict:
-    import dataclasses
-
-    return {k: (list(v) if isinstance(v, tuple) else v) for k, v in dataclasses.asdict(spec).items()}
+    return config_from_dict(apply_overrides(data, overrides or []), "advise")
