@@ -62,12 +62,8 @@ def _plan_steps(loader, method, steps: int) -> _Planned:
         if len(plan) == 0:
             raise ConfigError("advise: the training split yields no batch; use more graphs")
         take = min(len(plan), steps - done)
-        b = np.arange(take)
-        lo, hi = plan.bounds[b], plan.bounds[b + 1]
-        cn = np.concatenate([[0], np.cumsum(n_node[plan.order])])
-        ce = np.concatenate([[0], np.cumsum(n_edge[plan.order])])
         shapes.append(plan.shapes[:take])
-        real.append(np.stack([cn[hi] - cn[lo], ce[hi] - ce[lo], hi - lo], axis=1))
+        real.append(np.stack(plan.real_sizes(n_node, n_edge), axis=1)[:take])
         for j in range(take):
             first.setdefault(tuple(int(x) for x in plan.shapes[j]), (plan, j))
         done += take

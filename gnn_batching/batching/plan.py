@@ -36,16 +36,18 @@ class EpochPlan:
         groups = self.groups[lo:] if self.groups is not None else None
         return EpochPlan(self.order[lo:], self.bounds[b:] - lo, self.shapes[b:], self.skipped, groups)
 
+    def real_sizes(self, n_node: np.ndarray, n_edge: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Real nodes, edges and graphs of each batch, each shape ``(B,)``."""
+        cn = np.concatenate([[0], np.cumsum(n_node[self.order])])
+        ce = np.concatenate([[0], np.cumsum(n_edge[self.order])])
+        lo, hi = self.bounds[:-1], self.bounds[1:]
+        return cn[hi] - cn[lo], ce[hi] - ce[lo], hi - lo
+
     def stats(self, n_node: np.ndarray, n_edge: np.ndarray) -> dict:
         """Per-epoch statistics: batches, graphs, distinct shapes, fill (real / padded)."""
         if len(self) == 0:
             return {"batches": 0, "graphs": 0, "skipped": len(self.skipped), "distinct_shapes": 0}
-        real_g = np.diff(self.bounds)
-        starts = self.bounds[:-1]
-        cn = np.concatenate([[0], np.cumsum(n_node[self.order])])
-        ce = np.concatenate([[0], np.cumsum(n_edge[self.order])])
-        real_n = cn[self.bounds[1:]] - cn[starts]
-        real_e = ce[self.bounds[1:]] - ce[starts]
+        real_n, real_e, real_g = self.real_sizes(n_node, n_edge)
         pn, pe, pg = self.shapes[:, 0], self.shapes[:, 1], self.shapes[:, 2]
         node_fill = real_n / pn
         edge_fill = np.where(pe > 0, real_e / np.maximum(pe, 1), 1.0)

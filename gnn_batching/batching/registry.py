@@ -90,11 +90,7 @@ def check_plan(method: BatchingMethod, plan: EpochPlan, order: np.ndarray) -> No
              f"({len(bounds) - 1})")
     if method.layout != "disjoint-union" or len(shapes) == 0:
         return
-    n_node, n_edge = method.n_node, method.n_edge
-    cn = np.concatenate([[0], np.cumsum(n_node[plan.order])])
-    ce = np.concatenate([[0], np.cumsum(n_edge[plan.order])])
-    real_n, real_e = cn[bounds[1:]] - cn[bounds[:-1]], ce[bounds[1:]] - ce[bounds[:-1]]
-    real_g = np.diff(bounds)
+    real_n, real_e, real_g = plan.real_sizes(method.n_node, method.n_edge)
     bad = (shapes[:, 0] < real_n + 1) | (shapes[:, 1] < real_e) | (shapes[:, 2] < real_g + 1)
     if bad.any():
         b = int(np.flatnonzero(bad)[0])
