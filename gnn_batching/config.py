@@ -125,9 +125,8 @@ class BatchingConfig:
     study_order: bool = False
     # autobatch: ragged (the one-graph model re-interpreted on the disjoint union of
     # autobatch_base's batches), vmap (per-graph buckets under jax.vmap) or auto (ragged when the
-    # model can be proven to transform, else vmap, with the reason logged and in the summary).
-    # vmap by default until ragged's speed is measured against hand batching (issue 24)
-    autobatch_mode: str = "vmap"
+    # model can be proven to transform, else vmap, with the reason logged and in the summary)
+    autobatch_mode: str = "auto"
     autobatch_base: str = "packed"
     # options a method declares for itself (its class's ``options``: name -> default), e.g. a
     # user's method; unset ones take the declared default
@@ -692,8 +691,7 @@ FIELD_DOCS: dict[str, str] = {
     "batching.autobatch_mode": "`autobatch` only: `ragged` (the one-graph model re-interpreted on the disjoint union "
                                "of `autobatch_base`'s batches: segment reductions by graph id, global gathers), "
                                "`vmap` (per-graph shape buckets under `jax.vmap`) or `auto` (ragged when the model "
-                               "can be proven to transform, else vmap; the summary says which and why). `vmap` by "
-                               "default for now.",
+                               "can be proven to transform, else vmap; the summary says which and why).",
     "batching.autobatch_base": "`autobatch` in ragged mode: the disjoint-union method whose batches it runs on.",
     "batching.options": "Options the method declares for itself (its class's `options`, e.g. a user's method); "
                         "unset ones take the declared default.",

@@ -1,4 +1,4 @@
-"""Ragged autobatch (work in progress, issue 24): a function written for ONE unpadded graph,
+"""Ragged autobatch: a function written for ONE unpadded graph,
 re-interpreted on a padded disjoint union.
 
 The user's function ``fn(params, graph) -> scalar`` sees one graph: ``nodes`` (n,), ``edges``
@@ -58,6 +58,7 @@ class Union:
     edge_gid: jax.Array  # (E,) graph of each edge
     n_node: jax.Array  # (G,)
     n_edge: jax.Array  # (G,)
+    real: jax.Array | None = None  # (G,) bool: the real graphs (default: those with nodes)
 
 
 class Refused(ConfigError):
@@ -130,10 +131,14 @@ class _Interp:
     def __init__(self, u: Union, n_graph: int):
         self.u = u
         self.g = n_graph
+        self.real = u.real if u.real is not None else u.n_node > 0
 
     def count(self, which: str, level: str, dtype) -> jax.Array:
-        """Each element's graph's node or edge count, at ``level``."""
+        """Each element's graph's node or edge count, at ``level``. A padding graph's count is at
+        least 1, so a mean over an empty slot is 0, not 0/0 (whose NaN would reach the gradient
+        through the masked sum); a real graph keeps its own count."""
         c = self.u.n_node if which == "n" else self.u.n_edge
+        c = jnp.where(self.real, c, jnp.maximum(c, 1))
         if level == "node":
             c = c[self.u.node_gid]
         elif level == "edge":
@@ -279,6 +284,8 @@ class _Interp:
                "reduce_min": jax.ops.segment_min}[name]
         gid = self.u.node_gid if lv == "node" else self.u.edge_gid
         y = seg(x, gid, num_segments=self.g)
+        if name != "reduce_sum":  # an empty padding graph's max is -inf: 0 keeps its gradient finite
+            y = jnp.where(self.real.reshape((-1,) + (1,) * (y.ndim - 1)), y, 0)
         rest = tuple(a for a in axes if a != 0)
         return jnp.sum(y, axis=rest) if rest and name == "reduce_sum" else (
             {"reduce_max": jnp.max, "reduce_min": jnp.min}[name](y, axis=rest) if rest else y)
@@ -384,26 +391,41 @@ def ragged_loss(fn, params, union: Union, n_graph: int, *per_graph: jax.Array) -
     return outs[0]
 
 
-def from_batch(graph) -> tuple[Union, int]:
+def from_batch(graph, mask=None) -> tuple[Union, int]:
     """The :class:`Union` of a padded jraph ``GraphsTuple`` (any disjoint-union method's batch):
-    graph ids of nodes and edges from ``n_node`` / ``n_edge``. Jit-compatible (static shapes)."""
+    graph ids of nodes and edges from ``n_node`` / ``n_edge``; ``mask`` (one bool per graph slot)
+    marks the real graphs (default: those with nodes). Jit-compatible (static shapes)."""
+    graph = jax.tree_util.tree_map(jnp.asarray, graph)  # host (NumPy) batches as well as traced ones
     n_graph = graph.n_node.shape[0]
     ids = jnp.arange(n_graph)
     node_gid = jnp.repeat(ids, graph.n_node, total_repeat_length=graph.nodes.shape[0])
     edge_gid = jnp.repeat(ids, graph.n_edge, total_repeat_length=graph.senders.shape[0])
+    real = None if mask is None else jnp.asarray(mask, bool)
     return Union(graph.nodes, graph.edges, graph.senders, graph.receivers, node_gid, edge_gid, graph.n_node,
-                 graph.n_edge), n_graph
+                 graph.n_edge, real), n_graph
+
+
+def masked_sums(fn):
+    """``sums(params, graph, targets, mask) -> (sum, real graphs)``: ``fn(params, one_graph,
+    target)`` per graph slot of a padded disjoint-union batch, summed over the REAL graphs
+    (``where``, not ``* mask``: a padding slot's NaN never reaches the sum or its gradient)."""
+
+    def sums(params, graph, targets, mask):
+        union, n_graph = from_batch(graph, mask)
+        per = ragged_loss(fn, params, union, n_graph, targets)
+        return jnp.sum(jnp.where(mask, per, 0.0)), jnp.sum(jnp.asarray(mask).astype(per.dtype))
+
+    return sums
 
 
 def masked_mean_loss(fn):
     """``loss(params, graph, targets, mask)``: ``fn(params, one_graph, target)`` per real graph of
     a padded disjoint-union batch, averaged over the real graphs (padding never counts)."""
+    sums = masked_sums(fn)
 
     def loss(params, graph, targets, mask):
-        union, n_graph = from_batch(graph)
-        per = ragged_loss(fn, params, union, n_graph, targets)
-        w = mask.astype(per.dtype)
-        return jnp.sum(jnp.where(mask, per, 0.0)) / jnp.maximum(jnp.sum(w), 1.0)
+        total, count = sums(params, graph, targets, mask)
+        return total / jnp.maximum(count, 1.0)
 
     return loss
 
@@ -437,8 +459,10 @@ def union_of(graphs: list, n_pad_nodes: int = 1, n_pad_edges: int = 0) -> tuple[
     cat = np.concatenate
     u = Union(jnp.asarray(cat(nodes), jnp.int32), jnp.asarray(cat(edges), jnp.float32),
               jnp.asarray(cat(snd), jnp.int32), jnp.asarray(cat(rcv), jnp.int32), jnp.asarray(cat(gid_n), jnp.int32),
-              jnp.asarray(cat(gid_e), jnp.int32), jnp.asarray(nn, jnp.int32), jnp.asarray(ne, jnp.int32))
+              jnp.asarray(cat(gid_e), jnp.int32), jnp.asarray(nn, jnp.int32), jnp.asarray(ne, jnp.int32),
+              jnp.asarray([True] * g + [False]))
     return u, g + 1
 
 
-__all__ = ["PROBES", "Refused", "Union", "from_batch", "masked_mean_loss", "ragged_loss", "trace", "union_of"]
+__all__ = ["PROBES", "Refused", "Union", "from_batch", "masked_mean_loss", "masked_sums", "ragged_loss", "trace",
+           "union_of"]

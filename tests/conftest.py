@@ -42,3 +42,13 @@ def random_store(rng: np.random.Generator, n_nodes, n_edges, n_species: int = 3)
         ids=np.array([f"g{i}" for i in range(g)]), species_z=np.arange(1, n_species + 1, dtype=np.int32),
         default_target="y",
     )
+
+
+def method_config(method: str, **kw):
+    """``BatchingConfig`` for a method by name, ``autobatch`` in its OWN batches (vmap mode's
+    per-graph slots): in ragged mode it runs on ``packed``'s batches, which ``packed`` covers."""
+    from gnn_batching.config import BatchingConfig
+
+    if method == "autobatch":
+        kw.setdefault("autobatch_mode", "vmap")
+    return BatchingConfig(method=method, **kw)

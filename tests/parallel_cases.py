@@ -55,7 +55,7 @@ def equivalence() -> dict:
         dev = stack_batches([assemble(store, p, (64, 128, 7), y) for p in parts])
         union = assemble(store, np.concatenate(parts), (64, 128, 10), y)
         # slots: autobatch's own batches of the same graphs, one step per device
-        cfg = BatchingConfig(method="autobatch", batch_size=6, buckets=2)
+        cfg = BatchingConfig(method="autobatch", autobatch_mode="vmap", batch_size=6, buckets=2)
         ab_parts = _slot_steps(make_method(cfg, store, np.arange(9)), store, parts)
         ab_union = _slot_steps(make_method(cfg, store, np.arange(9)), store, [np.concatenate(parts)])[0]
         for layout, devb, one in (("disjoint-union", dev.arrays, union.arrays),

@@ -32,7 +32,8 @@ class Killed(RuntimeError):
 def config(method: str, extra: list[str] = ()):
     from gnn_batching.config import load_config
 
-    return load_config(SMOKE, [*TINY, f"batching.method={method}", *extra])
+    vmap = ["batching.autobatch_mode=vmap"] if method == "autobatch" else []  # its own slots (ragged: packed)
+    return load_config(SMOKE, [*TINY, f"batching.method={method}", *vmap, *extra])
 
 
 def killed_run(cfg, out: str, at: int) -> None:

@@ -54,7 +54,8 @@ def test_autobatched_loss_and_gradients_equal_the_disjoint_union(small, name):
     store = small
     index = np.arange(len(store))
     stats = TargetStats(mean=0.3, std=1.7)
-    method = make_method(BatchingConfig(method="autobatch", batch_size=8, buckets=3), store, index)
+    method = make_method(BatchingConfig(method="autobatch", autobatch_mode="vmap", batch_size=8, buckets=3), store,
+                         index)
     plan = method.plan(index)
     batches = list(method.iterate(store, plan, store.targets["y"]))
     assert {0, 1} <= {int(i) for b in batches for i in b.index}  # the single-atom and the zero-edge graph
@@ -121,7 +122,8 @@ def test_agenda_places_every_graph_once_in_a_slot_that_holds_it(sizes, bs, k, se
     rng = np.random.default_rng(seed)
     store = random_store(rng, [s[0] for s in sizes], [s[1] for s in sizes])
     index = np.arange(len(store))
-    m = make_method(BatchingConfig(method="autobatch", batch_size=bs, buckets=k), store, index, seed=seed)
+    m = make_method(BatchingConfig(method="autobatch", autobatch_mode="vmap", batch_size=bs, buckets=k), store, index,
+                    seed=seed)
     loader = Loader(store, store.targets["y"], index, m, shuffle=True, seed=seed)
     for epoch in range(2):
         plan = loader.plan(epoch)
@@ -140,7 +142,8 @@ def test_every_bucket_gets_its_share_and_none_starves():
     n = np.clip(np.round(rng.normal(18, 3, 4000)), 3, 29).astype(int)
     store = random_store(rng, n, np.zeros_like(n))
     store.n_edge = n * (n - 1)
-    m = make_method(BatchingConfig(method="autobatch", batch_size=32, buckets=4), store, np.arange(4000))
+    m = make_method(BatchingConfig(method="autobatch", autobatch_mode="vmap", batch_size=32, buckets=4), store,
+                    np.arange(4000))
     plan = m.plan(rng.permutation(4000))
     steps = len(plan)
     assert steps <= int(np.ceil(4000 / m.slots.sum()) * 1.15)  # the agenda does not drag a long tail
@@ -159,7 +162,8 @@ def test_one_compiled_step_over_epochs(small):
     store = small
     index = np.arange(len(store))
     stats = TargetStats(mean=0.0, std=1.0)
-    m = make_method(BatchingConfig(method="autobatch", batch_size=5, buckets=3), store, index)
+    m = make_method(BatchingConfig(method="autobatch", autobatch_mode="vmap", batch_size=5, buckets=3), store,
+                    index)
     assert m.describe()["compiled_variants_bound"] == {"train": 1, "eval": 1}
     model = make_model(ModelConfig(name="schnet", latent_size=4, n_rbf=8), store.n_species)
     train_step, eval_step = make_slot_steps(model, stats)
@@ -176,8 +180,8 @@ def test_one_compiled_step_over_epochs(small):
 
 @pytest.mark.slow  # end to end / another process: run by .ci/run and `pytest -m slow`
 def test_run_end_to_end_with_both_forms_and_refusals(tmp_path):
-    base = ["batching.method=autobatch", "train.num_train_steps=8", "train.eval_every=4", "model.latent_size=8",
-            "dataset.limit=150", "model.n_rbf=16"]
+    base = ["batching.method=autobatch", "batching.autobatch_mode=vmap", "train.num_train_steps=8",
+            "train.eval_every=4", "model.latent_size=8", "dataset.limit=150", "model.n_rbf=16"]
     for form in ("sparse", "dense"):
         s = run(load_config(SMOKE, [*base, f"model.form={form}"]), out_dir=str(tmp_path / form), verbose=False)
         data = json.loads((tmp_path / form / "data.json").read_text())
@@ -194,7 +198,8 @@ def test_run_end_to_end_with_both_forms_and_refusals(tmp_path):
 @pytest.mark.slow  # end to end / another process: run by .ci/run and `pytest -m slow`
 def test_dense_forms_predict_what_the_sparse_forms_predict(small):
     store = small
-    m = make_method(BatchingConfig(method="autobatch", batch_size=len(store) + 1, buckets=2), store,
+    m = make_method(BatchingConfig(method="autobatch", autobatch_mode="vmap", batch_size=len(store) + 1, buckets=2),
+                    store,
                     np.arange(len(store)))
     batch = next(iter(m.iterate(store, m.plan(np.arange(len(store))), store.targets["y"])))
     for name in ("mpeu", "schnet"):
@@ -218,7 +223,8 @@ def test_autobatched_evaluation_counts_only_real_slots(small, name):
     store = small
     index = np.arange(len(store))
     stats = TargetStats(mean=0.3, std=1.7)
-    method = make_method(BatchingConfig(method="autobatch", batch_size=8, buckets=3), store, index)
+    method = make_method(BatchingConfig(method="autobatch", autobatch_mode="vmap", batch_size=8, buckets=3), store,
+                         index)
     batches = [b for b in method.iterate(store, method.plan(index), store.targets["y"]) if b.n_real_graphs < b.shape[2]]
     assert batches  # steps with empty slots
     model = make_model(ModelConfig(name=name, latent_size=8, n_rbf=16), store.n_species)

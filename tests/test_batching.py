@@ -7,7 +7,7 @@ import threading
 import jraph
 import numpy as np
 import pytest
-from conftest import random_store
+from conftest import method_config, random_store
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -87,7 +87,7 @@ def test_every_graph_exactly_once_and_roundtrip(sizes, bs, method, pad_edges, se
     rng = np.random.default_rng(seed)
     store = random_store(rng, [s[0] for s in sizes], [s[1] for s in sizes])
     index = np.arange(len(store))
-    cfg = BatchingConfig(method=method, batch_size=bs, pad_edges=pad_edges)
+    cfg = method_config(method, batch_size=bs, pad_edges=pad_edges)
     m = make_method(cfg, store, index)
     loader = Loader(store, store.targets["y"], index, m, shuffle=True, seed=seed, pad_edges=pad_edges)
     for epoch in range(2):
@@ -225,7 +225,7 @@ def test_unknown_method_lists_valid_ones():
 def test_zero_edge_graphs_and_budget_value():
     store = random_store(np.random.default_rng(0), [1, 1, 1], [0, 0, 0])
     for method in METHOD_NAMES:
-        m = make_method(BatchingConfig(method=method, batch_size=3), store, np.arange(3))
+        m = make_method(method_config(method, batch_size=3), store, np.arange(3))
         batches = list(Loader(store, store.targets["y"], np.arange(3), m, shuffle=False).epoch())
         assert sum(b.n_real_graphs for b in batches) == 3
     with pytest.raises(ConfigError):
@@ -269,7 +269,7 @@ def test_every_method_on_aflow_like_and_file_datasets(method, tmp_path):
     _write_extxyz(p, n=30)
     for spec in (DatasetSpec(name="aflow-synthetic", limit=60), DatasetSpec(name=f"file:{p}", graph="radius")):
         ds = load_dataset(spec, verbose=False)
-        cfg = BatchingConfig(method=method, batch_size=5)
+        cfg = method_config(method, batch_size=5)
         _, train, evals = make_loaders(cfg, ds.store, ds.targets(), ds.splits, seed=1)
         for loader, split in ((train, ds.splits.train), (evals["val"], ds.splits.val), (evals["test"], ds.splits.test)):
             seen = [i for b in loader.epoch(0) for i in b.index.tolist()]

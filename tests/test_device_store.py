@@ -8,9 +8,9 @@ import jax
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import random_store
+from conftest import method_config, random_store
 
-from gnn_batching.batching import BatchingConfig, make_method
+from gnn_batching.batching import make_method
 from gnn_batching.batching.registry import registered_methods
 from gnn_batching.train.device_store import DeviceStore, choose_placement, store_bytes
 
@@ -30,7 +30,7 @@ def test_device_batches_are_the_host_batches_bit_for_bit(method, pad_edges):
     store = random_store(rng, n_node, n_edge)
     targets = rng.normal(size=150).astype(np.float32)
     train = np.arange(120)
-    m = make_method(BatchingConfig(method=method, batch_size=9), store, train)
+    m = make_method(method_config(method, batch_size=9), store, train)
     plan = m.plan(np.random.default_rng(0).permutation(train))
     dev = DeviceStore(store, targets, pad_edges)
     host = list(m.iterate(store, plan, targets, pad_edges))

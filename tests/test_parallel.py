@@ -10,7 +10,7 @@ import sys
 
 import numpy as np
 import pytest
-from conftest import random_store
+from conftest import method_config, random_store
 
 from gnn_batching.batching import BatchingConfig, make_method
 from gnn_batching.batching.loader import Loader
@@ -58,7 +58,7 @@ def test_hosts_batch_their_own_share_every_graph_once(name, hosts, n_local):
     e = rng.integers(0, 60, 150)
     store = random_store(rng, n, e)
     index = rng.permutation(150)[:131]
-    method = make_method(BatchingConfig(method=name, batch_size=8, buckets=3), store, index)
+    method = make_method(method_config(name, batch_size=8, buckets=3), store, index)
     for shuffle in (True, False):
         loaders = _loaders(method, store, index, hosts, n_local, shuffle)
         for epoch in (0, 1):
@@ -201,7 +201,7 @@ def test_a_resumed_sharded_stream_continues_with_exactly_the_next_step(name, hos
     rng = np.random.default_rng(2)
     store = random_store(rng, rng.integers(1, 20, 90), rng.integers(0, 60, 90))
     index = rng.permutation(90)[:80]
-    method = make_method(BatchingConfig(method=name, batch_size=8, buckets=3), store, index)
+    method = make_method(method_config(name, batch_size=8, buckets=3), store, index)
     for ld_a, ld_b in zip(_loaders(method, store, index, hosts, n_local, True),
                           _loaders(method, store, index, hosts, n_local, True)):
         straight = list(itertools.islice(ld_a.forever(0), 3, 9))

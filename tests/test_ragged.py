@@ -31,15 +31,20 @@ def gcn(p, g):
     m = jax.ops.segment_sum(h[g.senders] * w, g.receivers, num_segments=g.nodes.shape[0])
     h = jnp.tanh(h @ p["W"] + m)
     centred = h - jnp.mean(h, axis=0)  # a per-graph value broadcast over the graph's nodes
-    return jnp.mean(h, axis=0).sum() + h.shape[0] + jnp.max(h[:, 0]) + jnp.sum(centred ** 2) / h.shape[0]
+    # per-graph values meet parameters: an empty slot's 0/0 or -inf would reach their gradient
+    return (jnp.mean(h, axis=0) @ p["W"]).sum() + h.shape[0] + jnp.max(h[:, 0]) * p["W"][0, 0] + \
+        jnp.sum(centred ** 2) / h.shape[0]
 
 
-def test_union_values_and_gradients_equal_each_graph_alone():
+@pytest.mark.parametrize("pad", [(2, 3), (0, 0)])  # a padding graph with edges; an EMPTY graph slot
+def test_union_values_and_gradients_equal_each_graph_alone(pad):
+    """Means, maxima and sizes of an empty slot stay finite: a 0/0 there would put NaN in every
+    gradient through the masked sum (the cotangent 0 times 1/0)."""
     rng = np.random.default_rng(0)
     p = {"emb": jnp.asarray(rng.normal(size=(5, 3)), jnp.float32), "W": jnp.asarray(rng.normal(size=(3, 3)),
                                                                                    jnp.float32)}
     graphs = _graphs(rng, [(3, 4), (1, 0), (6, 10), (2, 2)])  # a single atom without edges included
-    u, n_graph = union_of(graphs, n_pad_nodes=2, n_pad_edges=3)
+    u, n_graph = union_of(graphs, n_pad_nodes=pad[0], n_pad_edges=pad[1])
     union = jax.jit(lambda p: ragged_loss(gcn, p, u, n_graph))(p)
     alone = np.array([float(gcn(p, _one(gr))) for gr in graphs])
     np.testing.assert_allclose(np.asarray(union[:-1]), alone, rtol=1e-5)
@@ -235,3 +240,110 @@ def test_auto_falls_back_to_vmap_and_says_why(tmp_path):
         run(load_config(TEST_CONFIG, [*base, "batching.autobatch_mode=ragged"]), out_dir=str(tmp_path / "r"),
             verbose=False)
     assert not (tmp_path / "r").exists()
+
+
+@pytest.mark.slow  # end to end / many compiles: run by .ci/run and `pytest -m slow`
+@pytest.mark.parametrize("name", ["schnet", "mpeu", "painn"])
+def test_ragged_equals_hand_batched_on_every_step_and_vmap_over_the_epoch(name):
+    """The run's own step sums: on every packed batch of an epoch (a single atom, a zero-edge
+    graph, empty graph slots) the ragged loss and gradient equal the hand-batched model's; summed
+    over the epoch they equal vmap mode's (the same graphs, each once, in per-graph slots)."""
+    from conftest import random_store
+
+    from gnn_batching.batching import BatchingConfig, make_method
+    from gnn_batching.config import ModelConfig
+    from gnn_batching.data.store import TargetStats
+    from gnn_batching.models import make_model
+    from gnn_batching.train.ragged_steps import make_ragged_sums
+    from gnn_batching.train.slot_steps import make_loss_one, slots_loss
+    from gnn_batching.train.steps import make_sums
+
+    rng = np.random.default_rng(3)
+    store = random_store(rng, [1, 3, 5, 8, 4, 7, 2, 6, 9, 5, 3, 6], [0, 0, 12, 30, 6, 20, 2, 18, 40, 10, 4, 16])
+    index, y, stats = np.arange(len(store)), store.targets["y"], TargetStats(mean=0.3, std=1.7)
+    model = make_model(ModelConfig(name=name, latent_size=8, n_rbf=16), store.n_species)
+
+    def epoch(method_cfg):
+        m = make_method(method_cfg, store, index)
+        return list(m.iterate(store, m.plan(index), y))
+
+    packed = epoch(BatchingConfig(method="packed", batch_size=4))
+    assert sorted(int(i) for b in packed for i in b.index) == index.tolist()
+    assert any(b.n_real_graphs < b.shape[2] - 1 for b in packed)  # graph slots left empty
+    params = model.init(jax.random.PRNGKey(0), packed[0].arrays.graph)["params"]
+    ragged_sums, hand_sums = make_ragged_sums(model, stats)[0], make_sums(model, stats)[0]
+
+    def value_and_grad(sums):  # one compile per batch shape
+        return jax.jit(jax.value_and_grad(lambda p, batch: sums(p, batch)[0]))
+
+    ragged, hand = value_and_grad(ragged_sums), value_and_grad(hand_sums)
+    total, grads = 0.0, jax.tree_util.tree_map(jnp.zeros_like, params)
+    for b in packed:
+        (lr, gr), (lh, gh) = ragged(params, b.arrays), hand(params, b.arrays)
+        np.testing.assert_allclose(lr, lh, rtol=1e-5)
+        for x, z in zip(jax.tree_util.tree_leaves(gr), jax.tree_util.tree_leaves(gh)):
+            np.testing.assert_allclose(x, z, rtol=1e-5, atol=1e-6)
+        total, grads = total + lr, jax.tree_util.tree_map(jnp.add, grads, gr)
+
+    vmap = epoch(BatchingConfig(method="autobatch", autobatch_mode="vmap", batch_size=4, buckets=3))
+    assert sorted(int(i) for b in vmap for i in b.index) == index.tolist()
+    loss_one = make_loss_one(model, stats)
+    slots = value_and_grad(lambda p, a: slots_loss(loss_one, p, a))
+    v_total, v_grads = 0.0, jax.tree_util.tree_map(jnp.zeros_like, params)
+    for b in vmap:
+        lv, gv = slots(params, b.arrays)
+        v_total, v_grads = v_total + lv, jax.tree_util.tree_map(jnp.add, v_grads, gv)
+    np.testing.assert_allclose(total, v_total, rtol=1e-5)
+    for x, z in zip(jax.tree_util.tree_leaves(grads), jax.tree_util.tree_leaves(v_grads)):
+        np.testing.assert_allclose(x, z, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.slow  # end to end / many compiles: run by .ci/run and `pytest -m slow`
+def test_the_library_api_in_both_modes():
+    """`autobatch.loader` / `init_state` / `make_train_step`: ragged mode trains a plain one-graph
+    function on packed batches (its first loss the mean over each graph alone), vmap mode runs on
+    per-graph slots; a vmap batch given to a ragged step is refused, naming the mismatch."""
+    import flax.linen as nn
+    import optax
+
+    from gnn_batching import autobatch
+    from gnn_batching.data import DatasetSpec, load_dataset
+    from gnn_batching.errors import ConfigError
+
+    class Plain(nn.Module):
+        @nn.compact
+        def __call__(self, g):
+            h = nn.Dense(8)(jax.nn.one_hot(g.nodes, 40))
+            h = jnp.tanh(h + jax.ops.segment_sum(h[g.senders], g.receivers, num_segments=h.shape[0]))
+            return nn.Dense(1)(jnp.mean(h, axis=0))[0]
+
+    ds = load_dataset(DatasetSpec(name="aflow-synthetic", limit=40), verbose=False)
+    model = Plain()
+
+    def loss_one(params, graph, target):
+        return (model.apply({"params": params}, graph) - target) ** 2
+
+    train = autobatch.loader(ds, batch_size=8, seed=0)
+    assert train.method.name == "packed" and train.method.step_form == "ragged"
+    state = autobatch.init_state(model, optax.sgd(0.0), train, seed=0)
+    step = autobatch.make_train_step(loss_one, train)
+    batch = next(iter(train.epoch(0)))
+    _, metrics = step(state, batch.arrays)
+    store, y = ds.store, ds.targets()
+    alone = []
+    for i in batch.index:
+        lo, hi, elo, ehi = store.node_offsets[i], store.node_offsets[i + 1], store.edge_offsets[i], \
+            store.edge_offsets[i + 1]
+        g = _one({"nodes": store.species[lo:hi], "edges": store.edges[elo:ehi], "senders": store.senders[elo:ehi],
+                  "receivers": store.receivers[elo:ehi]})
+        alone.append(float(loss_one(state.params, g, y[i])))
+    assert float(metrics["loss"]) == pytest.approx(np.mean(alone), rel=1e-5)
+
+    slots = autobatch.loader(ds, batch_size=8, seed=0, mode="vmap")
+    vbatch = next(iter(slots.epoch(0)))
+    with pytest.raises(ConfigError, match="vmap-mode batch"):
+        step(state, vbatch.arrays)
+    vstep = autobatch.make_train_step(loss_one, slots)
+    vstate = autobatch.init_state(model, optax.sgd(0.0), slots, seed=0)
+    _, vm = vstep(vstate, vbatch.arrays)
+    assert np.isfinite(float(vm["loss"]))

@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
-from conftest import TEST_CONFIG, random_store
+from conftest import TEST_CONFIG, method_config, random_store
 
 from gnn_batching.batching import BatchingConfig, make_loaders
 from gnn_batching.cli import main
@@ -131,7 +131,7 @@ def test_target_statistics_come_from_the_training_split_only():
 def _policies():
     for method in METHOD_NAMES:
         if method != "dynamic":
-            yield BatchingConfig(method=method, batch_size=5)
+            yield method_config(method, batch_size=5)
             continue
         for budget in ("full", "paper", "fit-or-skip", "percentile"):
             for oversize in ("error", "skip"):

@@ -42,17 +42,17 @@ def make_ragged_sums(model, stats: TargetStats) -> tuple[Callable, Callable]:
     mean, std = float(stats.mean), float(stats.std)
     pred_one = one_graph_prediction(model)
 
-    def predictions(params, graph):
-        union, n_graph = from_batch(graph)
+    def predictions(params, batch):
+        union, n_graph = from_batch(batch.graph, batch.mask)
         return ragged_loss(pred_one, params, union, n_graph)
 
     def loss_sums(params, batch):
-        pred = predictions(params, batch.graph)
+        pred = predictions(params, batch)
         err = jnp.where(batch.mask, pred - (batch.targets - mean) / std, 0.0)
         return jnp.sum(err**2), jnp.sum(batch.mask.astype(pred.dtype))
 
     def eval_sums(params, batch):
-        pred = predictions(params, batch.graph) * std + mean
+        pred = predictions(params, batch) * std + mean
         err = jnp.where(batch.mask, pred - batch.targets, 0.0)
         return {"sse": jnp.sum(err**2), "sae": jnp.sum(jnp.abs(err)), "n": jnp.sum(batch.mask.astype(pred.dtype))}
 
