@@ -138,6 +138,7 @@ def advise(cfg: RunConfig, steps: int, methods: list[str] | None = None, n_compi
     from gnn_batching.data import load_dataset
     from gnn_batching.models import make_model
     from gnn_batching.train.layouts import init_graph, steps_for
+    from gnn_batching.train.ragged_steps import resolve_autobatch
     from gnn_batching.train.steps import init_state, make_optimizer
 
     if steps < 1:
@@ -154,12 +155,16 @@ def advise(cfg: RunConfig, steps: int, methods: list[str] | None = None, n_compi
         bcfg = dataclasses.replace(cfg.batching, method=name, options={}) if name != cfg.batching.method \
             else cfg.batching
         method, loader, _ = make_loaders(bcfg, store, targets, ds.splits, seed=tc.seed)
+        ragged = method.step_form == "ragged"
+        used, _ = resolve_autobatch(bcfg, model, loader.example().arrays.graph if ragged else None)
+        if used is not bcfg:  # autobatch: vmap, since ragged is refused for this model
+            method, loader, _ = make_loaders(used, store, targets, ds.splits, seed=tc.seed)
         t_plan = time.perf_counter()
         planned = _plan_steps(loader, method, steps)
         plan_s = time.perf_counter() - t_plan
         example = next(iter(method.iterate(store, _sub_plan(*planned.batches[0][1]), targets, bcfg.pad_edges)))
         state = init_state(model, make_optimizer(tc.lr, tc.decay_steps, tc.decay_rate, tc.staircase),
-                           init_graph(method.layout, example.arrays), tc.seed)
+                           init_graph(method.steps_layout, example.arrays), tc.seed)
 
         def one(step_fn, sub, state=state, method=method, bcfg=bcfg):
             t0 = time.perf_counter()
@@ -170,10 +175,10 @@ def advise(cfg: RunConfig, steps: int, methods: list[str] | None = None, n_compi
             return (t1 - t0) * 1e3, (time.perf_counter() - t1) * 1e3, batch
 
         if first_overhead is None:  # a fresh process's first compile is slower (JAX warms up): paid once per run
-            warm_step, _ = steps_for(method.layout, model, ds.stats)
+            warm_step, _ = steps_for(method.steps_layout, model, ds.stats)
             a_ms, u_ms, _ = one(warm_step, _sub_plan(*planned.batches[0][1]))
             first_overhead = (a_ms + u_ms) / 1e3
-        train_step, _ = steps_for(method.layout, model, ds.stats)  # a fresh jit: every shape compiles again
+        train_step, _ = steps_for(method.steps_layout, model, ds.stats)  # a fresh jit: every shape compiles again
         assembly_ms = _assembly_ms(method, store, targets, loader.plan(0), bcfg.pad_edges, timed_steps)
         chosen = _pick([k for k, _ in planned.batches], n_compile)
         compiles, rows = [], []

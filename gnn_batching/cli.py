@@ -127,7 +127,8 @@ def cmd_bench_step(a: argparse.Namespace) -> int:
     if a.steps < 1 or any(b < 2 for b in a.batch_sizes):
         raise UserError("bench step: --steps must be >= 1 and --batch-sizes >= 2")
     if a.worker:
-        rows = time_steps(_spec_from_args(a), a.models, a.methods, a.batch_sizes, a.steps, forms=tuple(a.forms))
+        rows = time_steps(_spec_from_args(a), a.models, a.methods, a.batch_sizes, a.steps, forms=tuple(a.forms),
+                          autobatch_mode=a.autobatch_mode)
         print(dumps_json(rows, indent=None))
         return 0
     from gnn_batching.allocator import CHOICES
@@ -338,6 +339,9 @@ def build_parser() -> argparse.ArgumentParser:
                      help="batch sizes, each counting the padding graph (default: 32 64)")
     bs_.add_argument("--forms", nargs="+", choices=["sparse", "dense"], default=["sparse"],
                      help="model forms; dense (an n x n neighbourhood per graph) runs with --methods autobatch only")
+    bs_.add_argument("--autobatch-mode", choices=["auto", "ragged", "vmap"], default="auto",
+                     help="autobatch's mode, as batching.autobatch_mode (default auto: ragged when the model "
+                          "transforms, else vmap; the rows say which ran)")
     bs_.add_argument("--steps", type=int, default=30, help="timed steps per row (after an untimed warm-up)")
     bs_.add_argument("--allocators", nargs="+", default=["system", "auto"],
                      help="settings of GNN_BATCHING_ALLOCATOR to compare (auto = the default)")

@@ -198,9 +198,10 @@ def test_the_builtin_models_written_once_run_ragged_as_hand_batched(name):
 
 
 @pytest.mark.slow  # end to end / many compiles: run by .ci/run and `pytest -m slow`
-def test_autobatch_ragged_trains_exactly_as_hand_batched_packed(tmp_path):
-    """`batching.method: autobatch` in ragged mode runs the one-graph model on packed batches:
-    the same batches, losses, compiles and evaluation as the hand-batched `packed` run."""
+@pytest.mark.parametrize("base_method", ["packed", "dynamic", "buckets"])
+def test_autobatch_ragged_trains_exactly_as_hand_batched_packed(tmp_path, base_method):
+    """`batching.method: autobatch` in ragged mode runs the one-graph model on its base method's
+    batches: the same batches, losses, compiles and evaluation as the hand-batched run of it."""
     import pandas as pd
     from conftest import TEST_CONFIG
 
@@ -208,9 +209,10 @@ def test_autobatch_ragged_trains_exactly_as_hand_batched_packed(tmp_path):
     from gnn_batching.train.run import run
 
     base = ["train.num_train_steps=6", "train.eval_every=3"]
-    rag = run(load_config(TEST_CONFIG, [*base, "batching.method=autobatch", "batching.autobatch_mode=ragged"]),
+    rag = run(load_config(TEST_CONFIG, [*base, "batching.method=autobatch", "batching.autobatch_mode=ragged",
+                                        f"batching.autobatch_base={base_method}"]),
               out_dir=str(tmp_path / "ragged"), verbose=False)
-    hand = run(load_config(TEST_CONFIG, [*base, "batching.method=packed"]), out_dir=str(tmp_path / "packed"),
+    hand = run(load_config(TEST_CONFIG, [*base, f"batching.method={base_method}"]), out_dir=str(tmp_path / "packed"),
                verbose=False)
     assert rag["autobatch_mode_used"] == "ragged" and "autobatch_mode_used" not in hand
     a, b = pd.read_csv(tmp_path / "ragged" / "steps.csv"), pd.read_csv(tmp_path / "packed" / "steps.csv")
@@ -347,3 +349,33 @@ def test_the_library_api_in_both_modes():
     vstate = autobatch.init_state(model, optax.sgd(0.0), slots, seed=0)
     _, vm = vstep(vstate, vbatch.arrays)
     assert np.isfinite(float(vm["loss"]))
+
+
+@pytest.mark.slow  # end to end / many compiles: run by .ci/run and `pytest -m slow`
+def test_bench_step_times_the_mode_a_run_would_use(capsys):
+    """`bench step`: autobatch with the sparse per-graph model times the ragged step on packed
+    batches; the dense form (n x n pairs, refused) times vmap's slots; the rows say which."""
+    import json
+
+    from gnn_batching.cli import main
+
+    assert main(["bench", "step", "--dataset", "qm9", "--limit", "80", "--models", "schnet", "--methods", "packed",
+                 "autobatch", "--forms", "sparse", "dense", "--batch-sizes", "8", "--steps", "2", "--json"]) == 0
+    rows = {(r["method"], r["form"]): r for r in json.loads(capsys.readouterr().out)}
+    assert set(rows) == {("packed", "sparse"), ("autobatch", "sparse"), ("autobatch", "dense")}
+    assert rows["packed", "sparse"]["layout"] == "disjoint-union"
+    assert rows["autobatch", "sparse"]["layout"] == "ragged"
+    assert rows["autobatch", "sparse"]["autobatch_mode_used"] == "ragged"
+    dense = rows["autobatch", "dense"]
+    assert dense["layout"] == "slots" and dense["autobatch_mode_reason"].startswith("ragged refused")
+
+
+def test_the_base_method_must_batch_graphs_as_one_union():
+    from gnn_batching.config import BatchingConfig
+    from gnn_batching.errors import ConfigError
+
+    for bad in ("autobatch", "nope"):
+        with pytest.raises(ConfigError, match="batching.autobatch_base"):
+            BatchingConfig(method="autobatch", autobatch_base=bad)
+    with pytest.raises(ConfigError, match="batching.autobatch_mode"):
+        BatchingConfig(method="autobatch", autobatch_mode="fast")

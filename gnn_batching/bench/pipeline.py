@@ -35,13 +35,14 @@ def run_pipeline_bench(spec: DatasetSpec, models: list[str], methods: list[str],
     """One row per (model, method, batch size): median ms per step of each path and their ratios."""
     import jax
 
-    from gnn_batching.batching import BatchingConfig, make_method
+    from gnn_batching.batching import BatchingConfig
     from gnn_batching.batching.assemble import assemble
     from gnn_batching.data import load_dataset
     from gnn_batching.models import ModelConfig, make_model
     from gnn_batching.train.calls import multi_step, stack
     from gnn_batching.train.device_store import DeviceStore
     from gnn_batching.train.layouts import init_graph, steps_for
+    from gnn_batching.train.ragged_steps import autobatch_method
     from gnn_batching.train.steps import init_state, make_optimizer
 
     ds = load_dataset(spec, verbose=False)
@@ -50,17 +51,18 @@ def run_pipeline_bench(spec: DatasetSpec, models: list[str], methods: list[str],
     order = np.random.default_rng([seed, 0]).permutation(ds.splits.train)
     rows = []
     for model_name, method_name, bs in itertools.product(models, methods, batch_sizes):
-        method = make_method(BatchingConfig(method=method_name, batch_size=bs), store, ds.splits.train)
-        if method.layout != "disjoint-union":
+        model = make_model(ModelConfig(name=model_name), store.n_species)
+        method, _ = autobatch_method(BatchingConfig(method=method_name, batch_size=bs), model, store, ds.splits.train,
+                                     targets)
+        if method.layout != "disjoint-union":  # one GraphsTuple per step (ragged autobatch included)
             continue
         plan = method.plan(order)
         n = min(max(n_batches, k), len(plan))
         work = [(plan.batch(b), tuple(int(x) for x in plan.shapes[b])) for b in range(n)]
-        model = make_model(ModelConfig(name=model_name), store.n_species)
-        train_step, _ = steps_for(method.layout, model, ds.stats)
+        train_step, _ = steps_for(method.steps_layout, model, ds.stats)
         first = assemble(store, work[0][0], work[0][1], targets)
-        state = init_state(model, make_optimizer(1e-4, 100_000, 0.96, True), init_graph(method.layout, first.arrays),
-                           seed)
+        state = init_state(model, make_optimizer(1e-4, 100_000, 0.96, True),
+                           init_graph(method.steps_layout, first.arrays), seed)
         placed = [jax.device_put(assemble(store, i, s, targets).arrays) for i, s in work]
 
         def host(i, s):

@@ -25,21 +25,24 @@ from gnn_batching.data import DatasetSpec
 
 
 def time_steps(spec: DatasetSpec, models: list[str], methods: list[str], batch_sizes: list[int], steps: int,
-               n_batches: int = 8, seed: int = 0, forms: tuple[str, ...] = ("sparse",)) -> list[dict]:
+               n_batches: int = 8, seed: int = 0, forms: tuple[str, ...] = ("sparse",),
+               autobatch_mode: str = "auto") -> list[dict]:
     """Run in THIS process: one row per (model, form, method, batch size).
 
     ``forms``: ``sparse`` and/or ``dense`` (the dense per-graph models run with ``autobatch`` only;
-    other methods are skipped for them).
+    other methods are skipped for them). ``autobatch_mode``: as ``batching.autobatch_mode``; each
+    row's ``layout`` (and, for autobatch, ``autobatch_mode_used``) says which step ran.
     """
     import itertools
 
     import jax
 
     from gnn_batching.allocator import active_allocator
-    from gnn_batching.batching import BatchingConfig, make_method
+    from gnn_batching.batching import BatchingConfig
     from gnn_batching.data import load_dataset
     from gnn_batching.models import ModelConfig, make_model
     from gnn_batching.train.layouts import init_graph, steps_for
+    from gnn_batching.train.ragged_steps import autobatch_method
     from gnn_batching.train.steps import init_state, make_optimizer
 
     ds = load_dataset(spec, verbose=False)
@@ -50,14 +53,15 @@ def time_steps(spec: DatasetSpec, models: list[str], methods: list[str], batch_s
         if form == "dense" and method_name != "autobatch":
             continue
         model = make_model(ModelConfig(name=model_name, form=form), store.n_species)
-        method = make_method(BatchingConfig(method=method_name, batch_size=bs), store, ds.splits.train)
+        bcfg = BatchingConfig(method=method_name, batch_size=bs, autobatch_mode=autobatch_mode)
+        method, mode = autobatch_method(bcfg, model, store, ds.splits.train, targets)
         plan = method.plan(order)
         k = min(n_batches, len(plan))
         host = list(itertools.islice(method.iterate(store, plan, targets), k))
         dev = [jax.device_put(b.arrays) for b in host]
         tx = make_optimizer(1e-4, 100_000, 0.96, True)
-        train_step, _ = steps_for(method.layout, model, ds.stats)
-        state = init_state(model, tx, init_graph(method.layout, host[0].arrays), seed)
+        train_step, _ = steps_for(method.steps_layout, model, ds.stats)
+        state = init_state(model, tx, init_graph(method.steps_layout, host[0].arrays), seed)
         for b in dev:  # compile every shape, untimed
             state, out = train_step(state, b)
         jax.block_until_ready(state)
@@ -70,6 +74,7 @@ def time_steps(spec: DatasetSpec, models: list[str], methods: list[str], batch_s
         graphs = sum(host[i % k].n_real_graphs for i in range(steps))
         rows.append({
             "dataset": spec.name, "model": model_name, "form": form, "method": method_name, "batch_size": bs,
+            "layout": method.steps_layout, **mode,
             "ms_per_step": float(np.median(times) * 1e3), "ms_per_step_mean": float(times.mean() * 1e3),
             "ms_per_step_p90": float(np.percentile(times, 90) * 1e3),
             "graphs_per_s": float(graphs / times.sum()), "steps": steps, "batches": k,
@@ -107,14 +112,15 @@ def run_bench_step(argv_worker: list[str], settings: list[str]) -> list[dict]:
 
 def format_step_table(rows: list[dict]) -> str:
     """The rows of ``bench step`` as a fixed-width text table with ratios against the system allocator."""
-    head = f"{'model':<7} {'form':<6} {'method':<12} {'bs':>4} {'setting':<9} {'allocator':<9} " \
+    head = f"{'model':<7} {'form':<6} {'method':<12} {'step':<14} {'bs':>4} {'setting':<9} {'allocator':<9} " \
            f"{'ms/step':>9} {'p90':>8} " \
            f"{'graphs/s':>9} {'vs system':>9}"
     lines = [head]
     for r in sorted(rows, key=lambda r: (r["model"], r.get("form", "sparse"), r["method"], r["batch_size"],
                                          r["setting"] != "system")):
         ratio = f"{r['speedup_vs_system']:.2f}x" if np.isfinite(r["speedup_vs_system"]) else "-"
-        lines.append(f"{r['model']:<7} {r.get('form', 'sparse'):<6} {r['method']:<12} {r['batch_size']:>4} "
+        lines.append(f"{r['model']:<7} {r.get('form', 'sparse'):<6} {r['method']:<12} "
+                     f"{r.get('layout', '-'):<14} {r['batch_size']:>4} "
                      f"{r['setting']:<9} {r['allocator']:<9} "
                      f"{r['ms_per_step']:>9.2f} {r['ms_per_step_p90']:>8.2f} {r['graphs_per_s']:>9.0f} {ratio:>9}")
     dev = rows[0]["device_kind"] if rows else "?"

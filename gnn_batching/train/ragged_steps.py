@@ -3,11 +3,14 @@ disjoint union (:mod:`gnn_batching.ragged`), summed over the real graphs like ev
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 
 import jax.numpy as jnp
 
+from gnn_batching.config import BatchingConfig
 from gnn_batching.data.store import TargetStats
+from gnn_batching.errors import ConfigError
 from gnn_batching.ragged import from_batch, ragged_loss
 
 
@@ -34,6 +37,45 @@ def ragged_refusal(model, graph) -> str | None:
     except Refused as exc:
         return str(exc)
     return None
+
+
+def resolve_autobatch(bcfg: BatchingConfig, model, graph) -> tuple[BatchingConfig, dict]:
+    """Which autobatch mode runs ``model``: ``bcfg`` itself when it asks for vmap or ragged
+    transforms on batches shaped like ``graph`` (one of ``bcfg.autobatch_base``'s), a vmap copy
+    when ``auto``'s ragged is refused; and the summary's fields (``autobatch_mode``,
+    ``autobatch_mode_used``, ``autobatch_mode_reason``). Other methods: ``bcfg`` and no fields.
+
+    Raises:
+      ConfigError: ``autobatch_mode: ragged`` and the model cannot be proven to transform.
+    """
+    if bcfg.method != "autobatch":
+        return bcfg, {}
+    mode = {"autobatch_mode": bcfg.autobatch_mode, "autobatch_mode_used": "vmap",
+            "autobatch_mode_reason": "batching.autobatch_mode: vmap"}
+    if bcfg.autobatch_mode == "vmap":
+        return bcfg, mode
+    refused = ragged_refusal(model, graph)
+    if refused is None:
+        mode.update(autobatch_mode_used="ragged", autobatch_mode_reason="the one-graph model transforms "
+                    f"(proven on abstract traces); batches of {bcfg.autobatch_base}")
+        return bcfg, mode
+    if bcfg.autobatch_mode == "ragged":
+        raise ConfigError(f"batching.autobatch_mode: ragged: {refused}")
+    mode["autobatch_mode_reason"] = f"ragged refused: {refused}"
+    return dataclasses.replace(bcfg, autobatch_mode="vmap"), mode
+
+
+def autobatch_method(bcfg: BatchingConfig, model, store, train_index, targets, seed: int = 0):
+    """``make_method`` with autobatch's mode resolved for ``model`` (:func:`resolve_autobatch`):
+    ``(method, summary fields)``; the method's ``steps_layout`` is the step to build."""
+    from gnn_batching.batching.registry import make_method
+
+    method = make_method(bcfg, store, train_index, seed=seed)
+    graph = None
+    if method.step_form == "ragged":
+        graph = next(iter(method.iterate(store, method.plan(train_index), targets))).arrays.graph
+    used, mode = resolve_autobatch(bcfg, model, graph)
+    return (method if used is bcfg else make_method(used, store, train_index, seed=seed)), mode
 
 
 def make_ragged_sums(model, stats: TargetStats) -> tuple[Callable, Callable]:

@@ -59,7 +59,7 @@ from gnn_batching.train.loop import Loop
 from gnn_batching.train.parallel import batch_sharding, first_local, put_global, replicate, setup
 from gnn_batching.train.precompile import precompile
 from gnn_batching.train.provenance import provenance
-from gnn_batching.train.ragged_steps import ragged_refusal
+from gnn_batching.train.ragged_steps import resolve_autobatch
 from gnn_batching.train.records import RunRecords
 from gnn_batching.train.steps import TrainState, count_params, init_state, make_optimizer
 from gnn_batching.train.summary import build_summary
@@ -122,23 +122,12 @@ def prepare(cfg: RunConfig, verbose: bool = True, shard: Shard | None = None) ->
     method, train_loader, eval_loaders = make_loaders(cfg.batching, ds.store, ds.targets(), ds.splits,
                                                       seed=cfg.train.seed, shard=shard)
     model = make_model(cfg.model, ds.store.n_species)
-    mode = {}
-    if cfg.batching.method == "autobatch":
-        mode = {"autobatch_mode": cfg.batching.autobatch_mode, "autobatch_mode_used": "vmap",
-                "autobatch_mode_reason": "batching.autobatch_mode: vmap"}
-        if method.step_form == "ragged":
-            refused = ragged_refusal(model, train_loader.example().arrays.graph)
-            if refused is None:
-                mode.update(autobatch_mode_used="ragged", autobatch_mode_reason="the one-graph model transforms "
-                            f"(proven on abstract traces); batches of {cfg.batching.autobatch_base}")
-            elif cfg.batching.autobatch_mode == "ragged":
-                raise ConfigError(f"batching.autobatch_mode: ragged: {refused}")
-            else:
-                log.info(f"autobatch: vmap mode, since ragged mode is refused: {refused}")
-                mode["autobatch_mode_reason"] = f"ragged refused: {refused}"
-                vmap = dataclasses.replace(cfg.batching, autobatch_mode="vmap")
-                method, train_loader, eval_loaders = make_loaders(vmap, ds.store, ds.targets(), ds.splits,
-                                                                  seed=cfg.train.seed, shard=shard)
+    used, mode = resolve_autobatch(cfg.batching, model, train_loader.example().arrays.graph
+                                   if method.step_form == "ragged" else None)
+    if used is not cfg.batching:  # auto, and ragged refused: the slots of vmap mode
+        log.info(f"autobatch: vmap mode, since {mode['autobatch_mode_reason']}")
+        method, train_loader, eval_loaders = make_loaders(used, ds.store, ds.targets(), ds.splits,
+                                                          seed=cfg.train.seed, shard=shard)
     where, why = choose_placement(cfg.dataset.placement, store_bytes(ds.store), shard.n_global if shard else 1,
                                   cfg.dataset.device_share)
     placement = {"placement": where, "placement_reason": why, "device_store_bytes": 0, **mode}
@@ -270,7 +259,7 @@ def train_and_evaluate(cfg: RunConfig, workdir: str | None = None, verbose: bool
     t0 = time.perf_counter()  # init outside the timed phases; parameter shapes do not depend on the batch
     example = p.train_loader.example()
     one = example.arrays if mesh is None else first_local(example.arrays)
-    state = init_state(p.model, tx, init_graph(p.method.layout, one), tc.seed)
+    state = init_state(p.model, tx, init_graph(p.method.steps_layout, one), tc.seed)
     if mesh is not None:
         state = replicate(state, mesh)
     init_s = time.perf_counter() - t0
