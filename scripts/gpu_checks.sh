@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
-# Issue 22's GPU checks in ONE command (about 5 minutes on an H100/H200; untried on a GPU so far): run on a device machine with
+# Issue 22's GPU checks in ONE command (about 5-6 minutes on an H100/H200 (a CPU dry run: ~9); untried on a GPU so far): run on a device machine with
 #   run(command="bash scripts/gpu_checks.sh", carry=[".gpu"], timeout_s=540)
 # after `.venv/bin/python scripts/gpu_prepare.py` here (the 10k QM9 subset and the missing wheels).
 # Prints, and writes to $OUT/gpu_checks.json:
-#   1. bench pipeline: host path vs device-resident path vs K=8 steps per call (same batches);
+#   1. bench pipeline: host path vs device-resident path vs K=8 steps per call (same batches), for
+#      dynamic, packed and ragged autobatch (the one-graph model on packed's batches);
 #   2. whole runs (dynamic, bs 128, SchNet and MPEU): the new path (device store, K=8, prefetch
 #      auto) and today's (host, K=1, prefetch 0): steady graphs/s against the device-only step;
 #   3. the compilation cache across a sweep's cells: compile seconds cold vs warm.
@@ -27,9 +28,10 @@ DATA=(--set dataset.source=$SRC --set dataset.limit=null --set train.eval_every=
 $PY -c "import jax; print('jax', jax.__version__, jax.devices())"
 
 echo "== 1. bench pipeline"
-# dynamic only: one shape per model (static-64 would compile ~16 shapes per path, ~5 s each on a GPU)
-$G bench pipeline --dataset qm9 --source "$SRC" --models schnet mpeu --methods dynamic --batch-sizes 128 \
-  --json > "$WORK/pipeline.json"
+# one shape per model and method (static-64 would compile ~16 shapes per path, ~5 s each on a GPU);
+# packed vs autobatch: the hand-batched model vs the one-graph model in ragged mode, same batches (issue 24)
+$G bench pipeline --dataset qm9 --source "$SRC" --models schnet mpeu --methods dynamic packed autobatch \
+  --batch-sizes 128 --json > "$WORK/pipeline.json"
 
 echo "== 2. whole runs, new path vs today's"
 for model in schnet mpeu; do
@@ -73,6 +75,13 @@ for d in sorted(glob.glob(os.path.join(work, "runs", "*"))):
         "device_step_ms", "host_overhead_fraction", "placement", "steps_per_call", "prefetch", "wait_fraction",
         "combined_ms_median", "train_compile_seconds", "real_graphs_per_batch_mean")}
     res["runs"][os.path.basename(d)]["device_only_graphs_per_s"] = only
+rows = {(r["model"], r["method"]): r for r in res["pipeline"]}
+for model in ("schnet", "mpeu"):
+    hand, rag = rows.get((model, "packed")), rows.get((model, "autobatch"))
+    if hand and rag:
+        print(f"{model}: ragged autobatch / hand-batched packed, same batches: device-only step "
+              f"{hand['device_only_ms'] / rag['device_only_ms']:.2f}x, whole step (device path) "
+              f"{hand['device_ms'] / rag['device_ms']:.2f}x")
 for model in ("schnet", "mpeu"):
     new, old = res["runs"][f"{model}-new"], res["runs"][f"{model}-old"]
     print(f"{model}: new path {new['graphs_per_s']:.0f} graphs/s steady = {new['graphs_per_s'] / new['device_only_graphs_per_s']:.2f}x "
