@@ -134,11 +134,10 @@ def advise(cfg: RunConfig, steps: int, methods: list[str] | None = None, n_compi
 
     import jax
 
-    from gnn_batching.batching.loader import make_loaders
     from gnn_batching.data import load_dataset
     from gnn_batching.models import make_model
     from gnn_batching.train.layouts import init_graph, steps_for
-    from gnn_batching.train.ragged_steps import resolve_autobatch
+    from gnn_batching.train.ragged_steps import autobatch_loaders
     from gnn_batching.train.steps import init_state, make_optimizer
 
     if steps < 1:
@@ -154,11 +153,7 @@ def advise(cfg: RunConfig, steps: int, methods: list[str] | None = None, n_compi
     for mi, name in enumerate(methods):
         bcfg = dataclasses.replace(cfg.batching, method=name, options={}) if name != cfg.batching.method \
             else cfg.batching
-        method, loader, _ = make_loaders(bcfg, store, targets, ds.splits, seed=tc.seed)
-        ragged = method.step_form == "ragged"
-        used, _ = resolve_autobatch(bcfg, model, loader.example().arrays.graph if ragged else None)
-        if used is not bcfg:  # autobatch: vmap, since ragged is refused for this model
-            method, loader, _ = make_loaders(used, store, targets, ds.splits, seed=tc.seed)
+        method, loader, _, _ = autobatch_loaders(bcfg, model, store, targets, ds.splits, seed=tc.seed)
         t_plan = time.perf_counter()
         planned = _plan_steps(loader, method, steps)
         plan_s = time.perf_counter() - t_plan

@@ -78,10 +78,7 @@ def loader(ds, batch_size: int = 32, buckets: int = 4, seed: int = 0, split: str
     """
     cfg = BatchingConfig(method="autobatch", batch_size=batch_size, buckets=buckets, autobatch_mode=_check_mode(mode),
                          autobatch_base=base)
-    if mode == "vmap":
-        method = Autobatch(cfg, ds.store.n_node, ds.store.n_edge, ds.splits.train, ids=ds.store.ids, seed=seed)
-    else:
-        method = make_method(cfg, ds.store, ds.splits.train, seed=seed)
+    method = make_method(cfg, ds.store, ds.splits.train, seed=seed)  # vmap: Autobatch; ragged: base's batches
     return Loader(ds.store, ds.targets(), ds.splits.get(split), method, shuffle=split == "train", seed=seed)
 
 

@@ -4,6 +4,7 @@ disjoint union (:mod:`gnn_batching.ragged`), summed over the real graphs like ev
 from __future__ import annotations
 
 import dataclasses
+import logging
 from collections.abc import Callable
 
 import jax.numpy as jnp
@@ -12,6 +13,8 @@ from gnn_batching.config import BatchingConfig
 from gnn_batching.data.store import TargetStats
 from gnn_batching.errors import ConfigError
 from gnn_batching.ragged import from_batch, ragged_loss
+
+log = logging.getLogger(__name__)
 
 
 def one_graph_prediction(model) -> Callable:
@@ -63,6 +66,19 @@ def resolve_autobatch(bcfg: BatchingConfig, model, graph) -> tuple[BatchingConfi
         raise ConfigError(f"batching.autobatch_mode: ragged: {refused}")
     mode["autobatch_mode_reason"] = f"ragged refused: {refused}"
     return dataclasses.replace(bcfg, autobatch_mode="vmap"), mode
+
+
+def autobatch_loaders(bcfg: BatchingConfig, model, store, targets, splits, seed: int = 0, shard=None):
+    """``make_loaders`` with autobatch's mode resolved for ``model`` (:func:`resolve_autobatch`,
+    proven on the training loader's first batch): ``(method, train, evals, summary fields)``."""
+    from gnn_batching.batching.loader import make_loaders
+
+    method, train, evals = make_loaders(bcfg, store, targets, splits, seed=seed, shard=shard)
+    used, mode = resolve_autobatch(bcfg, model, train.example().arrays.graph if method.step_form == "ragged" else None)
+    if used is not bcfg:  # auto, and ragged refused: the slots of vmap mode
+        log.info(f"autobatch: vmap mode, since {mode['autobatch_mode_reason']}")
+        method, train, evals = make_loaders(used, store, targets, splits, seed=seed, shard=shard)
+    return method, train, evals, mode
 
 
 def autobatch_method(bcfg: BatchingConfig, model, store, train_index, targets, seed: int = 0):

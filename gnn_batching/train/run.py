@@ -26,7 +26,7 @@ import numpy as np
 import yaml
 
 from gnn_batching.batching.assemble import Batch
-from gnn_batching.batching.loader import Loader, make_loaders
+from gnn_batching.batching.loader import Loader
 from gnn_batching.batching.methods import BatchingMethod
 from gnn_batching.batching.shard import Shard
 from gnn_batching.config import RunConfig, config_changes, read_yaml, resolve_prefetch
@@ -59,7 +59,7 @@ from gnn_batching.train.loop import Loop
 from gnn_batching.train.parallel import batch_sharding, first_local, put_global, replicate, setup
 from gnn_batching.train.precompile import precompile
 from gnn_batching.train.provenance import provenance
-from gnn_batching.train.ragged_steps import resolve_autobatch
+from gnn_batching.train.ragged_steps import autobatch_loaders
 from gnn_batching.train.records import RunRecords
 from gnn_batching.train.steps import TrainState, count_params, init_state, make_optimizer
 from gnn_batching.train.summary import build_summary
@@ -119,15 +119,9 @@ def prepare(cfg: RunConfig, verbose: bool = True, shard: Shard | None = None) ->
     if cfg.model.form == "dense" and has_repeated_pairs(ds.store):
         raise ConfigError(f"model.form: dense cannot hold the {cfg.dataset.name} graphs: some repeat a "
                           "(sender, receiver) pair (periodic images); use model.form: sparse")
-    method, train_loader, eval_loaders = make_loaders(cfg.batching, ds.store, ds.targets(), ds.splits,
-                                                      seed=cfg.train.seed, shard=shard)
     model = make_model(cfg.model, ds.store.n_species)
-    used, mode = resolve_autobatch(cfg.batching, model, train_loader.example().arrays.graph
-                                   if method.step_form == "ragged" else None)
-    if used is not cfg.batching:  # auto, and ragged refused: the slots of vmap mode
-        log.info(f"autobatch: vmap mode, since {mode['autobatch_mode_reason']}")
-        method, train_loader, eval_loaders = make_loaders(used, ds.store, ds.targets(), ds.splits,
-                                                          seed=cfg.train.seed, shard=shard)
+    method, train_loader, eval_loaders, mode = autobatch_loaders(cfg.batching, model, ds.store, ds.targets(),
+                                                                 ds.splits, seed=cfg.train.seed, shard=shard)
     where, why = choose_placement(cfg.dataset.placement, store_bytes(ds.store), shard.n_global if shard else 1,
                                   cfg.dataset.device_share)
     placement = {"placement": where, "placement_reason": why, "device_store_bytes": 0, **mode}
