@@ -393,23 +393,29 @@ def _tensorboard_scalars(folder) -> dict:
 
 
 @pytest.mark.slow  # end to end / another process: run by .ci/run and `pytest -m slow`
-def test_tensorboard_event_files_hold_the_recorded_losses_and_metrics(tmp_path):
+@pytest.mark.parametrize("per_call", [1, 4])
+def test_tensorboard_event_files_hold_the_recorded_losses_and_metrics(tmp_path, per_call):
+    """One point per step, as steps.csv, also when a call runs several steps (train.steps_per_call)."""
     import pandas as pd
 
     out = tmp_path / "r"
     r = subprocess.run([sys.executable, "-m", "gnn_batching.cli", "run", os.path.join(ROOT, "configs", "smoke.yaml"),
-                        "--set", "train.num_train_steps=6", "--set", "train.eval_every=3", "--set",
-                        "train.tensorboard=true", "--out", str(out)], capture_output=True, text=True, cwd=tmp_path)
+                        "--set", "train.num_train_steps=12", "--set", "train.eval_every=6", "--set",
+                        "train.tensorboard=true", "--set", "batching.method=static-constant", "--set",
+                        f"train.steps_per_call={per_call}", "--out", str(out)],
+                       capture_output=True, text=True, cwd=tmp_path)
     assert r.returncode == 0, r.stderr[-3000:]
     tb = _tensorboard_scalars(out / "tensorboard")
     steps = pd.read_csv(out / "steps.csv")
-    assert [s for s, _ in tb["train/loss"]] == list(range(6))
+    assert steps["call_steps"].max() == per_call  # calls of K steps were formed
+    assert [s for s, _ in tb["train/loss"]] == list(range(12))
     np.testing.assert_allclose([v for _, v in tb["train/loss"]], steps["loss"], rtol=1e-6)
     np.testing.assert_allclose([v for _, v in tb["train/step_ms"]], steps["combined_ms"], rtol=1e-5)
+    assert [v for _, v in tb["train/graphs_seen"]] == steps["graphs_seen"].tolist()
     evals = pd.read_csv(out / "evals.csv")
     for split in ("val", "test"):
         rows = evals[evals["split"] == split]
-        assert [s for s, _ in tb[f"{split}/rmse"]] == [3, 6]
+        assert [s for s, _ in tb[f"{split}/rmse"]] == [6, 12]
         np.testing.assert_allclose([v for _, v in tb[f"{split}/mae"]], rows["mae"], rtol=1e-6)
 
 

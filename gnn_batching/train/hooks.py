@@ -110,8 +110,12 @@ class Board(Hook):
         self.board = board
 
     def after_step(self, loop: Loop, steps_done: int) -> None:
-        """Loss, step time and graphs seen of the step just done."""
-        self.board.step(steps_done - 1, loop.last["loss"], loop.last["step_ms"], loop.counters.graphs_seen)
+        """Loss, step time and graphs seen of each step of the call just done (a call of K steps:
+        K points, as ``steps.csv`` has K rows)."""
+        last = loop.last
+        first = steps_done - len(last["losses"])
+        for j, (loss, seen) in enumerate(zip(last["losses"], last["graphs_seen"])):
+            self.board.step(first + j, loss, last["step_ms"], seen)
 
     def close(self) -> None:
         """Flush the event files."""

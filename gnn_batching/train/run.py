@@ -314,6 +314,7 @@ def train_and_evaluate(cfg: RunConfig, workdir: str | None = None, verbose: bool
                 losses = np.atleast_1d(np.asarray(metrics["loss"], dtype=np.float64))
                 assembly_ms, update_ms = phase.ms("assembly") / k, phase.ms("update") / k
                 wait_ms = (source.waited_s - waited) * 1e3 / k
+                seen = []
                 for j, (batch, loss) in enumerate(zip(group, losses)):
                     # the call's time divided evenly; its compile (and a restart's) booked on its first step
                     restart_s = c["compile_s"] if c["restart"] and j == 0 else 0.0
@@ -325,11 +326,14 @@ def train_and_evaluate(cfg: RunConfig, workdir: str | None = None, verbose: bool
                                       compile_s=c["compile_s"] if j == 0 else 0.0, restart_compile_s=restart_s,
                                       wait_ms=wait_ms, transfer_ms=batch.transfer_ms, **sizes, loss=float(loss),
                                       graphs_seen=loop.counters.graphs_seen, call=step, call_steps=k)
+                    seen.append(loop.counters.graphs_seen)
                     if not np.isfinite(loss):
                         raise UserError(f"{cfg.name}: loss became {loss} at step {step + j}; lower train.lr? "
                                         f"(records so far kept in {out})")
                 step += k
-                loop.last = {"loss": float(losses[-1]), "step_ms": assembly_ms + update_ms, "arrays": arrays,
+                # the call's steps (one unless steps_per_call > 1): their losses and graphs seen, in order
+                loop.last = {"loss": float(losses[-1]), "losses": [float(x) for x in losses], "graphs_seen": seen,
+                             "step_ms": assembly_ms + update_ms, "arrays": arrays,
                              "compiled": c["compiled"], "key": key, "fn": fn, "k": k}
                 for hook in hooks:
                     hook.after_step(loop, step)
