@@ -86,6 +86,21 @@ def test_a_device_placed_run_learns_what_a_host_run_learns(tmp_path, method):
         np.testing.assert_array_equal(x, y)
 
 
+@pytest.mark.slow  # two runs and a resumed one
+def test_a_run_killed_on_the_host_path_resumes_on_the_device_to_the_uninterrupted_records(tmp_path):
+    """dataset.placement may change on --resume (a run continued on a machine where the store fits,
+    or does not): the batches are bit-identical, so the records equal an uninterrupted run's."""
+    from restart_cases import straight_and_resumed
+    from test_restart import check_resumed_equals_straight
+
+    s, r = straight_and_resumed("static-64", str(tmp_path), ["dataset.placement=device"],
+                                killed_extra=["dataset.placement=host"])
+    check_resumed_equals_straight(str(tmp_path), s, r)
+    assert pd.read_csv(tmp_path / "resumed" / "steps.csv")["loss"].tolist() == \
+        pd.read_csv(tmp_path / "straight" / "steps.csv")["loss"].tolist()  # exact, not just close
+    assert r["placement"] == s["placement"] == "device"
+
+
 @pytest.mark.slow  # end to end: run by .ci/run and `pytest -m slow`
 def test_bench_pipeline_times_both_paths_on_the_same_batches(capsys):
     import json

@@ -151,10 +151,11 @@ def _write_header(out: str, cfg: RunConfig, p: Prepared, prov: dict) -> None:
     })
 
 
-# settings a resumed run may change: they decide how long it runs and what it saves, not which
-# batches it sees or how it learns
+# settings a resumed run may change: they decide how long it runs, what it saves and where its
+# batches are gathered (host or device: bit-identical batches), not which batches it sees or how it learns
 RESUMABLE_CHANGES = ("train.num_train_steps", "train.checkpoint_every", "train.checkpoint_minutes",
-                     "train.checkpoint_keep", "train.tensorboard", "batching.prefetch")
+                     "train.checkpoint_keep", "train.tensorboard", "batching.prefetch", "dataset.placement",
+                     "dataset.device_share")
 
 
 def check_resumable(out: str, cfg: RunConfig) -> None:
