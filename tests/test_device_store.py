@@ -105,6 +105,7 @@ def test_a_run_killed_on_the_host_path_resumes_on_the_device_to_the_uninterrupte
 def test_bench_pipeline_times_both_paths_on_the_same_batches(capsys):
     import json
 
+    from gnn_batching.bench.pipeline import format_pipeline
     from gnn_batching.cli import main
 
     assert main(["bench", "pipeline", "--dataset", "aflow-synthetic", "--limit", "60", "--batch-sizes", "6",
@@ -117,3 +118,9 @@ def test_bench_pipeline_times_both_paths_on_the_same_batches(capsys):
     assert r["host_overhead_fraction"] == pytest.approx(1 - r["device_only_ms"] / r["host_ms"])
     assert r["device_store_bytes"] > 0 and r["steps"] == 4
     assert r["k"] == 2 and r["k_speedup"] == pytest.approx(r["device_ms"] / r["device_k_ms"])
+    assert r["k_over_host"] == pytest.approx(r["host_ms"] / r["device_k_ms"]) and r["blocks"] == 2
+    for key in ("device_speedup", "k_speedup", "k_over_host"):  # the block-by-block ratios: lowest, highest
+        lo, hi = r[f"{key}_range"]
+        assert 0 < lo <= hi
+    text = format_pipeline(rows)
+    assert "K / host path" in text and f"{r['device_speedup']:.2f}x (" in text

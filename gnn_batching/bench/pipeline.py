@@ -9,18 +9,21 @@ shuffle of the training split, cycled for ``steps`` steps per path, three ways:
   the step;
 * ``device_only``: the step alone on batches already on the device (the floor both approach).
 
-Every shape is compiled in an untimed warm-up; the two paths then alternate in blocks of
-``block`` steps (so drift in the machine's speed hits both alike) and each reports the median
-step. ``device_speedup`` = host / device (> 1: the device path is faster).
+Every shape is compiled in an untimed warm-up; the paths then take turns in blocks of ``block``
+steps, in an order rotated every block (so drift in the machine's speed, and whatever running
+first or after another path does, hits all alike), and each reports the median step.
+``device_speedup`` = host / device (> 1: the device path is faster); ``*_range`` gives the lowest
+and highest value of a ratio computed block by block: how far one block's reading can stray.
 
 * ``device_k``: the device path with ``k`` steps per dispatch (``train.steps_per_call``): ``k``
   gathered batches of one shape stacked and run in one ``lax.scan``, its time / ``k`` per step;
-  ``k_speedup`` = device / device_k. Only for shapes that ``k`` of the sampled batches share
-  (NaN otherwise, e.g. static-64, whose shapes rarely repeat ``k`` times in a row).
+  ``k_speedup`` = device / device_k, ``k_over_host`` = host / device_k. Only for shapes that ``k``
+  of the sampled batches share (NaN otherwise, e.g. static-64, whose shapes rarely repeat ``k`` times in a row).
 """
 
 from __future__ import annotations
 
+import functools
 import itertools
 import time
 
@@ -82,29 +85,40 @@ def run_pipeline_bench(spec: DatasetSpec, models: list[str], methods: list[str],
         if steps_k is not None:
             for members, s in calls:
                 jax.block_until_ready(steps_k(state, stack([device(i, s) for i in members])))
-        times: dict[str, list[float]] = {"host": [], "device": [], "device_only": [], "device_k": []}
-        step = 0
-        while step < steps:
-            for name, make in (("host", host), ("device", device), ("device_only", None)):
+        paths = ["host", "device", "device_only"] + (["device_k"] if steps_k is not None else [])
+        times: dict[str, list[list[float]]] = {name: [] for name in paths}  # per block, ms per step
+        for blk, step in enumerate(range(0, steps, block)):
+            # the paths take turns in a rotated order, so none always runs first (or after another)
+            for name in paths[blk % len(paths):] + paths[: blk % len(paths)]:
+                ms: list[float] = []
+                times[name].append(ms)
+                if name == "device_k":
+                    for c in range(max(block // k, 1)):
+                        members, s = calls[(step // k + c) % len(calls)]
+                        t0 = time.perf_counter()
+                        state, metrics = steps_k(state, stack([device(i, s) for i in members]))
+                        jax.block_until_ready((state, metrics))
+                        ms.append((time.perf_counter() - t0) * 1e3 / k)
+                    continue
+                make = {"host": host, "device": device, "device_only": None}[name]
                 for j in range(step, min(step + block, steps)):
                     i, s = work[j % n]
                     t0 = time.perf_counter()
                     arrays = placed[j % n] if make is None else make(i, s)
                     state, metrics = train_step(state, arrays)
                     jax.block_until_ready((state, metrics))
-                    times[name].append((time.perf_counter() - t0) * 1e3)
-            for c in range(max(block // k, 1) if steps_k is not None else 0):
-                members, s = calls[(step // k + c) % len(calls)]
-                t0 = time.perf_counter()
-                state, metrics = steps_k(state, stack([device(i, s) for i in members]))
-                jax.block_until_ready((state, metrics))
-                times["device_k"].append((time.perf_counter() - t0) * 1e3 / k)
-            step += block
-        med = {name: float(np.median(v)) if v else float("nan") for name, v in times.items()}
+                    ms.append((time.perf_counter() - t0) * 1e3)
+        med = {name: float(np.median(np.concatenate(times[name]))) if times.get(name) else float("nan")
+               for name in (*paths, "device_k")}
+        spread = functools.partial(_block_ratio_range, times)
         rows.append({"model": model_name, "method": method_name, "batch_size": bs, "steps": steps, "batches": n,
+                     "blocks": len(times["host"]),
                      "host_ms": med["host"], "device_ms": med["device"], "device_only_ms": med["device_only"],
                      "k": k, "device_k_ms": med["device_k"], "k_speedup": med["device"] / med["device_k"],
                      "device_speedup": med["host"] / med["device"],
+                     "k_over_host": med["host"] / med["device_k"],
+                     "device_speedup_range": spread("host", "device"), "k_speedup_range": spread("device", "device_k"),
+                     "k_over_host_range": spread("host", "device_k"),
                      "host_overhead_fraction": 1 - med["device_only"] / med["host"],
                      "device_path_overhead_fraction": 1 - med["device_only"] / med["device"],
                      "device_store_bytes": dev.nbytes, "backend": jax.default_backend(),
@@ -112,18 +126,31 @@ def run_pipeline_bench(spec: DatasetSpec, models: list[str], methods: list[str],
     return rows
 
 
+def _block_ratio_range(times: dict[str, list[list[float]]], num: str, den: str) -> list[float]:
+    """The ratio median(num) / median(den) block by block: its lowest and highest (the noise)."""
+    if not (times.get(num) and times.get(den)):
+        return [float("nan")] * 2
+    r = [np.median(a) / np.median(b) for a, b in zip(times[num], times[den])]
+    return [float(min(r)), float(max(r))]
+
+
 def format_pipeline(rows: list[dict]) -> str:
     """The rows as a text table with what each column is."""
+    def ratio(r: dict, key: str) -> str:
+        lo, hi = r[f"{key}_range"]
+        return f"{r[key]:.2f}x ({lo:.2f}-{hi:.2f})" if np.isfinite(r[key]) else "-"
+
     head = ["model", "method", "bs", "host ms", "device ms", "device-only ms", "device path speedup",
-            "host overhead", "device-path overhead", "device, K/call ms", "K speedup"]
+            "host overhead", "device-path overhead", "device, K/call ms", "K speedup", "K / host path"]
     body = [[r["model"], r["method"], str(r["batch_size"]), f"{r['host_ms']:.2f}", f"{r['device_ms']:.2f}",
-             f"{r['device_only_ms']:.2f}", f"{r['device_speedup']:.2f}x", f"{r['host_overhead_fraction']:.0%}",
+             f"{r['device_only_ms']:.2f}", ratio(r, "device_speedup"), f"{r['host_overhead_fraction']:.0%}",
              f"{r['device_path_overhead_fraction']:.0%}",
              f"{r['device_k_ms']:.2f} (K={r['k']})" if np.isfinite(r["device_k_ms"]) else "-",
-             f"{r['k_speedup']:.2f}x" if np.isfinite(r["k_speedup"]) else "-"] for r in rows]
+             ratio(r, "k_speedup"), ratio(r, "k_over_host")] for r in rows]
     dev = f"{rows[0]['device_kind']} ({rows[0]['backend']})" if rows else "-"
     return text_table(head, body) + (
         f"\n{dev}; median ms per training step. host: NumPy assembly + copy + step; device: indices sent, batch "
         "gathered on the device + step; device-only: the step on batches already there; K/call: the device path "
-        "with K steps per dispatch (a lax.scan), per step. Paths alternate in blocks on the same batches. overhead = "
-        "1 - device-only / path.")
+        "with K steps per dispatch (a lax.scan), per step. Paths take turns in blocks on the same batches, in a "
+        "rotated order. Speedups: > 1 = faster; in brackets the lowest and highest block-by-block ratio (noise). "
+        "overhead = 1 - device-only / path.")
