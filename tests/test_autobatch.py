@@ -81,8 +81,8 @@ def _check_step(store, batch, name, stats):
         def union_loss(p, sparse=sparse):
             return make_loss(sparse, stats)({"params": p}, union.graph, union.targets, union.graph_mask)
 
-        la, ga = jax.value_and_grad(ab_loss)(params)
-        lu, gu = jax.value_and_grad(union_loss)(params)
+        la, ga = jax.jit(jax.value_and_grad(ab_loss))(params)
+        lu, gu = jax.jit(jax.value_and_grad(union_loss))(params)
         np.testing.assert_allclose(la, lu, rtol=2e-5, err_msg=form)
         for a, u in zip(jax.tree_util.tree_leaves(ga), jax.tree_util.tree_leaves(gu)):
             np.testing.assert_allclose(a, u, rtol=2e-4, atol=2e-6, err_msg=form)
