@@ -63,11 +63,15 @@ work, out = sys.argv[1], sys.argv[2]
 res = {"pipeline": json.load(open(os.path.join(work, "pipeline.json"))), "runs": {}, "cache": {}}
 def f(x, fmt=".3f"):
     return "-" if x is None else format(x, fmt)
+def rng(pair):
+    return "-".join(f(x, ".2f") for x in pair)
 print("bench pipeline (median ms per step):")
 for r in res["pipeline"]:
     print(f"  {r['model']:7} {r['method']:10} host {f(r['host_ms'])}  device {f(r['device_ms'])}  device-only "
           f"{f(r['device_only_ms'])}  K={r['k']} {f(r['device_k_ms'])}  device/host {f(r['device_speedup'], '.2f')}x  "
-          f"K {f(r['k_speedup'], '.2f')}x  host overhead {f(r['host_overhead_fraction'], '.0%')}")
+          f"K {f(r['k_speedup'], '.2f')}x  K/host {f(r['k_over_host'], '.2f')}x  host overhead "
+          f"{f(r['host_overhead_fraction'], '.0%')}  (block ranges: device/host {rng(r['device_speedup_range'])}, "
+          f"K/host {rng(r['k_over_host_range'])})")
 for d in sorted(glob.glob(os.path.join(work, "runs", "*"))):
     s = json.load(open(os.path.join(d, "summary.json")))
     only = s["real_graphs_per_batch_mean"] / (s["device_step_ms"] / 1e3)
