@@ -79,9 +79,9 @@ for d in sorted(glob.glob(os.path.join(work, "runs", "*"))):
         "device_step_ms", "host_overhead_fraction", "placement", "steps_per_call", "prefetch", "wait_fraction",
         "combined_ms_median", "train_compile_seconds", "real_graphs_per_batch_mean")}
     res["runs"][os.path.basename(d)]["device_only_graphs_per_s"] = only
-rows = {(r["model"], r["method"]): r for r in res["pipeline"]}
+bench = {(r["model"], r["method"]): r for r in res["pipeline"]}
 for model in ("schnet", "mpeu"):
-    hand, rag = rows.get((model, "packed")), rows.get((model, "autobatch"))
+    hand, rag = bench.get((model, "packed")), bench.get((model, "autobatch"))
     if hand and rag:
         print(f"{model}: ragged autobatch / hand-batched packed, same batches: device-only step "
               f"{hand['device_only_ms'] / rag['device_only_ms']:.2f}x, whole step (device path) "
@@ -93,12 +93,12 @@ for model in ("schnet", "mpeu"):
           f"{old['graphs_per_s'] / old['device_only_graphs_per_s']:.2f}x; new / today's = "
           f"{new['graphs_per_s'] / old['graphs_per_s']:.2f}x (incl. compile {new['graphs_per_s_incl_compile'] / old['graphs_per_s_incl_compile']:.2f}x)")
 for kind in ("cold", "warm"):
-    rows = [json.load(open(p)) for p in glob.glob(os.path.join(work, kind, "runs", "*", "summary.json"))]
-    if not rows:
-        rows = [json.load(open(p)) for p in glob.glob(os.path.join(work, kind, "**", "summary.json"), recursive=True)]
-    res["cache"][kind] = {"cells": len(rows), "compile_s": sum(r["compile_seconds"] for r in rows),
-                          "cache_hits": sum(r["compile_cache_hits"] for r in rows),
-                          "train_wall_s": sum(r["train_wall_s"] for r in rows)}
+    cells = [json.load(open(p)) for p in glob.glob(os.path.join(work, kind, "runs", "*", "summary.json"))]
+    if not cells:
+        cells = [json.load(open(p)) for p in glob.glob(os.path.join(work, kind, "**", "summary.json"), recursive=True)]
+    res["cache"][kind] = {"cells": len(cells), "compile_s": sum(r["compile_seconds"] for r in cells),
+                          "cache_hits": sum(r["compile_cache_hits"] for r in cells),
+                          "train_wall_s": sum(r["train_wall_s"] for r in cells)}
 c, w = res["cache"]["cold"], res["cache"]["warm"]
 print(f"compilation cache over {c['cells']} cells: compile s cold {c['compile_s']:.1f} -> warm {w['compile_s']:.1f} "
       f"({w['cache_hits']} cache hits); train_wall_s {c['train_wall_s']:.1f} -> {w['train_wall_s']:.1f}")

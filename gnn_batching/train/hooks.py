@@ -130,7 +130,8 @@ class ShowProgress(Hook):
 
     def after_step(self, loop: Loop, steps_done: int) -> None:
         """Update the line."""
-        self.progress.update(steps_done, postfix=f"loss {loop.last['loss']:.4f}, {loop.last['step_ms']:.1f} ms/step")
+        last = loop.last
+        self.progress.update(steps_done, postfix=f"loss {last['losses'][-1]:.4f}, {last['step_ms']:.1f} ms/step")
 
     def close(self) -> None:
         """End the line."""

@@ -333,7 +333,7 @@ def train_and_evaluate(cfg: RunConfig, workdir: str | None = None, verbose: bool
                                         f"(records so far kept in {out})")
                 step += k
                 # the call's steps (one unless steps_per_call > 1): their losses and graphs seen, in order
-                loop.last = {"loss": float(losses[-1]), "losses": [float(x) for x in losses], "graphs_seen": seen,
+                loop.last = {"losses": [float(x) for x in losses], "graphs_seen": seen,
                              "step_ms": assembly_ms + update_ms, "arrays": arrays,
                              "compiled": c["compiled"], "key": key, "fn": fn, "k": k}
                 for hook in hooks:
