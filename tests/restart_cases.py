@@ -71,15 +71,13 @@ def max_rel_diff(a, b) -> float:
                for x, y in zip(jax.tree_util.tree_leaves(a), jax.tree_util.tree_leaves(b)))
 
 
-def straight_and_resumed(method: str, base: str, extra: list[str] = (), kill_at: int = 14,
-                         killed_extra: list[str] = ()) -> tuple[dict, dict]:
-    """The summaries of an uninterrupted run and of a killed-then-resumed one (in ``base``); the killed
-    part runs with ``killed_extra`` on top (a setting a resume may change)."""
+def straight_and_resumed(method: str, base: str, extra: list[str] = (), kill_at: int = 14) -> tuple[dict, dict]:
+    """The summaries of an uninterrupted run and of a killed-then-resumed one (in ``base``)."""
     from gnn_batching.train.run import train_and_evaluate
 
     cfg = config(method, extra)
     straight = train_and_evaluate(cfg, os.path.join(base, "straight"), verbose=False)[1]
-    killed_run(config(method, [*extra, *killed_extra]), os.path.join(base, "resumed"), kill_at)
+    killed_run(cfg, os.path.join(base, "resumed"), kill_at)
     resumed = train_and_evaluate(cfg, os.path.join(base, "resumed"), verbose=False, resume=True)[1]
     return straight, resumed
 

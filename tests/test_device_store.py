@@ -90,12 +90,19 @@ def test_a_device_placed_run_learns_what_a_host_run_learns(tmp_path, method):
 def test_a_run_killed_on_the_host_path_resumes_on_the_device_to_the_uninterrupted_records(tmp_path):
     """dataset.placement may change on --resume (a run continued on a machine where the store fits,
     or does not): the batches are bit-identical, so the records equal an uninterrupted run's."""
-    from restart_cases import straight_and_resumed
+    from restart_cases import config, killed_run
     from test_restart import check_resumed_equals_straight
 
-    s, r = straight_and_resumed("static-64", str(tmp_path), ["dataset.placement=device"],
-                                killed_extra=["dataset.placement=host"])
+    from gnn_batching.train.run import train_and_evaluate
+
+    device = config("static-64", ["dataset.placement=device"])
+    s = train_and_evaluate(device, str(tmp_path / "straight"), verbose=False)[1]
+    killed_run(config("static-64", ["dataset.placement=host"]), str(tmp_path / "resumed"), 14)
+    written = (tmp_path / "resumed" / "steps.csv").read_bytes().splitlines(keepends=True)
+    r = train_and_evaluate(device, str(tmp_path / "resumed"), verbose=False, resume=True)[1]
     check_resumed_equals_straight(str(tmp_path), s, r)
+    # the rows up to the checkpoint (header + steps 0-11), written on the host path, kept byte for byte
+    assert (tmp_path / "resumed" / "steps.csv").read_bytes().splitlines(keepends=True)[:13] == written[:13]
     assert pd.read_csv(tmp_path / "resumed" / "steps.csv")["loss"].tolist() == \
         pd.read_csv(tmp_path / "straight" / "steps.csv")["loss"].tolist()  # exact, not just close
     assert r["placement"] == s["placement"] == "device"
