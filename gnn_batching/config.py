@@ -689,9 +689,10 @@ FIELD_DOCS: dict[str, str] = {
     "batching.buckets": "`buckets`: padded shapes on the menu (compiled ahead); `autobatch`: per-graph size buckets.",
     "batching.graph_slack": "`packed`: graph slots per batch as a multiple of batch_size - 1.",
     "batching.autobatch_mode": "`autobatch` only: `ragged` (the one-graph model re-interpreted on the disjoint union "
-                               "of `autobatch_base`'s batches: segment reductions by graph id, global gathers), "
-                               "`vmap` (per-graph shape buckets under `jax.vmap`) or `auto` (ragged when the model "
-                               "can be proven to transform, else vmap; the summary says which and why).",
+                               "of `autobatch_base`'s batches: segment reductions by graph id, each graph's own "
+                               "positions and derivative rules), `vmap` (per-graph shape buckets under `jax.vmap`) "
+                               "or `auto` (ragged when the model is proven to transform AND matches each graph run "
+                               "alone on a real batch, else vmap; the summary says which and why).",
     "batching.autobatch_base": "`autobatch` in ragged mode: the disjoint-union method whose batches it runs on.",
     "batching.options": "Options the method declares for itself (its class's `options`, e.g. a user's method); "
                         "unset ones take the declared default.",
