@@ -100,8 +100,8 @@ def check_batch(fn, params, graph, mask=None, per_graph: tuple = (), k: int = 3,
     weights = np.random.default_rng(seed + 1).uniform(0.5, 1.5, len(picked)).astype(np.float32)
     union, n_graph = from_batch(host, real)
     alone_graphs = [one_graph(host, i) for i in picked]
-    sel = jnp.asarray(picked)
-    w = jnp.asarray(weights)
+    sel = np.asarray(picked)
+    w = weights
 
     def on_union(p):
         vals = ragged_loss(fn, p, union, n_graph, *per_graph)[sel]

@@ -118,8 +118,8 @@ def ragged_loss(fn, params, union, n_graph: int, *per_graph: jax.Array) -> jax.A
     try:
         closed, sizes = trace(fn, params, u, per_graph)
         real = u.real if u.real is not None else u.n_node > 0
-        struct = Struct(u.node_gid.astype(jnp.int32), u.edge_gid.astype(jnp.int32), u.n_node.astype(jnp.int32),
-                        u.n_edge.astype(jnp.int32), jnp.asarray(real, bool))
+        struct = Struct(*(jnp.asarray(x, jnp.int32) for x in (u.node_gid, u.edge_gid, u.n_node, u.n_edge)),
+                        jnp.asarray(real, bool))
         ip = Interp(struct, n_graph, {"node": u.nodes.shape[0], "edge": u.senders.shape[0]}, sizes)
         graph_vals, graph_levels = _inputs(u, ip)
         flat_params = jax.tree_util.tree_leaves(params)

@@ -34,8 +34,20 @@ class Union:
 def from_batch(graph, mask=None) -> tuple[Union, int]:
     """The :class:`Union` of a padded jraph ``GraphsTuple`` (any disjoint-union method's batch):
     graph ids of nodes and edges from ``n_node`` / ``n_edge``; ``mask`` (one bool per graph slot)
-    marks the real graphs (default: those with nodes). Jit-compatible (static shapes)."""
-    graph = jax.tree_util.tree_map(jnp.asarray, graph)  # host (NumPy) batches as well as traced ones
+    marks the real graphs (default: those with nodes). Jit-compatible (static shapes); a host
+    (NumPy) batch gets its structure from NumPy, without dispatching device ops."""
+    if all(isinstance(x, np.ndarray) for x in (graph.n_node, graph.n_edge, graph.nodes, graph.senders)):
+        n_node, n_edge = np.asarray(graph.n_node), np.asarray(graph.n_edge)
+        n_graph = n_node.shape[0]
+        ids = np.arange(n_graph, dtype=np.int32)
+        node_gid = np.repeat(ids, n_node)[: graph.nodes.shape[0]]
+        node_gid = np.pad(node_gid, (0, graph.nodes.shape[0] - len(node_gid)), constant_values=n_graph - 1)
+        edge_gid = np.repeat(ids, n_edge)[: graph.senders.shape[0]]
+        edge_gid = np.pad(edge_gid, (0, graph.senders.shape[0] - len(edge_gid)), constant_values=n_graph - 1)
+        real = None if mask is None else np.asarray(mask, bool)
+        return Union(graph.nodes, graph.edges, graph.senders, graph.receivers, node_gid, edge_gid, n_node, n_edge,
+                     real, graph.globals), n_graph
+    graph = jax.tree_util.tree_map(jnp.asarray, graph)  # traced batches and device arrays
     n_graph = graph.n_node.shape[0]
     ids = jnp.arange(n_graph)
     node_gid = jnp.repeat(ids, graph.n_node, total_repeat_length=graph.nodes.shape[0])
