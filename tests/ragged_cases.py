@@ -46,7 +46,7 @@ def params(rng) -> dict:
     return {"emb": jnp.asarray(rng.normal(size=(5, F)), jnp.float32),
             "W": jnp.asarray(rng.normal(size=(F, F)) / 2, jnp.float32),
             "v": jnp.asarray(rng.normal(size=F), jnp.float32), "z": jnp.asarray(z),
-            "W29": jnp.asarray(rng.normal(size=(F, 29)) / 3, jnp.float32)}
+            "W29": jnp.asarray(rng.normal(size=(F, 29)) / 3, jnp.float32), "ones": jnp.ones(5, jnp.float32)}
 
 
 def rel(a, b) -> float:
@@ -64,11 +64,19 @@ def rel(a, b) -> float:
     return float(d.max() / scale)
 
 
-def compare(fn, p, grs: list[dict], pad: tuple = (2, 3), seed: int = 0) -> tuple[str, str]:
+def compare(fn, p, grs: list[dict], pad: tuple = (2, 3), seed: int = 0, empty: int = 0) -> tuple[str, str]:
     """``("exact", "")`` when ``fn`` on the union gives each graph's own value and the gradient of
     a random positive weighting equals each graph's alone (within :data:`RTOL`); ``("refused",
-    reason)`` when ragged mode refuses it. Any other outcome fails (AssertionError) or raises."""
+    reason)`` when ragged mode refuses it. Any other outcome fails (AssertionError) or raises.
+    ``empty``: that many EMPTY graph slots after the padding graph, real graphs marked by a mask
+    (the layout of a run's batches: zero-feature padding edges on the padding graph's hub)."""
     u, n_graph = union_of(grs, n_pad_nodes=pad[0], n_pad_edges=pad[1])
+    if empty:
+        from gnn_batching.ragged import from_batch
+
+        u = u._replace(n_node=jnp.concatenate([u.n_node, jnp.zeros(empty, jnp.int32)]),
+                       n_edge=jnp.concatenate([u.n_edge, jnp.zeros(empty, jnp.int32)]))
+        u, n_graph = from_batch(u, np.arange(n_graph + empty) < len(grs))
     k = len(grs)
     w = jnp.asarray(np.random.default_rng(seed).uniform(0.5, 1.5, k), jnp.float32)
 

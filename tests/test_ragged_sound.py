@@ -82,6 +82,37 @@ def _callback(p, g):
     return jnp.sum(jax.pure_callback(lambda x: np.asarray(x) * 2, jax.ShapeDtypeStruct(h.shape, h.dtype), h))
 
 
+@jax.custom_vjp
+def normalised_grad(x):
+    """Identity forward; the backward rule normalises the incoming gradient (not linear in it)."""
+    return x
+
+
+normalised_grad.defvjp(lambda x: (x, None), lambda _, g: (g / (1e-3 + jnp.linalg.norm(g)),))
+
+
+def _decayed_dense(h, w):
+    return h @ w
+
+
+_decayed = jax.custom_vjp(_decayed_dense)
+_decayed.defvjp(lambda h, w: (h @ w, (h, w)), lambda r, g: (g @ r[1].T, jnp.einsum("nf,ng->fg", r[0], g) + 0.1 * r[1]))
+
+
+def _scaled_by(k, x):
+    return x * k
+
+
+_scaled = jax.custom_jvp(_scaled_by, nondiff_argnums=(0,))
+_scaled.defjvp(lambda k, pr, tg: (pr[0] * k, tg[0] * k * 0.5))
+
+
+def _loop_positions(p, g):  # a cached node position used inside a loop body and after it
+    n = g.nodes.shape[0]
+    h = jax.lax.fori_loop(0, 2, lambda i, h: h * (1 + 0.1 * jnp.arange(n))[:, None], _h(p, g))
+    return jnp.sum(h * jnp.arange(n)[:, None])
+
+
 def _random_per_node(p, g):
     noise = jax.random.normal(jax.random.PRNGKey(0), (g.nodes.shape[0], F))
     return jnp.sum(_h(p, g) * noise)
@@ -134,6 +165,31 @@ CASES = {
     "lax.cond on a parameter": (_cond_on_param, "exact"),
     "per-species pooling (segment_sum by species)": (lambda p, g: jnp.sum(jax.ops.segment_sum(
         _h(p, g), g.nodes, 5)[g.nodes] * _h(p, g)), "exact"),
+    # found by an adversarial review: Python equality on sizes, ties, out-of-bounds reads, caches in
+    # loop bodies, rules closing over per-graph values, padding's infinite derivatives
+    "if n == 1": (lambda p, g: jnp.sum(_h(p, g) * p["v"]) if g.nodes.shape[0] == 1 else jnp.sum(jnp.tanh(_h(p, g))),
+                  "refused"),
+    "bool(e)": (lambda p, g: jnp.sum(_h(p, g)) * (2.0 if g.senders.shape[0] else 1.0), "refused"),
+    "n in (1, 2)": (lambda p, g: jnp.sum(_h(p, g)) * (2.0 if g.nodes.shape[0] in (1, 2) else 1.0), "refused"),
+    "a size as a dict key": (lambda p, g: jnp.sum(_h(p, g)) * {1: 2.0}.get(g.nodes.shape[0], 1.0), "refused"),
+    "n != n + 1 (decidable)": (lambda p, g: jnp.sum(_h(p, g)) * (2.0 if g.nodes.shape[0] != g.nodes.shape[0] + 1
+                                                                  else 1.0), "exact"),
+    "max over all axes with ties": (lambda p, g: jnp.max(jax.nn.one_hot(g.nodes, 5) * p["ones"]), "exact"),
+    "h[[0, 1]] out of bounds (default indexing)": (lambda p, g: jnp.sum(_h(p, g)[jnp.array([0, 1])] @ p["W"]),
+                                                   "exact"),
+    "h[arange(n) + 1] (next atom)": (lambda p, g: jnp.sum(_h(p, g)[jnp.arange(g.nodes.shape[0]) + 1] * _h(p, g)
+                                                          @ p["W"]), "exact"),
+    "positions cached in a loop body": (_loop_positions, "exact"),
+    "custom_jvp with a per-graph nondiff argument": (lambda p, g: jnp.sum(_scaled(jnp.mean(_h(p, g)),
+                                                                                  _h(p, g) @ p["W"])), "refused"),
+    "log of a mean": (lambda p, g: jnp.sum(jnp.log(jnp.mean(jax.nn.softplus(_h(p, g)), 0)) * p["v"]), "exact"),
+    "L2-normalised graph embedding": (lambda p, g: jnp.sum((z := jnp.sum(_h(p, g), 0) @ p["W"]) / jnp.linalg.norm(z)
+                                                           * p["v"]), "exact"),
+    "std over nodes": (lambda p, g: jnp.sum(jnp.std(_h(p, g) @ p["W"], axis=0)), "exact"),
+    "edge feature norms": (lambda p, g: jnp.sum(jnp.linalg.norm(g.edges[:, :3] @ p["W"], axis=1)), "exact"),
+    "custom_vjp normalising its gradient": (lambda p, g: jnp.sum(normalised_grad(_h(p, g) @ p["W"]) * p["v"]),
+                                            "exact"),
+    "custom_vjp with weight decay in bwd": (lambda p, g: jnp.sum(jnp.tanh(_decayed(_h(p, g), p["W"]))), "exact"),
     # what has no per-graph meaning on a union
     "sort along the nodes": (lambda p, g: jnp.sum(jnp.sort(_h(p, g), axis=0)[0]), "refused"),
     "n x n pairs": (lambda p, g: jnp.sum(_h(p, g)[:, None, :] - _h(p, g)[None, :, :]), "refused"),
@@ -162,10 +218,21 @@ def test_exact_or_refused(name, data):
         assert why.startswith("ragged: ") and len(why) > 30, why
 
 
-def test_an_empty_graph_slot_stays_finite_and_exact(data):
+PADDING_SENSITIVE = ("jnp.var over nodes", "h.sum(0) / n", "straight-through custom_vjp", "h[0] and h[-1]",
+                     "log of a mean", "L2-normalised graph embedding", "std over nodes", "edge feature norms",
+                     "custom_vjp normalising its gradient", "custom_vjp with weight decay in bwd",
+                     "segment softmax over nodes")
+
+
+@pytest.mark.parametrize("layout", ["empty slot", "run batch"])
+def test_padding_never_reaches_a_value_or_gradient(layout, data):
+    """An EMPTY graph slot (its sums are 0: a log, inverse or norm of them is infinite), and a
+    run's layout (a one-node padding graph with zero-feature edges on its hub, then empty slots,
+    real graphs marked by the mask): values and gradients still equal each graph alone."""
     p, grs = data
-    for name in ("jnp.var over nodes", "h.sum(0) / n", "straight-through custom_vjp", "h[0] and h[-1]"):
-        assert compare(CASES[name][0], p, grs[:5], pad=(0, 0)) == ("exact", ""), name
+    kw = {"pad": (0, 0)} if layout == "empty slot" else {"pad": (1, 4), "empty": 2}
+    for name in PADDING_SENSITIVE:
+        assert compare(CASES[name][0], p, grs[:5], **kw) == ("exact", ""), name
 
 
 def test_dropping_a_derivative_rule_is_caught():
@@ -252,6 +319,13 @@ OPS = {  # node features h (n, F) -> (n, F); (function, refused?)
     "edge_count": (lambda p, g, h: h * (1.0 + g.senders.shape[0]) / 20.0, False),
     "scatter_local": (lambda p, g, h: h.at[0].add(1.0), False),
     "species_pool": (lambda p, g, h: h + jax.ops.segment_sum(h, g.nodes, 5)[g.nodes] / 10.0, False),
+    "eq_branch": (lambda p, g, h: h * 2.0 if g.nodes.shape[0] == 1 else h, True),
+    "bool_edges": (lambda p, g, h: h * (2.0 if g.senders.shape[0] else 1.0), True),
+    "next_atom": (lambda p, g, h: h + 0.5 * h[jnp.arange(g.nodes.shape[0]) + 1], False),
+    "log_mean": (lambda p, g, h: h * jnp.log(jnp.mean(jax.nn.softplus(h), axis=0)), False),
+    "normalised_grad": (lambda p, g, h: normalised_grad(h), False),
+    "loop_positions": (lambda p, g, h: jax.lax.fori_loop(0, 2, lambda i, x: x * (1 + 0.1 * jnp.arange(
+        g.nodes.shape[0]))[:, None] / 2, h) + 0.01 * jnp.arange(g.nodes.shape[0])[:, None], False),
 }
 READOUTS = {
     "sum": lambda p, g, h: jnp.sum(h),
@@ -263,6 +337,8 @@ READOUTS = {
     "W @ pooled": lambda p, g, h: jnp.sum(p["W"] @ jnp.mean(h, axis=0)),
     "first": lambda p, g, h: jnp.sum(h[0] * p["v"]),
     "var": lambda p, g, h: jnp.sum(jnp.var(h, axis=0)),
+    "max_all": lambda p, g, h: jnp.max(h) + jnp.min(h),
+    "l2_pooled": lambda p, g, h: jnp.sum((z := jnp.sum(h, 0) @ p["W"]) / jnp.linalg.norm(z) * p["v"]),
 }
 EXAMPLES = int(os.environ.get("RAGGED_EXAMPLES", "12"))
 
@@ -277,7 +353,8 @@ def _property(ops: list[str], readout: str, seed: int) -> None:
             h = OPS[name][0](q, g, h)
         return READOUTS[readout](q, g, h)
 
-    got, why = compare(fn, p, grs, pad=(int(rng.integers(0, 3)), int(rng.integers(0, 3))), seed=seed)
+    got, why = compare(fn, p, grs, pad=(int(rng.integers(0, 3)), int(rng.integers(0, 3))), seed=seed,
+                       empty=int(rng.integers(0, 3)))
     want = "refused" if any(OPS[o][1] for o in ops) else "exact"
     assert got == want, f"{ops} -> {readout}: {got} ({why})"
 

@@ -25,16 +25,29 @@ import jax.numpy as jnp
 import numpy as np
 
 from gnn_batching.ragged.interp import NE, Interp, Struct, V
-from gnn_batching.ragged.levels import level_of
+from gnn_batching.ragged.levels import level_of, strict_sizes
 from gnn_batching.ragged.table import CALL_RULES
 
 RANK = {"const": 0, "graph": 1, "node": 2, "edge": 2}
 
 
 def _child(ip: Interp, arrays) -> Interp:
+    """A new interpreter on the union structure ``arrays`` (values traced where it runs: its
+    caches never leak into, or out of, another trace)."""
     sub = Interp(Struct(*arrays), ip.g, ip.lead, ip.sizes)
     sub.outer = [*ip.outer, *([ip.eqn_now] if ip.eqn_now is not None else [])]
     return sub
+
+
+def _fresh(ip: Interp) -> Interp:
+    """:func:`_child` on the same structure: for a loop or branch body, traced apart."""
+    return _child(ip, ip.s)
+
+
+def _no_tracers(ip: Interp, consts, what: str) -> None:
+    if any(isinstance(c, jax.core.Tracer) for c in consts):
+        raise ip.refuse(f"a {what} closing over a traced value (e.g. an array in nondiff_argnums): pass it as an "
+                        "argument")
 
 
 def _canonical(ip: Interp, outvars, ins: list[V]) -> list[str]:
@@ -111,7 +124,9 @@ def custom_jvp(ip: Interp, eqn, ins: list[V]) -> list[V]:
     def jvp(primals, tangents):
         sub = _child(ip, primals[:ns])
         xs, ts = primals[ns:], tangents[ns:]
-        jaxpr, consts, out_zeros = jvp_fun.call_wrapped(*[not d for d in diff])
+        with strict_sizes():
+            jaxpr, consts, out_zeros = jvp_fun.call_wrapped(*[not d for d in diff])
+        _no_tracers(sub, consts, "custom_jvp rule")
         args = [V(x, lv) for x, lv in zip(xs[nc:], in_levels[nc:])]
         args += [V(t, lv) for t, lv, d in zip(ts[nc:], in_levels[nc:], diff) if d]
         outs = sub.run(jaxpr, consts, args)
@@ -140,14 +155,18 @@ def custom_vjp(ip: Interp, eqn, ins: list[V]) -> list[V]:
     out_levels = _canonical(ip, eqn.outvars, ins)
     ns = len(ip.s)
     nonzeros = [_inexact(a) for a in in_avals[nc:]]
-    fwd_jaxpr, fwd_consts = fwd_thunk.call_wrapped(*nonzeros)
+    with strict_sizes():
+        fwd_jaxpr, fwd_consts = fwd_thunk.call_wrapped(*nonzeros)
+    _no_tracers(ip, fwd_consts, "custom_vjp forward rule")
     _, res_tree, input_fwds = out_trees()
     n_res_out = res_tree.num_leaves - sum(f is not None for f in input_fwds)
     res_avals = []
     res_out_avals = iter([v.aval for v in fwd_jaxpr.outvars[:n_res_out]])
     for f in input_fwds:
         res_avals.append(next(res_out_avals) if f is None else in_avals[f])
-    bwd = _trace_bwd(bwd_fun, res_avals, out_avals)
+    with strict_sizes():
+        bwd = _trace_bwd(bwd_fun, res_avals, out_avals)
+    _no_tracers(ip, bwd[1], "custom_vjp backward rule")
     holder: dict = {}
 
     def primal(*args):
@@ -174,11 +193,16 @@ def custom_vjp(ip: Interp, eqn, ins: list[V]) -> list[V]:
         args += [V(c, lv) for c, lv in zip(cts, out_levels)]
         outs = iter(sub.run(jaxpr, consts, args))
         grads = [None] * (ns + nc)
+        real = sub.s.real
         for keep, lv, a in zip(mask, in_levels[nc:], in_avals[nc:]):
             ct = next(outs) if keep else None
             if ct is None or not _inexact(a):
                 grads.append(None)
-            elif lv == "const":
+                continue
+            if ct.lv in ("graph", *NE):  # only the real graphs' cotangents: a rule that is not linear in
+                rows = real if ct.lv == "graph" else real[sub.gid(ct.lv)]  # its cotangent must not act on padding
+                ct = V(jnp.where(rows.reshape((-1,) + (1,) * (jnp.ndim(ct.x) - 1)), ct.x, 0), ct.lv)
+            if lv == "const":
                 if ct.lv == "const":
                     raise sub.refuse("a custom_vjp rule whose cotangent for a parameter is the same for every "
                                      "graph (it does not depend on the graph's cotangent)")
@@ -245,8 +269,9 @@ def cond(ip: Interp, eqn, ins: list[V]) -> list[V]:
 
     def branch(closed):
         def run(*xs):
-            outs = ip.run_closed(closed, [V(x, v.lv) for x, v in zip(xs, ops)])
-            return [_to(ip, o, lv, tuple(a.shape)) for o, lv, a in zip(outs, out_levels, out_avals)]
+            sub = _fresh(ip)
+            outs = sub.run_closed(closed, [V(x, v.lv) for x, v in zip(xs, ops)])
+            return [_to(sub, o, lv, tuple(a.shape)) for o, lv, a in zip(outs, out_levels, out_avals)]
 
         return run
 
@@ -261,22 +286,26 @@ def while_loop(ip: Interp, eqn, ins: list[V]) -> list[V]:
     cconsts, bconsts, init = ins[:cn], ins[cn : cn + bn], ins[cn + bn :]
     carry_avals = [v.aval for v in eqn.outvars]
 
+    def run_body(vals):
+        sub = _fresh(ip)
+        return sub, sub.run_closed(p["body_jaxpr"], vals)
+
     def body(vals):
-        return ip.run_closed(p["body_jaxpr"], vals)
+        return run_body(vals)[1]
 
     levels = _fixed_levels(ip, body, bconsts, init, carry_avals, [])
     start = [ip.full(c, lv, tuple(a.shape), tuple(a.shape)) if c.lv != lv else c.x
              for c, lv, a in zip(init, levels, carry_avals)]
 
     def cond_fn(carry):
-        out = ip.run_closed(p["cond_jaxpr"], cconsts + [V(x, lv) for x, lv in zip(carry, levels)])[0]
+        out = _fresh(ip).run_closed(p["cond_jaxpr"], cconsts + [V(x, lv) for x, lv in zip(carry, levels)])[0]
         if out.lv != "const":
             raise ip.refuse("a loop whose number of steps differs per graph")
         return out.x
 
     def body_fn(carry):
-        outs = body(bconsts + [V(x, lv) for x, lv in zip(carry, levels)])
-        return [_to(ip, o, lv, tuple(a.shape)) for o, lv, a in zip(outs, levels, carry_avals)]
+        sub, outs = run_body(bconsts + [V(x, lv) for x, lv in zip(carry, levels)])
+        return [_to(sub, o, lv, tuple(a.shape)) for o, lv, a in zip(outs, levels, carry_avals)]
 
     xs = jax.lax.while_loop(cond_fn, body_fn, start)
     return [V(x, lv) for x, lv in zip(xs, levels)]
@@ -293,8 +322,12 @@ def scan(ip: Interp, eqn, ins: list[V]) -> list[V]:
     carry_avals = [v.aval for v in eqn.outvars[:ncar]]
     x_slices = [V(x.x[:, 0] if x.lv == "graph" else x.x[0], x.lv) for x in xs]
 
+    def run_body(vals):
+        sub = _fresh(ip)
+        return sub, sub.run_closed(p["jaxpr"], vals)
+
     def body(vals):
-        return ip.run_closed(p["jaxpr"], vals)
+        return run_body(vals)[1]
 
     levels = _fixed_levels(ip, body, consts, init, carry_avals, x_slices)
     start = [ip.full(c, lv, tuple(a.shape), tuple(a.shape)) if c.lv != lv else c.x
@@ -302,8 +335,9 @@ def scan(ip: Interp, eqn, ins: list[V]) -> list[V]:
     holder: dict = {}
 
     def step(carry, x):
-        outs = body(consts + [V(c, lv) for c, lv in zip(carry, levels)] + [V(xx, v.lv) for xx, v in zip(x, xs)])
-        new = [_to(ip, o, lv, tuple(a.shape)) for o, lv, a in zip(outs[:ncar], levels, carry_avals)]
+        carried = [V(c, lv) for c, lv in zip(carry, levels)]
+        sub, outs = run_body(consts + carried + [V(xx, v.lv) for xx, v in zip(x, xs)])
+        new = [_to(sub, o, lv, tuple(a.shape)) for o, lv, a in zip(outs[:ncar], levels, carry_avals)]
         ys = outs[ncar:]
         holder["y_levels"] = [y.lv for y in ys]
         return new, [y.x for y in ys]

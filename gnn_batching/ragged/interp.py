@@ -160,6 +160,16 @@ class Interp:
             x = x.reshape((x.shape[0],) + (1,) * (len(target) - len(rest)) + rest)
         return x if x.shape == want else jnp.broadcast_to(x, want)
 
+    def safe_padding(self, x):
+        """A per-graph value made from a graph's nodes or edges, with 1 in the padding slots: an
+        empty slot's sum is 0, its log, inverse or norm infinite, and 0 x inf in its (zero)
+        gradient would be NaN in every parameter's gradient. Real graphs keep their own values."""
+        x = jnp.asarray(x)
+        if not jnp.issubdtype(x.dtype, jnp.inexact):
+            return x
+        real = self.s.real.reshape((-1,) + (1,) * (x.ndim - 1))
+        return jnp.where(real, x, jnp.ones((), x.dtype))
+
     def graph_index(self, level: str, shape: tuple) -> jax.Array:
         """The graph of every element of a union array of ``shape`` at ``level`` (leading axis)."""
         g = self.gid(level) if level in NE else jnp.arange(self.g, dtype=jnp.int32)
@@ -240,6 +250,8 @@ class Interp:
                         raise self.refuse("no rule for this primitive on a disjoint union (its meaning per graph "
                                           "is not known, so it is not passed through)")
                     xs = rule(self, eqn, ins, levels)
+                    if any(v.lv in NE for v in ins):
+                        xs = [self.safe_padding(x) if lv == "graph" else x for x, lv in zip(xs, levels)]
                 outs = [V(x, lv) for x, lv in zip(xs, levels)]
             for o, v in zip(eqn.outvars, outs):
                 want = union_shape(tuple(o.aval.shape), v.lv, self.lead, self.g)

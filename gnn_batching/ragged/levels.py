@@ -17,6 +17,9 @@ that is not leading) is refused.
 
 from __future__ import annotations
 
+import sys
+import threading
+from contextlib import contextmanager
 from typing import NamedTuple
 
 import jax
@@ -44,6 +47,92 @@ def symbolic_sizes() -> Sizes:
     """Fresh symbolic node and edge counts (one scope per trace)."""
     n, big_e = export.symbolic_shape("n, E")
     return Sizes(n, big_e - 1)
+
+
+# where a comparison of sizes is JAX's own business (shape checks, caches): decided as JAX decides;
+# anywhere else (the user's code, flax, jraph) it is a decision about the graph
+_INTERNAL = {"jax", "jaxlib", "numpy", "ml_dtypes", "opt_einsum", "functools", "operator", "typing", "dataclasses",
+             "collections", "contextlib", "abc", "enum", "builtins", "weakref", "threading", "inspect", "copy"}
+_STRICT = threading.local()
+
+
+def _decides(depth: int = 2) -> bool:
+    """Whether the code comparing sizes (``depth`` frames up) decides something about the graph."""
+    if not getattr(_STRICT, "depth", 0):
+        return False
+    name = sys._getframe(depth).f_globals.get("__name__", "")
+    return name.split(".")[0] not in _INTERNAL and not name.startswith("gnn_batching.ragged")
+
+
+def _inconclusive(text: str):
+    from jax._src.export.shape_poly import InconclusiveDimensionOperation
+
+    return InconclusiveDimensionOperation(f"Symbolic dimension comparison {text} is inconclusive")
+
+
+@contextmanager
+def strict_sizes():
+    """While active, a Python decision on a graph size in user code (``n == 1``, ``bool(e)``,
+    ``n in (1, 2)``, a size as a dict key) that cannot be made for every graph raises JAX's
+    ``InconclusiveDimensionOperation``, as ``n > 20`` already does. JAX itself answers an
+    undecidable ``==`` with False ("not provably equal"), which would silently pick one branch for
+    every graph."""
+    from jax._src.export import shape_poly as sp
+
+    cls = sp._DimExpr
+    if getattr(_STRICT, "depth", 0):
+        _STRICT.depth += 1
+        try:
+            yield
+        finally:
+            _STRICT.depth -= 1
+        return
+    eq, ne, hsh = cls.__eq__, cls.__ne__, cls.__hash__
+    had_bool = "__bool__" in cls.__dict__
+
+    def decide_eq(self, other, depth):  # depth: frames from _decides up to the comparing code
+        same = eq(self, other)
+        if same or not _decides(depth):
+            return same
+        try:
+            diff = self - other
+        except Exception:
+            return same
+        if not is_symbolic(diff):
+            return diff == 0
+        lo, hi = sp._bounds_decision(diff, sp.BoundsPrecision.BEST)
+        if lo > 0 or hi < 0:
+            return False
+        raise _inconclusive(f"'{pretty(self)}' == '{pretty(other)}'")
+
+    def strict_eq(self, other):
+        return decide_eq(self, other, 3)
+
+    def strict_ne(self, other):
+        return not decide_eq(self, other, 3)
+
+    def strict_bool(self):
+        if not _decides():
+            return True
+        lo, hi = sp._bounds_decision(self, sp.BoundsPrecision.BEST)
+        if lo > 0 or hi < 0:
+            return True
+        raise _inconclusive(f"bool('{pretty(self)}')")
+
+    def strict_hash(self):
+        if _decides():
+            raise _inconclusive(f"'{pretty(self)}' used as a key")
+        return hsh(self)
+
+    _STRICT.depth = 1
+    cls.__eq__, cls.__ne__, cls.__bool__, cls.__hash__ = strict_eq, strict_ne, strict_bool, strict_hash
+    try:
+        yield
+    finally:
+        _STRICT.depth = 0
+        cls.__eq__, cls.__ne__, cls.__hash__ = eq, ne, hsh
+        if not had_bool:
+            del cls.__bool__
 
 
 def is_symbolic(d) -> bool:

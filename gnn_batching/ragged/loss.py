@@ -9,7 +9,7 @@ import jax.numpy as jnp
 
 from gnn_batching.ragged import calls, rules  # noqa: F401  (they fill the rule tables)
 from gnn_batching.ragged.interp import Interp, Struct, V
-from gnn_batching.ragged.levels import Refused, Sizes, pretty, symbolic_sizes
+from gnn_batching.ragged.levels import Refused, Sizes, pretty, strict_sizes, symbolic_sizes
 from gnn_batching.ragged.union import Union, as_union, from_batch
 
 _TRACES: OrderedDict = OrderedDict()  # (fn, input specs) -> (closed jaxpr, sizes): one trace per model and dtype
@@ -59,7 +59,8 @@ def trace(fn, params, union: Union, per_graph: tuple = ()):
         return _TRACES[key]
     sizes = symbolic_sizes()
     try:
-        closed = jax.make_jaxpr(fn)(specs, graph_spec(union, sizes), *extras)
+        with strict_sizes():
+            closed = jax.make_jaxpr(fn)(specs, graph_spec(union, sizes), *extras)
     except Refused:
         raise
     except Exception as exc:
@@ -68,7 +69,8 @@ def trace(fn, params, union: Union, per_graph: tuple = ()):
         first = pretty(str(exc).strip().splitlines()[0]) if str(exc).strip() else type(exc).__name__
         if isinstance(exc, InconclusiveDimensionOperation):
             raise Refused(f"ragged: a decision in Python on the graph's size cannot be made for every graph "
-                          f"({first}); write it with jnp.where / jnp.minimum / jnp.maximum on the size") from None
+                          f"({first}): decide on a traced size instead, s = jnp.asarray(h.shape[0]); jnp.where(s == 1, "
+                          "...), jnp.minimum(s, 10) (or use autobatch_mode: vmap)") from None
         raise Refused(f"ragged: the one-graph function cannot be traced for a graph of any size "
                       f"({type(exc).__name__}: {first})") from None
     if key is not None:
@@ -76,6 +78,20 @@ def trace(fn, params, union: Union, per_graph: tuple = ()):
         while len(_TRACES) > _MAX_TRACES:
             _TRACES.popitem(last=False)
     return closed, sizes
+
+
+def _like_real(x, ip: Interp, level: str):
+    """``x`` (node or edge rows) with the padding graphs' rows replaced by a real graph's first
+    row: padding computes on data like the real graphs' (a zero-feature padding edge has norm 0,
+    whose infinite derivative would put NaN into the gradient through its zero cotangent). Real
+    graphs never read another graph's rows, so their values are unchanged."""
+    x = jnp.asarray(x)
+    if x.shape[0] == 0:
+        return x
+    row_real = ip.s.real[ip.gid(level)]
+    first = jnp.argmax(row_real)  # the first row of a real graph (row 0 when there is none)
+    keep = row_real.reshape((-1,) + (1,) * (x.ndim - 1))
+    return jnp.where(keep, x, x[first])
 
 
 def _inputs(union: Union, ip: Interp) -> tuple[list, list]:
@@ -87,7 +103,8 @@ def _inputs(union: Union, ip: Interp) -> tuple[list, list]:
     n_node = ip.size_of("node").astype(union.n_node.dtype)[:, None]
     n_edge = ip.size_of("edge").astype(union.n_edge.dtype)[:, None]
     glob = None if union.globals is None else union.globals[:, None]
-    graph = jraph.GraphsTuple(nodes=union.nodes, edges=union.edges, senders=union.senders - off,
+    nodes, edges = _like_real(union.nodes, ip, "node"), _like_real(union.edges, ip, "edge")
+    graph = jraph.GraphsTuple(nodes=nodes, edges=edges, senders=union.senders - off,
                               receivers=union.receivers - off, n_node=n_node, n_edge=n_edge, globals=glob)
     tags = jraph.GraphsTuple(nodes="node", edges="edge", senders="edge", receivers="edge", n_node="graph",
                              n_edge="graph", globals=None if glob is None else "graph")

@@ -326,16 +326,38 @@ def reduce(ip: Interp, eqn, ins: list[V], outs: list[str]) -> list:
         return _rowwise(ip, eqn, [x.x], outs[0])
     gid = ip.gid(x.lv)
     xx = x.x
+    rest = tuple(a for a in axes if a != 0)
+    dtype = eqn.outvars[0].aval.dtype
     if name in ("reduce_and", "reduce_or"):
         seg = jax.ops.segment_min if name == "reduce_and" else jax.ops.segment_max
         y = seg(xx.astype(jnp.int32), gid, num_segments=ip.g) > 0
-    else:
-        y = SEGMENT[name](xx, gid, num_segments=ip.g)
-        if name in ("reduce_max", "reduce_min"):
-            y = jnp.where(ip.s.real.reshape((-1,) + (1,) * (y.ndim - 1)), y, jnp.zeros((), y.dtype))
-    rest = tuple(a for a in axes if a != 0)
-    return [REDUCE[name](y, axis=rest).astype(eqn.outvars[0].aval.dtype) if rest else y.astype(
-        eqn.outvars[0].aval.dtype)]
+        return [REDUCE[name](y, axis=rest).astype(dtype) if rest else y.astype(dtype)]
+    if name in ("reduce_max", "reduce_min") and jnp.issubdtype(xx.dtype, jnp.inexact):
+        return [_extremum(ip, xx, gid, rest, name).astype(dtype)]
+    y = SEGMENT[name](xx, gid, num_segments=ip.g)
+    if name in ("reduce_max", "reduce_min"):  # integers: no gradient; an empty padding slot gives 0
+        y = jnp.where(ip.s.real.reshape((-1,) + (1,) * (y.ndim - 1)), y, jnp.zeros((), y.dtype))
+    return [REDUCE[name](y, axis=rest).astype(dtype) if rest else y.astype(dtype)]
+
+
+def _extremum(ip: Interp, x, gid, rest: tuple, name: str):
+    """A max (min) over each graph's rows and the axes ``rest``, with ``reduce_max``'s own
+    gradient: shared equally by every element equal to the result (two reductions in a row would
+    split it per stage). An empty padding slot gives 0 (its -inf would reach the gradient)."""
+    seg = jax.ops.segment_max if name == "reduce_max" else jax.ops.segment_min
+    red = jnp.max if name == "reduce_max" else jnp.min
+    top = lax.stop_gradient(seg(x, gid, num_segments=ip.g))  # (G, *x.shape[1:])
+    if rest:
+        top = red(top, axis=rest, keepdims=True)
+    real = ip.s.real.reshape((-1,) + (1,) * (top.ndim - 1))
+    top = jnp.where(real, top, jnp.zeros((), top.dtype))
+    at = x == top[gid]  # the elements that are the result (broadcast over the reduced axes)
+    count = jax.ops.segment_sum(jnp.sum(at, axis=rest, keepdims=True, dtype=x.dtype) if rest else at.astype(x.dtype),
+                                gid, num_segments=ip.g)
+    share = jnp.where(at, x, 0) / jnp.maximum(count, 1)[gid]
+    part = jax.ops.segment_sum(jnp.sum(share, axis=rest, keepdims=True) if rest else share, gid, num_segments=ip.g)
+    out = top + (part - lax.stop_gradient(part))  # the value is exactly the extremum, the gradient reduce_max's
+    return jnp.squeeze(out, axis=rest) if rest else out
 
 
 @rule("reduce_xor", "argmax", "argmin")
@@ -441,6 +463,12 @@ def _clip_mode(mode) -> bool:
     return GatherScatterMode.from_any(mode) != GatherScatterMode.FILL_OR_DROP
 
 
+def _promise_mode(mode) -> bool:
+    from jax.lax import GatherScatterMode
+
+    return GatherScatterMode.from_any(mode) == GatherScatterMode.PROMISE_IN_BOUNDS
+
+
 def _index_rows(ip: Interp, idx: V, one_idx_shape: tuple) -> tuple:
     """An index array on the union with one graph per leading row, and that graph per element."""
     if idx.lv in NE:
@@ -470,10 +498,20 @@ def gather(ip: Interp, eqn, ins: list[V], outs: list[str]) -> list:
             if 0 in dn.offset_dims:
                 raise ip.refuse("a gather whose positions do not lead its result")
             rows, gidx = _index_rows(ip, idx, one_idx)
-            glob = ip.to_global(rows[..., 0].astype(jnp.int32), gidx[..., 0], x.lv, _clip_mode(p["mode"]),
-                                "gather")[..., None]
+            local = rows[..., 0].astype(jnp.int32)
+            glob = ip.to_global(local, gidx[..., 0], x.lv, _clip_mode(p["mode"]), "gather")[..., None]
             dnu = dn if idx.lv in NE else dn._replace(offset_dims=tuple(d + 1 for d in dn.offset_dims))
-            return bind(eqn, [x.x, glob], dimension_numbers=dnu, indices_are_sorted=False, unique_indices=False)
+            out = bind(eqn, [x.x, glob], dimension_numbers=dnu, indices_are_sorted=False, unique_indices=False)[0]
+            if _promise_mode(p["mode"]) and tuple(dnu.offset_dims) != tuple(range(out.ndim - len(dnu.offset_dims),
+                                                                                  out.ndim)):
+                raise ip.refuse("a gather whose slices are not its trailing axes")
+            if _promise_mode(p["mode"]):  # out of bounds: the clamped row's value, but no gradient (XLA's
+                # scatter, the gather's transpose, drops out-of-bounds updates)
+                size = ip.actual(x.lv)[gidx[..., 0]].astype(jnp.int32)
+                inb = (local >= 0) & (local < size)
+                inb = inb.reshape(inb.shape + (1,) * (out.ndim - inb.ndim))
+                out = jnp.where(inb, out, lax.stop_gradient(out))
+            return [out]
         if 0 not in dn.start_index_map and 0 not in dn.collapsed_slice_dims and idx.lv == "const" and \
                 same_dim(ss[0], _shape(eqn.invars[0])[0]):
             return _rowwise(ip, eqn, [x.x, idx.x], outs[0])

@@ -59,10 +59,11 @@ def from_batch(graph, mask=None) -> tuple[Union, int]:
 
 def as_union(union, n_graph: int) -> Union:
     """``union`` as a :class:`Union`: itself, or the union of a padded jraph ``GraphsTuple``
-    (what :func:`union_of` returns); ``n_graph`` must be its number of graph slots."""
+    (what :func:`union_of` returns), whose LAST graph slot is padding (jraph's convention,
+    ``jraph.get_graph_padding_mask``); ``n_graph`` must be its number of graph slots."""
     if isinstance(union, Union):
         return union
-    u, g = from_batch(union)
+    u, g = from_batch(union, np.arange(n_graph) < n_graph - 1)
     if g != n_graph:
         raise ValueError(f"ragged: n_graph {n_graph} but the batch has {g} graph slots")
     return u
