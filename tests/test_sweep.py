@@ -20,10 +20,11 @@ from gnn_batching.sweep.significance import holm, pairwise_tests
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def _sweep_file(tmp_path, steps=4, seeds=(0, 1), methods=("static-pow2", "dynamic")):
+def _sweep_file(tmp_path, steps=4, seeds=(0, 1), methods=("static-pow2", "dynamic"), repeats=1):
     d = {
         "name": "t",
         "output_dir": str(tmp_path / "out"),
+        "repeats": repeats,
         "base": {"dataset": {"name": "aflow-synthetic", "limit": 40}, "model": {"name": "schnet", "latent_size": 4},
                  "batching": {"batch_size": 6}, "train": {"num_train_steps": steps, "eval_every": 2}},
         "grid": {"batching.method": list(methods), "train.seed": list(seeds)},
@@ -36,9 +37,21 @@ def _sweep_file(tmp_path, steps=4, seeds=(0, 1), methods=("static-pow2", "dynami
 def test_grid_expansion_and_validation(tmp_path):
     p = _sweep_file(tmp_path)
     sw = load_sweep(str(p))
-    assert [c.cell_id for c in sw.cells] == ["method=static-pow2__seed=0", "method=static-pow2__seed=1",
-                                            "method=dynamic__seed=0", "method=dynamic__seed=1"]
+    # the methods take turns (A B A B), seeds in the outer loop: no method runs only late or early
+    assert [c.cell_id for c in sw.cells] == ["method=static-pow2__seed=0", "method=dynamic__seed=0",
+                                            "method=static-pow2__seed=1", "method=dynamic__seed=1"]
     assert sw.cells[3].config["batching"]["method"] == "dynamic" and sw.cells[3].config["train"]["seed"] == 1
+    auto = load_sweep(str(_sweep_file(tmp_path, repeats="auto")))  # 2 seeds: 2 repeats, >= 3 processes
+    assert auto.repeats == 2 and [c.cell_id for c in auto.cells][4:] == [
+        "method=static-pow2__seed=0__rep1", "method=dynamic__seed=0__rep1", "method=static-pow2__seed=1__rep1",
+        "method=dynamic__seed=1__rep1"]
+    assert auto.cells[4].config == auto.cells[0].config  # a repeat is the same run in a fresh process
+    assert load_sweep(str(_sweep_file(tmp_path, repeats="auto", seeds=(0, 1, 2)))).repeats == 1
+    assert load_sweep(str(_sweep_file(tmp_path, repeats="auto", methods=("dynamic",)))).repeats == 1
+    p = _sweep_file(tmp_path)
+    assert load_sweep(str(p), ["repeats=3"]).repeats == 3
+    with pytest.raises(ConfigError, match="repeats: a positive integer or auto"):
+        load_sweep(str(p), ["repeats=0"])
     sw = load_sweep(str(p), ["output_dir=elsewhere", "train.seed=5", "grid.batching.batch_size=[4, 8]"])
     assert sw.output_dir == "elsewhere" and len(sw.cells) == 4  # seed pinned, batch size now an axis
     assert {c.config["train"]["seed"] for c in sw.cells} == {5}

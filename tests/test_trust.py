@@ -443,8 +443,10 @@ def test_the_verdict_states_the_winners_the_break_even_and_the_significance(tmp_
                      "train_wall_s": 12.5, "graphs_per_s_incl_compile": 480.0, "test_rmse": 2.0 + 0.01 * seed})
     df = collect(_fake_sweep(tmp_path, rows, {"batching.method": [], "train.seed": [0, 1, 2]}), write=False)
     (line,) = verdict(df)
-    assert "fastest in steady state static-64 (1001 graphs/s, 1.25x dynamic)" in line
-    assert "including compilation" in line and "dynamic (480 graphs/s, 4.80x static-64)" in line
+    assert "steady state: static-64 1.25x dynamic (no interval: 3 processes, no per-step records) (1001 graphs/s)" \
+        in line, line
+    assert "including compilation over 100 steps: dynamic 4.80x faster than static-64 [4.80, 4.80], 3 processes" \
+        in line
     from gnn_batching.sweep.results import comparison
 
     steps = comparison(df).set_index("method").loc["static-64", "break_even_steps"]

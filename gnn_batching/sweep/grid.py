@@ -6,10 +6,17 @@ Sweep file (YAML, validated strictly)::
     output_dir: results/quickstart
     base: {dataset: {...}, model: {...}, batching: {...}, train: {...}}   # or a path to a run config
     set: {batching.budget: paper}   # optional: dotted keys applied to base (e.g. over a base file)
+    repeats: auto                   # optional: fresh processes per cell (auto: >= 3 per comparison)
     grid:
       batching.method: [static-pow2, static-64, dynamic]
       batching.batch_size: [16, 64]
       train.seed: [0, 1]
+
+``repeats`` runs each cell again in fresh processes (same config, same seed) so that every
+speed figure gets an interval over processes (:mod:`gnn_batching.sweep.intervals`); ``auto``
+(default) gives every compared group at least three processes (seeds x repeats) when the grid
+compares methods, else one. Cells run interleaved: the methods take turns (A B C A B C), seeds and
+repeats in the outer loops, so a slow phase of the machine does not fall on one method.
 
 Every cell is validated before anything runs. A cell directory whose saved config differs from
 the sweep's is refused, naming the cell and the keys (results of different settings never mix).
@@ -34,9 +41,10 @@ from gnn_batching.config import (
 )
 from gnn_batching.errors import ConfigError, UserError
 from gnn_batching.rundir import CONFIG, is_finished
-from gnn_batching.sweep.layout import cell_dir
+from gnn_batching.sweep.layout import REPEAT, cell_dir
 
-SWEEP_KEYS = ("name", "output_dir", "base", "set", "grid", "report")
+SWEEP_KEYS = ("name", "output_dir", "base", "set", "grid", "report", "repeats")
+MIN_PROCESSES = 3  # repeats: auto gives every compared group at least this many processes
 
 
 @dataclass
@@ -63,6 +71,7 @@ class Sweep:
     grid: dict
     source: str
     report: bool = True
+    repeats: int = 1
     cells: list[Cell] = field(default_factory=list)
 
 
@@ -113,10 +122,13 @@ def load_sweep(path: str, overrides: list[str] | None = None, modules: list[str]
     output_dir = data.get("output_dir")
     name = data.get("name") or os.path.splitext(os.path.basename(path))[0]
     report = data.get("report", True)
+    repeats = data.get("repeats", "auto")
     for o in overrides or []:
         k, v = parse_override(o)
         if k == "output_dir":
             output_dir = v
+        elif k == "repeats":
+            repeats = v
         elif k == "name":
             name = v
         elif k.startswith("grid."):
@@ -134,8 +146,10 @@ def load_sweep(path: str, overrides: list[str] | None = None, modules: list[str]
     base = with_modules(base, modules)
     base.setdefault("name", name)
     config_from_dict(base, f"{path} (base)")  # validate before anything runs
-    sw = Sweep(name=name, output_dir=output_dir, base=base, grid=grid, source=path, report=bool(report))
+    sw = Sweep(name=name, output_dir=output_dir, base=base, grid=grid, source=path, report=bool(report),
+               repeats=resolve_repeats(repeats, grid, path))
     keys = list(grid)
+    cells = []
     for combo in itertools.product(*(grid[k] for k in keys)):
         values = dict(zip(keys, combo))
         cfg = copy.deepcopy(base)
@@ -144,11 +158,35 @@ def load_sweep(path: str, overrides: list[str] | None = None, modules: list[str]
         cid = _cell_id(values)
         cfg["name"] = f"{name}-{cid}"
         resolved = config_from_dict(cfg, f"{path} (cell {cid})").to_dict()
-        sw.cells.append(Cell(cid, values, resolved, cell_dir(output_dir, cid)))
+        for r in range(sw.repeats):
+            rid = cid if r == 0 else f"{cid}{REPEAT}{r}"
+            cells.append((r, combo, Cell(rid, values, resolved, cell_dir(output_dir, rid))))
+    sw.cells = [c for *_, c in sorted(cells, key=lambda t: _turns(keys, grid, t[0], t[1]))]
     ids = [c.cell_id for c in sw.cells]
     if len(set(ids)) != len(ids):
         raise ConfigError(f"{path}: grid values produce duplicate cell names; use distinct values")
     return sw
+
+
+def resolve_repeats(value, grid: dict, path: str) -> int:
+    """``repeats``: a positive int, or ``auto`` (at least :data:`MIN_PROCESSES` processes per
+    compared group when the grid compares methods, counting its seeds; else 1)."""
+    if value in (None, "auto"):
+        if len(grid.get("batching.method", [])) < 2:
+            return 1
+        seeds = max(len(grid.get("train.seed", [])), 1)
+        return max(1, -(-MIN_PROCESSES // seeds))
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ConfigError(f"{path}: repeats: a positive integer or auto, got {value!r}")
+    return value
+
+
+def _turns(keys: list[str], grid: dict, repeat: int, combo: tuple) -> tuple:
+    """Run order: repeats, then every axis but the method, the method fastest (A B C A B C)."""
+    pos = [grid[k].index(v) if v in grid[k] else 0 for k, v in zip(keys, combo)]
+    outer = [p for k, p in zip(keys, pos) if k != "batching.method"]
+    inner = [p for k, p in zip(keys, pos) if k == "batching.method"]
+    return (repeat, *outer, *inner)
 
 
 def check_unchanged(sw: Sweep) -> None:

@@ -73,7 +73,7 @@ def start_sweep(sw: Sweep) -> list[Cell]:
     _warn_other_grid(sw)
     os.makedirs(sw.output_dir, exist_ok=True)
     write_json_atomic(os.path.join(sw.output_dir, SWEEP_FILE),
-                      {"name": sw.name, "source": sw.source, "grid": sw.grid, "base": sw.base})
+                      {"name": sw.name, "source": sw.source, "grid": sw.grid, "base": sw.base, "repeats": sw.repeats})
     return [c for c, s in zip(sw.cells, states) if s != "done"]
 
 

@@ -5,6 +5,7 @@
     <output_dir>/
       sweep.json          the sweep's name, source file, grid and base config (written first)
       runs/<cell>/        one run directory per grid cell (see gnn_batching.rundir)
+      runs/<cell>__rep<k>/  the same cell again in a fresh process (repeats)
       runs/<cell>.log     that cell's console output
       results.csv/.parquet, comparison.csv, significance.csv, figures/, report.md|html
 
@@ -22,6 +23,13 @@ from gnn_batching.rundir import SUMMARY
 
 SWEEP_FILE = "sweep.json"
 RUNS = "runs"
+REPEAT = "__rep"  # a repeat's cell id: <cell>__rep<k> (k >= 1; repeat 0 is the cell itself)
+
+
+def repeat_of(cell_id: str) -> int:
+    """The repeat index of a cell id (0 for the cell itself)."""
+    head, sep, tail = cell_id.rpartition(REPEAT)
+    return int(tail) if sep and head and tail.isdigit() else 0
 
 
 def runs_dir(sweep_dir: str) -> str:

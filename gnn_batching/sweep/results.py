@@ -22,13 +22,15 @@ import pandas as pd
 from gnn_batching.errors import UserError
 from gnn_batching.io import text_table, write_csv_atomic
 from gnn_batching.rundir import CONFIG
-from gnn_batching.sweep.layout import RUNS, SUMMARY, finished_runs, read_json, sweep_info
+from gnn_batching.sweep.layout import RUNS, SUMMARY, finished_runs, read_json, repeat_of, sweep_info
 
 GROUP = ["dataset", "model", "batch_size"]
 # grid axes that are already summary columns, and the axis that makes repeats
 BASE_AXES = {"dataset.name": "dataset", "model.name": "model", "batching.batch_size": "batch_size",
              "batching.method": "method"}
 SEED_AXES = ("train.seed",)
+# learning figures: repeats of one seed learn the same thing, so they are averaged per seed first
+LEARNING_METRICS = ("test_rmse", "test_mae", "val_rmse")
 METRICS = ["combined_ms_median", "combined_ms_mean", "assembly_ms_median", "update_ms_median", "graphs_per_s",
            "graphs_per_s_incl_compile", "ms_per_step_incl_compile", "train_wall_s", "overhead_s",
            "train_step_compiles", "eval_step_compiles", "train_compile_seconds", "compile_seconds", "node_fill",
@@ -75,7 +77,7 @@ def collect(sweep_dir: str, write: bool = False) -> pd.DataFrame:
                 cfg = _flatten(yaml.safe_load(fh) or {})
         except OSError:
             raise UserError(f"{cfg_path}: missing; the run directory is incomplete") from None
-        row = {"cell": os.path.basename(run_dir)}
+        row = {"cell": os.path.basename(run_dir), "repeat": repeat_of(os.path.basename(run_dir))}
         for k in info.get("grid", {}):
             v = cfg.get(k)
             row[f"axis:{k}"] = json.dumps(v) if isinstance(v, (list, dict)) else v
@@ -132,9 +134,12 @@ def _overhead(df: pd.DataFrame) -> pd.Series:
     return df["train_wall_s"] - df["graphs_seen"] / df["graphs_per_s"]
 
 
-def comparison(df: pd.DataFrame) -> pd.DataFrame:
-    """One row per group (runs that differ only in seed): mean and std over seeds of each metric,
-    ``n_runs`` and ``n_seeds``, the speedups, and the break-even against the fewest-compiles method.
+def comparison(df: pd.DataFrame, intervals: bool = True) -> pd.DataFrame:
+    """One row per group (runs that differ only in seed or repeat): mean and std over its runs of
+    each metric (test and validation errors: over seeds, repeats of a seed averaged first),
+    ``n_runs`` and ``n_seeds``, the speedups, and the break-even against the fewest-compiles method;
+    with ``intervals`` (and the runs' records), the 95 % interval of every speed figure
+    (:mod:`gnn_batching.sweep.intervals`): ``*_low`` / ``*_high``, ``processes`` and ``judge``.
 
     * ``speedup_steady``: this group's steady-state graphs/s over the slowest method's in the cell.
     * ``speedup_incl_compile``: the same with graphs/s including compilation (train_wall_s).
@@ -158,6 +163,11 @@ def comparison(df: pd.DataFrame) -> pd.DataFrame:
     own = method_columns(df)
     for c in own:  # a method's own columns (its class's summary_fields): one value per group
         agg[c] = g[c].agg(lambda v: ", ".join(sorted({_plain_value(x) for x in v.dropna()})) or None)
+    per_seed = [m for m in LEARNING_METRICS if m in df]
+    if per_seed and "seed" in df:  # repeats of a seed learn the same: one value per seed, not per process
+        seeds = df.groupby([*keys, "seed"], dropna=False)[per_seed].mean().groupby(keys, dropna=False)
+        for m in per_seed:
+            agg[f"{m}_mean"], agg[f"{m}_std"] = seeds[m].mean(), seeds[m].std()
     agg = agg.reset_index()
     cells = cell_keys(df)
     cg = agg.groupby(cells, dropna=False)
@@ -170,7 +180,48 @@ def comparison(df: pd.DataFrame) -> pd.DataFrame:
     if "overhead_s_mean" in agg:
         for _, idx in cg.groups.items():
             _break_even(agg, list(idx))
+    if intervals and "run_dir" in df:
+        _add_intervals(agg, df, keys, cells)
     return agg
+
+
+def _add_intervals(agg: pd.DataFrame, df: pd.DataFrame, keys: list[str], cells: list[str]) -> None:
+    """The 95 % intervals of every speed figure (:mod:`gnn_batching.sweep.intervals`)."""
+    from gnn_batching.sweep import intervals as iv
+
+    reps = iv.group_replicates(df, keys)
+    rep = [reps[tuple(r[k] for k in keys)] for _, r in agg.iterrows()]
+    agg["processes"] = [x.processes for x in rep]
+    agg["steady_steps_min"] = [x.steady_steps_min for x in rep]
+    agg["judge"] = [x.judge for x in rep]
+    for col, attr in (("graphs_per_s", "steady"), ("graphs_per_s_incl_compile", "incl"),
+                      ("train_wall_s", "train_wall_s")):
+        bounds = [iv.interval(getattr(x, attr)) for x in rep]
+        agg[f"{col}_low"], agg[f"{col}_high"] = [b[0] for b in bounds], [b[1] for b in bounds]
+    for col, attr, mean in (("speedup_steady", "steady", "graphs_per_s_mean"),
+                            ("speedup_incl_compile", "incl", "graphs_per_s_incl_compile_mean")):
+        lows, highs = [np.nan] * len(agg), [np.nan] * len(agg)
+        if mean in agg:
+            for _, idx in agg.groupby(cells, dropna=False).groups.items():
+                idx = list(idx)
+                slowest = agg.loc[idx, mean].idxmin()
+                for i in idx:
+                    lo, hi = iv.ratio(getattr(rep[agg.index.get_loc(i)], attr),
+                                      getattr(rep[agg.index.get_loc(slowest)], attr))
+                    pos = agg.index.get_loc(i)
+                    lows[pos], highs[pos] = (1.0, 1.0) if i == slowest else (lo, hi)
+        agg[f"{col}_low"], agg[f"{col}_high"] = lows, highs
+    lows, highs = [np.nan] * len(agg), [np.nan] * len(agg)
+    for i, r in agg.iterrows():
+        steps = str(r.get("break_even_steps", "") or "")
+        if steps and r["break_even_ref"] not in ("", "(reference)"):
+            ref = agg[(agg["method"] == r["break_even_ref"])]
+            for k in cells:
+                ref = ref[(ref[k] == r[k]) | (pd.isna(ref[k]) & pd.isna(r[k]))]
+            if len(ref):
+                pos, rpos = agg.index.get_loc(i), agg.index.get_loc(ref.index[0])
+                lows[pos], highs[pos] = iv.break_even(rep[pos], rep[rpos], r["real_graphs_per_batch_mean_mean"])
+    agg["break_even_low"], agg["break_even_high"] = lows, highs
 
 
 def _break_even(agg: pd.DataFrame, idx: list) -> None:
@@ -230,6 +281,28 @@ def _x(v: float) -> str:
     return f"{v:.2f}x" if v is not None and np.isfinite(v) else "-"
 
 
+def _xi(r: pd.Series, col: str) -> str:
+    """A speedup with its 95 % interval (and a too-short / too-noisy mark)."""
+    text = _x(r[col])
+    lo, hi = r.get(f"{col}_low", np.nan), r.get(f"{col}_high", np.nan)
+    if text != "-" and lo is not None and np.isfinite(lo) and np.isfinite(hi) and not (lo == hi == 1.0):
+        text += f" [{lo:.2f}, {hi:.2f}]"
+    if r.get("judge"):
+        text += " (too short)" if str(r["judge"]).startswith("too short") else " (too noisy)"
+    return text
+
+
+def _break_even_text(r: pd.Series) -> str:
+    be = r["break_even_steps"]
+    if not be:
+        return "-"
+    lo, hi = r.get("break_even_low", np.nan), r.get("break_even_high", np.nan)
+    span = ""
+    if lo is not None and not (isinstance(lo, float) and np.isnan(lo)):
+        span = " [" + ", ".join("never" if not np.isfinite(v) else f"{math.ceil(v):,}" for v in (lo, hi)) + "]"
+    return f"{be}{span} (vs {r['break_even_ref']})"
+
+
 def format_comparison(df: pd.DataFrame, markdown: bool = False) -> str:
     """The comparison table (:func:`comparison`) as text, or Markdown if ``markdown``."""
     agg = comparison(df)
@@ -241,10 +314,10 @@ def format_comparison(df: pd.DataFrame, markdown: bool = False) -> str:
             "ms/step",
             *(["device ms", "host share"] if probe else []), "graphs/s",
             "speedup", "graphs/s incl. compile", "speedup incl. compile", "compiles", "compile s",
-            "break-even steps", "node fill", "edge fill", "graphs/batch", "test RMSE", "test MAE", "seeds"]
+            "break-even steps", "node fill", "edge fill", "graphs/batch", "test RMSE", "test MAE", "seeds",
+            "processes"]
     rows = []
     for _, r in agg.sort_values(cell_keys(df) + ["graphs_per_s_mean"], ascending=True).iterrows():
-        be = r["break_even_steps"]
         rows.append([
             str(r["dataset"]), str(r["model"]), str(r["batch_size"]), str(r["method"]),
             *([_settings(r, own)] if own else []), *(str(r[c]) for c in extras),
@@ -252,18 +325,18 @@ def format_comparison(df: pd.DataFrame, markdown: bool = False) -> str:
             *([_pm(r["device_step_ms_mean"], None, "{:.2f}"), _pm(r["host_overhead_fraction_mean"], None, "{:.0%}")]
               if probe else []),
             _pm(r["graphs_per_s_mean"], r["graphs_per_s_std"], "{:.0f}"),
-            _x(r["speedup_steady"]),
+            _xi(r, "speedup_steady"),
             _pm(r["graphs_per_s_incl_compile_mean"], r["graphs_per_s_incl_compile_std"], "{:.0f}") if incl else "-",
-            _x(r["speedup_incl_compile"]) if incl else "-",
+            _xi(r, "speedup_incl_compile") if incl else "-",
             _pm(r["train_step_compiles_mean"], r["train_step_compiles_std"], "{:.1f}"),
             _pm(r["train_compile_seconds_mean"], r["train_compile_seconds_std"], "{:.1f}")
             if "train_compile_seconds_mean" in r else "-",
-            f"{be} (vs {r['break_even_ref']})" if be else "-",
+            _break_even_text(r),
             f"{r['node_fill_mean']:.3f}", f"{r['edge_fill_mean']:.3f}",
             f"{r['real_graphs_per_batch_mean_mean']:.1f}",
             _pm(r["test_rmse_mean"], r["test_rmse_std"], "{:.3f}"),
             _pm(r["test_mae_mean"], r["test_mae_std"], "{:.3f}"),
-            str(int(r["n_seeds"])),
+            str(int(r["n_seeds"])), str(int(r.get("processes", r["n_runs"]))),
         ])
     if markdown:
         lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
@@ -281,7 +354,9 @@ COMPARISON_NOTE = (
     "graphs/s: steady-state throughput; graphs/s incl. compile: every graph trained / train_wall_s (all steps, "
     "compiling ones included, evaluation excluded).\n"
     "speedup: graphs/s over the slowest method's on the same measure, same dataset, model, batch size and other "
-    "grid axes.\n"
+    "grid axes; [low, high]: its 95 % interval (a bootstrap over the group's processes and, inside each, blocks of "
+    "10 steady steps; docs/guide.md); (too short) / (too noisy): a process with under 50 steady steps, or an "
+    "interval wider than half the figure: do not read the ratio. processes: fresh processes (runs) behind a row.\n"
     "compiles / compile s: train-step compilations and their seconds. break-even steps: after how many steps a "
     "method that compiles more than the reference (fewest compiles) has paid back its extra overhead through "
     "faster steady-state steps ('never': it is not faster)."

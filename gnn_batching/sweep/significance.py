@@ -1,7 +1,7 @@
 """Significance of differences in final test error between batching methods.
 
 For each cell (dataset, model, batch size and every other grid axis except the seed) and each
-pair of methods, across seeds: Welch's t-test
+pair of methods, across seeds (repeats of one seed averaged first): Welch's t-test
 (unequal variances) and the Mann-Whitney U rank test, two-sided. P-values are Holm-corrected
 over ALL comparisons of the sweep for each test (family-wise error across the whole table).
 With fewer than 2 seeds per method no test is possible and the row says so.
@@ -34,6 +34,15 @@ def holm(pvalues: np.ndarray) -> np.ndarray:
     return out
 
 
+def _per_seed(g: pd.DataFrame, method: str, metric: str) -> np.ndarray:
+    """One value per seed: repeats of a seed (fresh processes for timing) learn the same thing,
+    so counting them as separate samples would fake significance."""
+    rows = g[g["method"] == method]
+    if "seed" in rows:
+        return rows.groupby("seed")[metric].mean().dropna().to_numpy(float)
+    return rows[metric].dropna().to_numpy(float)
+
+
 def pairwise_tests(df: pd.DataFrame, metric: str = "test_rmse") -> pd.DataFrame:
     """One row per pair of methods within each cell (every grid axis but method and seed fixed).
 
@@ -45,8 +54,7 @@ def pairwise_tests(df: pd.DataFrame, metric: str = "test_rmse") -> pd.DataFrame:
     for key, g in df.groupby(cells, dropna=False):
         methods = sorted(g["method"].unique())
         for a, b in itertools.combinations(methods, 2):
-            xa = g.loc[g["method"] == a, metric].dropna().to_numpy(float)
-            xb = g.loc[g["method"] == b, metric].dropna().to_numpy(float)
+            xa, xb = _per_seed(g, a, metric), _per_seed(g, b, metric)
             row = {**{k.removeprefix("axis:"): v for k, v in zip(cells, key)}, "method_a": a, "method_b": b,
                    "metric": metric, "n_a": len(xa), "n_b": len(xb),
                    "mean_a": xa.mean() if len(xa) else np.nan, "mean_b": xb.mean() if len(xb) else np.nan,

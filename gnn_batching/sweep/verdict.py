@@ -8,10 +8,13 @@ tests (``significance.csv``), so a reader can check each sentence against the ta
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pandas as pd
 
-from gnn_batching.sweep.results import cell_keys, comparison
+from gnn_batching.sweep import intervals as iv
+from gnn_batching.sweep.results import cell_keys, comparison, group_keys
 from gnn_batching.sweep.significance import pairwise_tests
 
 ALPHA = 0.05
@@ -57,10 +60,28 @@ def _significance(tests: pd.DataFrame, title_key: dict) -> str:
     return f"test RMSE: no significant difference (smallest Holm-corrected Welch p = {best['welch_p_holm']:.2g})"
 
 
+def _pair(reps: dict, keys: list[str], a: pd.Series, b: pd.Series, attr: str, col: str) -> str:
+    """``a`` against ``b`` on one measure, in the words its interval allows."""
+    ra, rb = reps.get(tuple(a[k] for k in keys)), reps.get(tuple(b[k] for k in keys))
+    point = a[col] / b[col]
+    if ra is None or rb is None:
+        return f"{a['method']} {point:.2f}x {b['method']}"
+    lo, hi = iv.ratio(getattr(ra, attr), getattr(rb, attr))
+    judge = ra.judge or rb.judge if attr == "steady" else ""
+    if attr == "incl" and min(ra.processes, rb.processes) < 2:
+        judge = ""
+    return iv.verdict_words(a["method"], b["method"], point, lo, hi, ra.processes, rb.processes, judge)
+
+
 def verdict(df: pd.DataFrame) -> list[str]:
-    """One sentence per cell of the sweep ``df`` (:func:`~gnn_batching.sweep.results.collect`)."""
+    """One sentence per cell of the sweep ``df`` (:func:`~gnn_batching.sweep.results.collect`):
+    the fastest method against the next on each measure, with the 95 % interval of the ratio and
+    the processes behind it (``no difference beyond noise`` when it holds 1; ``too short to
+    judge`` when a run's steady window is too short or too noisy), the break-even, and test RMSE."""
     agg = comparison(df)
     keys = cell_keys(df)
+    gkeys = group_keys(df)
+    reps = iv.group_replicates(df, gkeys) if "run_dir" in df else {}
     tests = pairwise_tests(df)
     steps = int(df["steps"].max()) if "steps" in df else None
     lines = []
@@ -71,25 +92,30 @@ def verdict(df: pd.DataFrame) -> list[str]:
             lines.append(f"{title}: one method only ({sub['method'].iloc[0]}); nothing to compare.")
             continue
         best, second = _winner(sub, "graphs_per_s_mean")
-        text = (f"{title}: fastest in steady state {best['method']} ({best['graphs_per_s_mean']:.0f} graphs/s, "
-                f"{best['graphs_per_s_mean'] / second['graphs_per_s_mean']:.2f}x {second['method']})")
+        text = (f"{title}: steady state: {_pair(reps, gkeys, best, second, 'steady', 'graphs_per_s_mean')} "
+                f"({best['graphs_per_s_mean']:.0f} graphs/s)")
         if "graphs_per_s_incl_compile_mean" in sub and np.isfinite(sub["graphs_per_s_incl_compile_mean"]).all():
             incl, incl2 = _winner(sub, "graphs_per_s_incl_compile_mean")
             over = f" over {steps} steps" if steps else ""
-            rate, rate2 = incl["graphs_per_s_incl_compile_mean"], incl2["graphs_per_s_incl_compile_mean"]
-            text += (f"; including compilation{over} {incl['method']} ({rate:.0f} graphs/s, {rate / rate2:.2f}x "
-                     f"{incl2['method']})")
+            text += (f"; including compilation{over}: "
+                     f"{_pair(reps, gkeys, incl, incl2, 'incl', 'graphs_per_s_incl_compile_mean')}")
             if incl["method"] != best["method"]:
                 be = str(best.get("break_even_steps", "") or "")
+                lo, hi = best.get("break_even_low", np.nan), best.get("break_even_high", np.nan)
+                span = ""
+                if isinstance(lo, float) and not np.isnan(lo):
+                    span = " [" + ", ".join("never" if not np.isfinite(v) else f"{math.ceil(v):,}"
+                                            for v in (lo, hi)) + "]"
                 if be.isdigit():
-                    text += (f"; {best['method']} pays back its extra compilation after about {int(be):,} steps "
-                             f"(break-even vs {best['break_even_ref']}): for longer runs it is the faster choice")
+                    text += (f"; {best['method']} pays back its extra compilation after about {int(be):,} steps"
+                             f"{span} (break-even vs {best['break_even_ref']}): for longer runs it is the faster "
+                             "choice")
                 elif be == "never":
                     text += f"; {best['method']}'s faster steps do not pay back its extra compilation in this data"
                 else:
                     text += "; the two measures rank them differently (see break-even in the table)"
             else:
-                text += f"; {best['method']} wins on both measures"
+                text += f"; {best['method']} is first on both measures"
         sig_key = {k.removeprefix("axis:"): v for k, v in zip(keys, key)}
         lines.append(f"{text}; {_significance(tests, sig_key)}.")
     return lines
@@ -97,5 +123,6 @@ def verdict(df: pd.DataFrame) -> list[str]:
 
 def format_verdict(df: pd.DataFrame) -> str:
     """The verdict as Markdown bullet points, headed."""
-    return "**Verdict** (from the table below; steady state excludes warm-up and compiling steps):\n\n" + \
+    return ("**Verdict** (from the table below; steady state excludes warm-up and compiling steps; [low, high]: "
+            "95 % interval over processes and blocks of steps):\n\n") + \
         "\n".join(f"* {line}" for line in verdict(df))

@@ -321,6 +321,14 @@ def first_use(df) -> np.ndarray:
     return ~df.duplicated(cols).to_numpy() if cols else np.zeros(len(df), bool)
 
 
+def steady_mask(df, warmup_steps: int) -> np.ndarray:
+    """The steady-state steps of ``steps.csv``: past warm-up, not compiling (nor sharing a call of
+    several steps with a compile: it carries a share of the compile, train/calls.py), and not a
+    padded shape's first run in its segment. The one rule every steady figure uses."""
+    compiled = (df.groupby("call")["compiled"].transform("max") if "call" in df else df["compiled"]) > 0
+    return ((df["step"] >= warmup_steps) & ~compiled & ~first_use(df)).to_numpy()
+
+
 def summarise_steps(df, warmup_steps: int) -> dict:
     """Steady-state timing stats (ms) over steps past warm-up that did not compile (nor share a call
     of several steps with a compile) and did not run their padded shape for the first time in
@@ -332,9 +340,7 @@ def summarise_steps(df, warmup_steps: int) -> dict:
     again in the new process: those first runs are excluded too.
     """
     first_use_mask = first_use(df)
-    # a step of a call that compiled carries a share of the compile (train/calls.py): not steady
-    compiled = (df.groupby("call")["compiled"].transform("max") if "call" in df else df["compiled"]) > 0
-    steady = df[(df["step"] >= warmup_steps) & ~compiled & ~first_use_mask]
+    steady = df[steady_mask(df, warmup_steps)]
     out = {
         "first_step_ms": float(df["combined_ms"].iloc[0]),
         "first_step_assembly_ms": float(df["assembly_ms"].iloc[0]),
