@@ -261,12 +261,32 @@ def cmd_results(a: argparse.Namespace) -> int:
     from gnn_batching.sweep.verdict import verdict
     from gnn_batching.sweep.versus import format_versus, versus_study
 
+    if a.against:
+        return _results_against(a)
     df = collect(a.sweep_dir, write=True)
     print("Verdict:\n" + "\n".join(f"* {line}" for line in verdict(df)) + "\n")
     print(format_comparison(df))
     versus = versus_study(df)
     if len(versus):
         print(format_versus(versus))
+    return 0
+
+
+def _results_against(a: argparse.Namespace) -> int:
+    """``results NEW --against OLD``: the same cells of two sweeps, ratio, interval and verdict."""
+    from gnn_batching.sweep.against import against, format_against, slower_beyond
+
+    rows = against(a.sweep_dir, a.against)
+    if a.json:
+        print(rows.to_json(orient="records", indent=1))
+    else:
+        print(format_against(rows))
+    if a.fail_slower is not None:
+        bad = slower_beyond(rows, a.fail_slower)
+        if len(bad):
+            print(f"error: {len(bad)} cell(s) slower than {a.against} by more than {a.fail_slower:.0%} beyond noise",
+                  file=sys.stderr)
+            return 1
     return 0
 
 
@@ -444,6 +464,15 @@ def build_parser() -> argparse.ArgumentParser:
                          description="Collect a sweep's finished runs into results.csv/.parquet and comparison.csv "
                                      "(in the sweep folder), and print the verdict and the comparison table.")
     res.add_argument("sweep_dir", help="the sweep's output_dir, e.g. results/quickstart")
+    res.add_argument("--against", metavar="OLD_SWEEP_DIR",
+                     help="compare with another sweep's same cells (two commits, jax versions or machines): NEW / "
+                          "OLD graphs/s with a 95%% interval and a verdict faster / slower / same per cell; reads "
+                          "both, writes nothing")
+    res.add_argument("--json", action="store_true", help="with --against: a JSON list of rows (ratio, low, high, "
+                                                        "verdict, ...)")
+    res.add_argument("--fail-slower", type=float, metavar="FRACTION",
+                     help="with --against: exit 1 when a cell is slower beyond noise by more than FRACTION (its "
+                          "interval's upper end below 1 - FRACTION), e.g. 0.05 in a CI job")
     res.set_defaults(fn=cmd_results)
 
     pl = sub.add_parser("plot", help="write the study's figures for a sweep",
@@ -469,6 +498,7 @@ EXAMPLES = """examples:
   gnn-batching run configs/qm9.yaml --out results/runs/r --resume
   gnn-batching sweep configs/quickstart.yaml
   gnn-batching results results/quickstart
+  gnn-batching results results/new --against results/old --fail-slower 0.05
   gnn-batching report results/quickstart --format html
   gnn-batching bench batching --dataset qm9 --batch-sizes 16 64
   gnn-batching advise qm9 --limit 2000 --model schnet --steps 100000 --batch-size 32

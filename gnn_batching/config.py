@@ -123,6 +123,9 @@ class BatchingConfig:
     # the study's training sequence (static-* and dynamic): one stream across passes, reshuffled
     # with Python's random per pass, every bs-th graph dropped by static batches (batching/study.py)
     study_order: bool = False
+    # the study's first batch: it initialises the model and is not trained on (init); train: batch
+    # 0 is trained on, as everywhere else here; auto: init under study_order, train otherwise
+    study_first_batch: str = "auto"
     # autobatch: ragged (the one-graph model re-interpreted on the disjoint union of
     # autobatch_base's batches), vmap (per-graph buckets under jax.vmap) or auto (ragged when the
     # model can be proven to transform, else vmap, with the reason logged and in the summary)
@@ -169,6 +172,11 @@ class BatchingConfig:
                                                               ).layout != "disjoint-union":
             raise ConfigError(f"batching.autobatch_base: {self.autobatch_base!r} does not batch graphs as one "
                               "disjoint union; name one that does (packed, dynamic, buckets, static-*)")
+        if self.study_first_batch not in ("auto", "init", "train"):
+            raise ConfigError(f"batching.study_first_batch: 'auto', 'init' or 'train', not {self.study_first_batch!r}")
+        if self.study_first_batch == "init" and not self.study_order:
+            raise ConfigError("batching.study_first_batch: init is the study's stream's rule; it needs "
+                              "batching.study_order: true")
         if not 1.0 <= float(self.graph_slack) <= 8.0:
             raise ConfigError(f"batching.graph_slack must be in [1, 8], got {self.graph_slack}")
 
@@ -699,7 +707,12 @@ FIELD_DOCS: dict[str, str] = {
     "batching.study_order": "The study's training sequence (static-* and dynamic): the training split in its order, "
                             "then Python's `random.shuffle` (seed 42 + `train.seed`) before every further pass, "
                             "batches across passes, static batches drop the graph that completes them (counted). "
-                            "Evaluation is unchanged (every graph). Pair it with `dataset.split_scheme: study`.",
+                            "Evaluation is unchanged (every graph). Pair it with `dataset.split_scheme: study`; "
+                            "there `budget: paper` takes the first 1,000 training graphs in split order, as the "
+                            "study's code (random 1,000 otherwise).",
+    "batching.study_first_batch": "`init`: the stream's first batch initialises the model and is not trained on "
+                                  "(the study's reader batch 0; its graphs are counted as skipped); `train`: it is "
+                                  "trained on; `auto`: init under `study_order`, else train.",
     "train.num_train_steps": "Training steps (one optimizer update each).",
     "train.seed": "Model initialisation AND training data order; repeats must differ here.",
     "train.lr": "Initial learning rate (Adam).",

@@ -4,7 +4,8 @@ N steps, with the study's batch sequence and with ours, beside the study's own c
 No training: the batches' padded shapes follow from the graph sizes alone, so the compile count
 of a run is the number of distinct shapes it will meet (a compile per new shape; tested in the
 runs). The study's sequence (``dataset.split_scheme: study`` with ``batching.study_order: true``,
-:mod:`gnn_batching.batching.study`) reproduces its counters; ours (every graph once per epoch, the
+:mod:`gnn_batching.batching.study`: its split, its stream, the first batch only initialising the
+model) reproduces its counters; ours (every graph once per epoch, the
 last partial batch kept, numpy-seeded shuffles) is what ``gnn-batching run`` does by default. Both
 are planned by the same code a run uses.
 """
@@ -43,7 +44,7 @@ def study_plan(spec: DatasetSpec, batch_sizes: list[int], steps: int = 100_000, 
             cfg = BatchingConfig(method=name, batch_size=bs)
             study_method = make_method(cfg, ds.store, theirs_split.train, seed)
             mine = planned_compiles(planned_shapes(
-                _epochs(StudyOrder(study_method, theirs_split.train, STUDY_SEED + seed)), steps))
+                _epochs(StudyOrder(study_method, theirs_split.train, STUDY_SEED + seed, init_batch=True)), steps))
             ours_method = make_method(cfg, ds.store, ds.splits.train, seed)
             loader = Loader(ds.store, ds.store.targets[ds.target], ds.splits.train, ours_method, shuffle=True,
                             seed=seed)

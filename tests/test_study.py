@@ -266,3 +266,49 @@ def test_the_studys_counters_at_100k_and_2m_steps():
     assert [study_compiles("qm9", "static-64", bs, 2_000_000) for bs in (16, 32, 64, 128)] == [74, 104, 155, 239]
     assert study_compiles("qm9", "static-pow2", 128, 2_000_000) == 1.0  # its rows logging 0 left out
     assert study_compiles("qm9", "static-64", 16, 500) is None and study_compiles("qm9", "packed", 16) is None
+
+
+def test_the_first_batch_initialises_and_is_not_trained_on():
+    """batching.study_first_batch: init (the study's reader batch 0 only initialises the model):
+    epoch 0 starts at the stream's second batch and counts the first batch's graphs as skipped;
+    later epochs are the same batches as without it."""
+    n, bs = 40, 5
+    rng = np.random.default_rng(7)
+    n_node, n_edge = rng.integers(1, 12, n), rng.integers(0, 60, n)
+    train = study_splits(n, (0.8, 0.1, 0.1), 0).train
+    plain = StudyOrder(_methods("static-64", bs, n_node, n_edge, train), train)
+    init = StudyOrder(_methods("static-64", bs, n_node, n_edge, train), train, init_batch=True)
+    p0, i0 = plain.plan(0), init.plan(0)
+    assert [i0.batch(b).tolist() for b in range(len(i0))] == [p0.batch(b).tolist() for b in range(1, len(p0))]
+    assert set(p0.batch(0).tolist()) <= set(i0.skipped.tolist())
+    assert len(i0.skipped) == len(p0.skipped) + len(p0.batch(0))
+    p1, i1 = plain.plan(1), init.plan(1)
+    assert i1.order.tolist() == p1.order.tolist() and i1.shapes.tolist() == p1.shapes.tolist()
+
+
+def test_study_first_batch_is_the_studys_rule_only():
+    from gnn_batching.config import BatchingConfig
+
+    with pytest.raises(ConfigError, match="batching.study_first_batch: init .*needs batching.study_order"):
+        BatchingConfig(method="dynamic", study_first_batch="init")
+    with pytest.raises(ConfigError, match="batching.study_first_batch: 'auto', 'init' or 'train'"):
+        BatchingConfig(method="dynamic", study_first_batch="skip")
+
+
+@pytest.mark.slow  # the whole of QM9 (qm9pack): its store is built once per test's data folder
+def test_the_paper_budget_is_the_studys_first_1000_training_graphs_in_split_order():
+    """Under the study's split and order, budget: paper takes the first 1,000 training graphs in
+    split order, as the study's code: 320 / 5,120 at bs 16 and 2,368 / 40,704 at bs 128 on full QM9
+    (our own split draws 1,000 at random: 320 / 4,992 and 2,304 / 39,872)."""
+    from gnn_batching.batching import BatchingConfig, make_method
+    from gnn_batching.data import DatasetSpec, load_dataset
+
+    ds = load_dataset(DatasetSpec(name="qm9", split_scheme="study"), verbose=False)
+    got = {}
+    for bs in (16, 128):
+        for order in (True, False):
+            b = make_method(BatchingConfig(method="dynamic", batch_size=bs, budget="paper", study_order=order),
+                            ds.store, ds.splits.train).budget
+            got[bs, order] = (b.n_node, b.n_edge)
+    assert got[16, True] == (320, 5120) and got[128, True] == (2368, 40704)
+    assert got[16, False] == (320, 4992) and got[128, False] == (2304, 39872)

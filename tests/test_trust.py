@@ -443,14 +443,13 @@ def test_the_verdict_states_the_winners_the_break_even_and_the_significance(tmp_
                      "train_wall_s": 12.5, "graphs_per_s_incl_compile": 480.0, "test_rmse": 2.0 + 0.01 * seed})
     df = collect(_fake_sweep(tmp_path, rows, {"batching.method": [], "train.seed": [0, 1, 2]}), write=False)
     (line,) = verdict(df)
-    assert "steady state: static-64 1.25x dynamic (no interval: 3 processes, no per-step records) (1001 graphs/s)" \
-        in line, line
+    assert "steady state: static-64 1.25x faster than dynamic [1.25, 1.25], 3 processes (1001 graphs/s)" in line, line
     assert "including compilation over 100 steps: dynamic 4.80x faster than static-64 [4.80, 4.80], 3 processes" \
         in line
     from gnn_batching.sweep.results import comparison
 
     steps = comparison(df).set_index("method").loc["static-64", "break_even_steps"]
-    assert steps.isdigit() and f"after about {int(steps):,} steps" in line
+    assert steps.isdigit() and f"after about {int(steps):,} steps [" in line
     assert "test RMSE differs: static-64 lower than dynamic" in line
     one_seed = collect(_fake_sweep(tmp_path / "one", [r for r in rows if r["seed"] == 0],
                                    {"batching.method": [], "train.seed": [0]}), write=False)

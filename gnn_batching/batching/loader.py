@@ -171,7 +171,9 @@ def make_loaders(cfg: BatchingConfig, store, targets: np.ndarray, splits, seed: 
     method is scored on every graph of the split.
     """
     method = make_method(cfg, store, splits.train, seed=seed)
-    planner = StudyOrder(method, splits.train, seed=STUDY_SEED + seed) if cfg.study_order else None
+    init_batch = cfg.study_first_batch == "init" or (cfg.study_first_batch == "auto" and cfg.study_order)
+    planner = StudyOrder(method, splits.train, seed=STUDY_SEED + seed, init_batch=init_batch) if cfg.study_order \
+        else None
     train = Loader(store, targets, splits.train, method, shuffle=True, seed=seed, pad_edges=cfg.pad_edges,
                    shard=shard, planner=planner)
     eval_method = method.for_eval()

@@ -290,6 +290,7 @@ class Dynamic(BatchingMethod):
         self.budget = budget or budget_from_rule(
             self.cfg.budget, self.bs, tn, te, self.n_node, self.n_edge,
             success_ratio=self.cfg.success_ratio, percentile=self.cfg.percentile, seed=self.seed,
+            first=self.cfg.study_order,
         )
         too_big = ~self.budget.fits(self.n_node, self.n_edge)
         self.oversize = np.flatnonzero(too_big)

@@ -10,6 +10,9 @@ The study (Speckhard et al.) fed its batchers like this:
 * **static batches**: ``batch_size - 1`` graphs are collected, and the graph that arrives when
   the batch is full is DROPPED (the batch is yielded instead), so each batch consumes
   ``batch_size`` graphs of the stream; no partial batch ever;
+* **first batch**: the reader's batch 0 initialises the model's parameters and the training loop
+  starts from batch 1 (``batching.study_first_batch``: ``init``, the default under study order;
+  the batch's graphs are counted as skipped);
 * **dynamic batches**: jraph's ``dynamically_batch`` over the same stream (next fit; the graph
   that overflows opens the next batch).
 
@@ -45,7 +48,7 @@ class StudyOrder:
     epoch again replays the stream from its start (deterministic, only slower).
     """
 
-    def __init__(self, method, train: np.ndarray, seed: int = STUDY_SEED):
+    def __init__(self, method, train: np.ndarray, seed: int = STUDY_SEED, init_batch: bool = False):
         self.method = method
         self.train = [int(x) for x in np.asarray(train, dtype=np.int64)]
         self.n = len(self.train)
@@ -53,6 +56,7 @@ class StudyOrder:
             raise ConfigError(f"batching.study_order: the training split ({self.n} graphs) must hold at least two "
                               f"batches of batching.batch_size {method.bs}")
         self.seed = int(seed)
+        self.init_batch = bool(init_batch)  # the first batch initialises the model and is not trained on
         self._starts = [0]  # stream position of the first batch that starts in pass e
         self._reset()
 
@@ -92,6 +96,11 @@ class StudyOrder:
         plan, used = self.method.plan_stream(window, base + self.n - lo)
         if len(self._starts) == epoch + 1:
             self._starts.append(lo + used)
+        if epoch == 0 and self.init_batch and len(plan) > 1:  # the study's reader batch 0 only initialises
+            first = plan.batch(0)
+            rest = plan.tail(1)
+            return EpochPlan(rest.order, rest.bounds, rest.shapes, np.concatenate([plan.skipped, first]),
+                             rest.groups)
         return plan
 
 

@@ -1,34 +1,34 @@
-"""Honest intervals for every speed figure of a sweep: a two-level bootstrap over the PROCESSES
-(runs) of each group and, inside each process, over blocks of its steady steps.
+"""Honest intervals for every speed figure of a sweep, over the PROCESSES (runs) behind it.
 
-A process is one run in a fresh process; on a busy or bimodal machine whole processes differ
-(one fresh process in three to eight runs 15-30 % slower for its whole life here), so an
-interval from one process's step-to-step spread is too narrow. The rule, stated once:
+A process is one run in a fresh process. On a busy or bimodal machine whole processes differ
+(here one fresh process in three to eight runs 15-30 % slower for its whole life), so an
+interval from one process's step-to-step spread is too narrow. The rules, stated once (the guide
+and every report repeat them):
 
 * A group's processes are its runs (seeds x repeats). Its steady graphs/s is the mean over its
-  processes of each process's steady graphs/s (real graphs / seconds of its steady steps:
-  ``train.instruments.steady_mask``), the figure the comparison table shows.
-* A bootstrap replicate draws the group's processes with replacement and, inside each drawn
-  process, its steady steps in blocks of :data:`BLOCK_STEPS` consecutive steps with replacement;
-  graphs/s including compilation, time to train and overhead are whole-process figures and are
-  drawn with the processes only. :data:`REPLICATES` replicates per group, seeded per group, so a
-  table is reproducible.
-* A ratio (a speedup, a break-even) is computed replicate by replicate from two groups'
-  independent replicates; its 95 % interval is the 2.5th and 97.5th percentile (percentile
-  bootstrap). A ratio whose interval holds 1 is "no difference beyond noise".
-* A group is "too short to judge" when a process has fewer than :data:`MIN_BLOCKS` steady blocks
-  (fewer than 50 steady steps), and "too noisy to judge" when its own steady interval is wider than
-  :data:`MAX_REL_WIDTH` of its figure. With ONE process per group there is no process-to-process
-  spread: its intervals are step-to-step only and say so.
-
-scipy's bootstrap draws one level; this one needs two (processes, then blocks inside them), so it
-is written here, vectorised, and tested against scipy's on the one-level case.
+  processes of each process's steady graphs/s (real graphs / seconds of its steady steps,
+  ``train.instruments.steady_mask``); graphs/s including compilation, time to train and overhead
+  are one figure per process, averaged the same way. Each process's figure already carries its
+  own step-to-step noise, so their spread is process-to-process AND step-to-step variation.
+* With two or more processes a group's 95 % interval is Student's t interval of that mean
+  (``scipy.stats.ttest_1samp``), and a ratio of two groups (a speedup, NEW over OLD) is Welch's
+  t interval of the difference of their log figures, exponentiated (``scipy.stats.ttest_ind``,
+  unequal variances). The t distribution is what makes three processes honest: a percentile
+  bootstrap over three processes came out too narrow (an identical rerun's figures fell outside
+  its intervals), because it cannot see a spread wider than the three values it resamples.
+* With ONE process there is no process-to-process spread: the steady figures get a percentile
+  bootstrap over blocks of :data:`BLOCK_STEPS` consecutive steady steps (``scipy.stats.bootstrap``;
+  step-to-step noise only, and every verdict says so); whole-run figures get no interval.
+* A ratio whose interval holds 1 is "no difference beyond noise".
+* A group is "too short to judge" when a process has fewer than :data:`MIN_BLOCKS` blocks of
+  steady steps (fewer than 50), and "too noisy to judge" when its own steady interval is wider
+  than :data:`MAX_REL_WIDTH` of its figure; its ratios are then not read.
 """
 
 from __future__ import annotations
 
-import hashlib
 import os
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -36,11 +36,11 @@ import pandas as pd
 
 from gnn_batching.rundir import CONFIG, STEPS
 
-BLOCK_STEPS = 10  # consecutive steady steps per resampled block
+BLOCK_STEPS = 10  # consecutive steady steps per block (one-process bootstrap; the too-short rule)
 MIN_BLOCKS = 5  # fewer steady blocks in a process: too short to judge
 MAX_REL_WIDTH = 0.5  # a group's 95 % steady interval wider than this share of its figure: too noisy
-REPLICATES = 2000
 LEVEL = 0.95
+RESAMPLES = 2000  # one-process block bootstrap
 
 
 @dataclass
@@ -53,12 +53,16 @@ class Process:
     train_wall_s: float
     overhead_s: float  # train_wall_s beyond its graphs at its steady rate
     steady_steps: int
-    records: bool = True  # False: no steps.csv (a table built by hand): no steady interval
+    records: bool = True  # False: no steps.csv (a table built by hand): its summary's figures only
+    summary_rate: float = float("nan")
 
     @property
     def rate(self) -> float:
-        """Steady graphs/s: every steady graph over every steady second."""
-        return float(self.graphs.sum() / self.seconds.sum()) if self.seconds.sum() > 0 else float("nan")
+        """Steady graphs/s: every steady graph over every steady second (the summary's figure
+        when there are no per-step records)."""
+        if self.records and self.seconds.sum() > 0:
+            return float(self.graphs.sum() / self.seconds.sum())
+        return self.summary_rate
 
 
 def _warmup(run_dir: str) -> int:
@@ -80,123 +84,165 @@ def process_of(row: pd.Series) -> Process:
     try:
         steps = pd.read_csv(os.path.join(str(run_dir), STEPS))
         steady = steps[steady_mask(steps, _warmup(str(run_dir)))]
+        records = True
     except (OSError, ValueError, KeyError):  # no per-step records (a table built by hand): no blocks
         steady, records = pd.DataFrame({"real_graphs": [], "combined_ms": []}), False
-    else:
-        records = True
     n = len(steady)
     blocks = np.arange(n) // BLOCK_STEPS
     if n >= BLOCK_STEPS and n % BLOCK_STEPS:  # a short last block joins the one before it
         blocks[blocks == blocks[-1]] = max(blocks[-1] - 1, 0)
     graphs = np.bincount(blocks, weights=steady["real_graphs"].to_numpy(float)) if n else np.zeros(0)
     seconds = np.bincount(blocks, weights=steady["combined_ms"].to_numpy(float) / 1e3) if n else np.zeros(0)
-    rate = row.get("graphs_per_s", np.nan)
+    rate = float(row.get("graphs_per_s", np.nan))
     wall = float(row.get("train_wall_s", np.nan))
     seen = float(row.get("graphs_seen", np.nan))
     overhead = wall - seen / rate if rate and np.isfinite(rate) else float("nan")
     return Process(graphs, seconds, float(row.get("graphs_per_s_incl_compile", np.nan)), wall, overhead, n,
-                   records)
-
-
-def _rng(key) -> np.random.Generator:
-    digest = hashlib.sha256(repr(key).encode()).digest()
-    return np.random.default_rng(int.from_bytes(digest[:8], "little"))
+                   records, rate)
 
 
 @dataclass
-class Replicates:
-    """A group's bootstrap replicates (each an array of :data:`REPLICATES` values)."""
+class Group:
+    """The processes of one group of runs and what they allow."""
 
-    steady: np.ndarray
-    incl: np.ndarray
-    train_wall_s: np.ndarray
-    overhead_s: np.ndarray
-    processes: int
-    steady_steps_min: int
-    judge: str  # "" or why the group is too short / noisy to judge
+    procs: list[Process]
 
+    @property
+    def processes(self) -> int:
+        """How many fresh processes (runs) are behind the group's figures."""
+        return len(self.procs)
 
-def replicates(procs: list[Process], key, n: int = REPLICATES) -> Replicates:
-    """The two-level bootstrap of one group (see the module docstring)."""
-    rng = _rng(key)
-    p = len(procs)
-    pick = rng.integers(0, p, size=(n, p))  # processes drawn per replicate
-    per = np.empty((p, n))  # each process's steady rate, its blocks drawn per replicate
-    for i, pr in enumerate(procs):
-        b = len(pr.graphs)
-        if b == 0:
-            per[i] = np.nan
-            continue
-        draw = rng.integers(0, b, size=(n, b))
-        per[i] = pr.graphs[draw].sum(axis=1) / pr.seconds[draw].sum(axis=1)
-    cols = np.arange(n)[:, None]
-    steady = per[pick, cols].mean(axis=1)
-    whole = {name: np.array([getattr(pr, name) for pr in procs])[pick].mean(axis=1)
-             for name in ("incl_rate", "train_wall_s", "overhead_s")}
-    if p == 1:  # no process-to-process spread to draw from
-        whole = {k: np.full(n, np.nan) for k in whole}
-    min_steps = min(pr.steady_steps for pr in procs)
-    judge = ""
-    if not all(pr.records for pr in procs):
-        pass  # no per-step records: no steady interval, nothing to judge it by
-    elif min(len(pr.graphs) for pr in procs) < MIN_BLOCKS:
-        judge = f"too short to judge ({min_steps} steady steps; at least {MIN_BLOCKS * BLOCK_STEPS} per process)"
-    else:
-        point = float(np.mean([pr.rate for pr in procs]))
-        lo, hi = interval(steady)
-        if np.isfinite(point) and point > 0 and (hi - lo) / point > MAX_REL_WIDTH:
-            judge = f"too noisy to judge (95 % interval {lo:.0f}-{hi:.0f} graphs/s around {point:.0f})"
-    return Replicates(steady, whole["incl_rate"], whole["train_wall_s"], whole["overhead_s"], p, min_steps, judge)
+    def values(self, what: str) -> np.ndarray:
+        """Per-process figures: ``steady``, ``incl``, ``train_wall_s`` or ``overhead_s``."""
+        attr = {"steady": "rate", "incl": "incl_rate"}.get(what, what)
+        return np.array([getattr(p, attr) for p in self.procs], float)
 
+    @property
+    def steady_steps_min(self) -> int:
+        """The fewest steady steps of any of its processes."""
+        return min(p.steady_steps for p in self.procs)
 
-def interval(x: np.ndarray, level: float = LEVEL) -> tuple[float, float]:
-    """The percentile interval of replicates ``x`` (NaN when there are none)."""
-    x = np.asarray(x, float)
-    x = x[~np.isnan(x)]
-    if not len(x):
+    @property
+    def judge(self) -> str:
+        """``""``, or why its steady figure is too short or too noisy to judge."""
+        if not all(p.records for p in self.procs):
+            return ""  # no per-step records: nothing to judge the steady window by
+        if min(len(p.graphs) for p in self.procs) < MIN_BLOCKS:
+            return (f"too short to judge ({self.steady_steps_min} steady steps; at least "
+                    f"{MIN_BLOCKS * BLOCK_STEPS} per process)")
+        point = float(np.mean(self.values("steady")))
+        lo, hi = self.interval("steady")
+        if np.isfinite(point) and point > 0 and np.isfinite(lo) and (hi - lo) / point > MAX_REL_WIDTH:
+            return f"too noisy to judge (95 % interval {lo:.0f}-{hi:.0f} graphs/s around {point:.0f})"
+        return ""
+
+    def interval(self, what: str) -> tuple[float, float]:
+        """95 % interval of the group's mean figure (see the module docstring)."""
+        x = self.values(what)
+        if np.isnan(x).any():
+            return float("nan"), float("nan")
+        if len(x) >= 2:
+            return _t_interval(x)
+        if what == "steady" and self.procs[0].records and len(self.procs[0].graphs) >= 2:
+            p = self.procs[0]
+            return _bootstrap((np.stack([p.graphs, p.seconds]),), lambda a, axis: _rate(a, axis))
         return float("nan"), float("nan")
-    a = (1 - level) / 2
-    # with infinite replicates (a break-even that never comes) no interpolation between them
-    lo, hi = np.quantile(x, [a, 1 - a], method="inverted_cdf" if np.isinf(x).any() else "linear")
-    return float(lo), float(hi)
 
 
-def group_replicates(df: pd.DataFrame, keys: list[str]) -> dict:
-    """``{group key tuple: Replicates}`` for every group of ``df`` (runs that share ``keys``)."""
+def _quiet(fn):
+    with warnings.catch_warnings(), np.errstate(all="ignore"):
+        warnings.simplefilter("ignore")  # identical processes: scipy warns of precision loss, answers exactly
+        return fn()
+
+
+def _t_interval(x: np.ndarray) -> tuple[float, float]:
+    from scipy import stats
+
+    if np.ptp(x) == 0:
+        return float(x[0]), float(x[0])
+    ci = _quiet(lambda: stats.ttest_1samp(x, 0.0).confidence_interval(LEVEL))
+    return float(ci.low), float(ci.high)
+
+
+def _rate(a: np.ndarray, axis: int) -> np.ndarray:
+    return a[0].sum(axis=axis) / a[1].sum(axis=axis)
+
+
+def _bootstrap(data: tuple, statistic) -> tuple[float, float]:
+    from scipy import stats
+
+    res = _quiet(lambda: stats.bootstrap(data, statistic, vectorized=True, axis=-1, n_resamples=RESAMPLES,
+                                         method="percentile", confidence_level=LEVEL, random_state=0))
+    return float(res.confidence_interval.low), float(res.confidence_interval.high)
+
+
+def ratio_interval(a: Group, b: Group, what: str) -> tuple[float, float]:
+    """95 % interval of ``a``'s mean figure over ``b``'s: Welch's t on log figures with two or more
+    processes each; for steady figures with one process on a side, a block bootstrap (step-to-step
+    only); else none."""
+    from scipy import stats
+
+    xa, xb = a.values(what), b.values(what)
+    if np.isnan(xa).any() or np.isnan(xb).any() or (xa <= 0).any() or (xb <= 0).any():
+        return float("nan"), float("nan")
+    if len(xa) >= 2 and len(xb) >= 2:
+        la, lb = np.log(xa), np.log(xb)
+        if np.ptp(la) == 0 and np.ptp(lb) == 0:
+            r = float(xa[0] / xb[0])
+            return r, r
+        ci = _quiet(lambda: stats.ttest_ind(la, lb, equal_var=False).confidence_interval(LEVEL))
+        return float(np.exp(ci.low)), float(np.exp(ci.high))
+    if what != "steady" or not all(p.records and len(p.graphs) >= 2 for p in (*a.procs, *b.procs)):
+        return float("nan"), float("nan")
+    da = np.stack([np.concatenate([p.graphs for p in a.procs]), np.concatenate([p.seconds for p in a.procs])])
+    db = np.stack([np.concatenate([p.graphs for p in b.procs]), np.concatenate([p.seconds for p in b.procs])])
+    return _bootstrap((da, db), lambda x, y, axis: _rate(x, axis) / _rate(y, axis))
+
+
+def break_even(rep: Group, ref: Group, gpb: float) -> tuple[float, float]:
+    """95 % range of the steps after which ``rep``'s faster steps pay back its extra overhead over
+    ``ref``: from the ends of the steady ratio's interval and of the overhead difference's (inf:
+    never)."""
+    from scipy import stats
+
+    lo_r, hi_r = ratio_interval(rep, ref, "steady")
+    oa, ob = rep.values("overhead_s"), ref.values("overhead_s")
+    if not (np.isfinite(lo_r) and np.isfinite(hi_r)) or np.isnan(oa).any() or np.isnan(ob).any():
+        return float("nan"), float("nan")
+    if len(oa) >= 2 and len(ob) >= 2 and (np.ptp(oa) > 0 or np.ptp(ob) > 0):
+        ci = _quiet(lambda: stats.ttest_ind(oa, ob, equal_var=False).confidence_interval(LEVEL))
+        d_lo, d_hi = max(float(ci.low), 0.0), max(float(ci.high), 0.0)
+    else:
+        d_lo = d_hi = max(float(oa.mean() - ob.mean()), 0.0)
+    per_graph_ref = 1.0 / float(np.mean(ref.values("steady")))
+
+    def steps(extra: float, r: float) -> float:
+        gain = per_graph_ref * (1.0 - 1.0 / r)  # seconds saved per graph
+        return extra / gain / gpb if gain > 0 else float("inf")
+
+    return steps(d_lo, hi_r), steps(d_hi, lo_r)
+
+
+def groups(df: pd.DataFrame, keys: list[str]) -> dict:
+    """``{group key tuple: Group}`` for every group of ``df`` (runs that share ``keys``)."""
     out = {}
     for key, g in df.groupby(keys, dropna=False, sort=True):
         key = key if isinstance(key, tuple) else (key,)
-        out[key] = replicates([process_of(r) for _, r in g.iterrows()], key)
+        out[key] = Group([process_of(r) for _, r in g.iterrows()])
     return out
-
-
-def ratio(a: np.ndarray, b: np.ndarray) -> tuple[float, float]:
-    """95 % interval of ``a / b`` from two groups' independent replicates."""
-    with np.errstate(divide="ignore", invalid="ignore"):
-        return interval(np.asarray(a) / np.asarray(b))
-
-
-def break_even(rep: Replicates, ref: Replicates, gpb: float) -> tuple[float, float]:
-    """95 % interval of the steps after which ``rep``'s faster steps pay back its extra overhead
-    over ``ref`` (inf: never, in that replicate)."""
-    with np.errstate(divide="ignore", invalid="ignore"):
-        gain = 1.0 / ref.steady - 1.0 / rep.steady
-        extra = np.maximum(rep.overhead_s - ref.overhead_s, 0.0)
-        steps = np.where(gain > 0, extra / gain / gpb, np.inf)
-    return interval(steps)
 
 
 def verdict_words(name_a: str, name_b: str, point: float, lo: float, hi: float, n_a: int, n_b: int,
                   judge: str = "") -> str:
-    """What an interval says about ``name_a`` over ``name_b``: faster, slower or no difference
-    beyond noise (or too short / noisy to judge), with the interval and the processes behind it."""
+    """What an interval says about ``name_a`` over ``name_b``: faster, or no difference beyond
+    noise (or too short / noisy to judge), with the interval and the processes behind it."""
     procs = f"{n_a} process{'es' if n_a != 1 else ''}" if n_a == n_b else f"{n_a} / {n_b} processes"
     if min(n_a, n_b) < 2:
         procs += "; step-to-step noise only"
     if judge:
         return f"{name_a} / {name_b} {point:.2f}x: {judge}"
     if not (np.isfinite(lo) and np.isfinite(hi)):
-        return f"{name_a} {point:.2f}x {name_b} (no interval: {procs}, no per-step records)"
+        return f"{name_a} {point:.2f}x {name_b} (no interval: {procs})"
     span = f"[{lo:.2f}, {hi:.2f}], {procs}"
     if lo <= 1.0 <= hi:
         return f"no difference beyond noise between {name_a} and {name_b} ({point:.2f}x {span})"

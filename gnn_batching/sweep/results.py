@@ -189,38 +189,32 @@ def _add_intervals(agg: pd.DataFrame, df: pd.DataFrame, keys: list[str], cells: 
     """The 95 % intervals of every speed figure (:mod:`gnn_batching.sweep.intervals`)."""
     from gnn_batching.sweep import intervals as iv
 
-    reps = iv.group_replicates(df, keys)
-    rep = [reps[tuple(r[k] for k in keys)] for _, r in agg.iterrows()]
+    found = iv.groups(df, keys)
+    rep = [found[tuple(r[k] for k in keys)] for _, r in agg.iterrows()]
     agg["processes"] = [x.processes for x in rep]
     agg["steady_steps_min"] = [x.steady_steps_min for x in rep]
     agg["judge"] = [x.judge for x in rep]
-    for col, attr in (("graphs_per_s", "steady"), ("graphs_per_s_incl_compile", "incl"),
+    for col, what in (("graphs_per_s", "steady"), ("graphs_per_s_incl_compile", "incl"),
                       ("train_wall_s", "train_wall_s")):
-        bounds = [iv.interval(getattr(x, attr)) for x in rep]
+        bounds = [x.interval(what) for x in rep]
         agg[f"{col}_low"], agg[f"{col}_high"] = [b[0] for b in bounds], [b[1] for b in bounds]
-    for col, attr, mean in (("speedup_steady", "steady", "graphs_per_s_mean"),
+    for col, what, mean in (("speedup_steady", "steady", "graphs_per_s_mean"),
                             ("speedup_incl_compile", "incl", "graphs_per_s_incl_compile_mean")):
         lows, highs = [np.nan] * len(agg), [np.nan] * len(agg)
         if mean in agg:
             for _, idx in agg.groupby(cells, dropna=False).groups.items():
-                idx = list(idx)
-                slowest = agg.loc[idx, mean].idxmin()
+                slowest = agg.loc[list(idx), mean].idxmin()
                 for i in idx:
-                    lo, hi = iv.ratio(getattr(rep[agg.index.get_loc(i)], attr),
-                                      getattr(rep[agg.index.get_loc(slowest)], attr))
-                    pos = agg.index.get_loc(i)
-                    lows[pos], highs[pos] = (1.0, 1.0) if i == slowest else (lo, hi)
+                    lows[i], highs[i] = (1.0, 1.0) if i == slowest else iv.ratio_interval(rep[i], rep[slowest], what)
         agg[f"{col}_low"], agg[f"{col}_high"] = lows, highs
     lows, highs = [np.nan] * len(agg), [np.nan] * len(agg)
     for i, r in agg.iterrows():
-        steps = str(r.get("break_even_steps", "") or "")
-        if steps and r["break_even_ref"] not in ("", "(reference)"):
-            ref = agg[(agg["method"] == r["break_even_ref"])]
+        if str(r.get("break_even_steps", "") or "") and r["break_even_ref"] not in ("", "(reference)"):
+            ref = agg[agg["method"] == r["break_even_ref"]]
             for k in cells:
                 ref = ref[(ref[k] == r[k]) | (pd.isna(ref[k]) & pd.isna(r[k]))]
             if len(ref):
-                pos, rpos = agg.index.get_loc(i), agg.index.get_loc(ref.index[0])
-                lows[pos], highs[pos] = iv.break_even(rep[pos], rep[rpos], r["real_graphs_per_batch_mean_mean"])
+                lows[i], highs[i] = iv.break_even(rep[i], rep[ref.index[0]], r["real_graphs_per_batch_mean_mean"])
     agg["break_even_low"], agg["break_even_high"] = lows, highs
 
 
@@ -354,9 +348,10 @@ COMPARISON_NOTE = (
     "graphs/s: steady-state throughput; graphs/s incl. compile: every graph trained / train_wall_s (all steps, "
     "compiling ones included, evaluation excluded).\n"
     "speedup: graphs/s over the slowest method's on the same measure, same dataset, model, batch size and other "
-    "grid axes; [low, high]: its 95 % interval (a bootstrap over the group's processes and, inside each, blocks of "
-    "10 steady steps; docs/guide.md); (too short) / (too noisy): a process with under 50 steady steps, or an "
-    "interval wider than half the figure: do not read the ratio. processes: fresh processes (runs) behind a row.\n"
+    "grid axes; [low, high]: its 95 % interval over the fresh processes (runs) behind the two rows (Welch's t on "
+    "log graphs/s; one process: a bootstrap over blocks of steady steps, step-to-step noise only; docs/guide.md); "
+    "(too short) / (too noisy): a process with under 50 steady steps, or an interval wider than half the figure: "
+    "do not read the ratio. processes: fresh processes behind a row.\n"
     "compiles / compile s: train-step compilations and their seconds. break-even steps: after how many steps a "
     "method that compiles more than the reference (fewest compiles) has paid back its extra overhead through "
     "faster steady-state steps ('never': it is not faster)."

@@ -60,17 +60,15 @@ def _significance(tests: pd.DataFrame, title_key: dict) -> str:
     return f"test RMSE: no significant difference (smallest Holm-corrected Welch p = {best['welch_p_holm']:.2g})"
 
 
-def _pair(reps: dict, keys: list[str], a: pd.Series, b: pd.Series, attr: str, col: str) -> str:
+def _pair(found: dict, keys: list[str], a: pd.Series, b: pd.Series, what: str, col: str) -> str:
     """``a`` against ``b`` on one measure, in the words its interval allows."""
-    ra, rb = reps.get(tuple(a[k] for k in keys)), reps.get(tuple(b[k] for k in keys))
+    ga, gb = found.get(tuple(a[k] for k in keys)), found.get(tuple(b[k] for k in keys))
     point = a[col] / b[col]
-    if ra is None or rb is None:
+    if ga is None or gb is None:
         return f"{a['method']} {point:.2f}x {b['method']}"
-    lo, hi = iv.ratio(getattr(ra, attr), getattr(rb, attr))
-    judge = ra.judge or rb.judge if attr == "steady" else ""
-    if attr == "incl" and min(ra.processes, rb.processes) < 2:
-        judge = ""
-    return iv.verdict_words(a["method"], b["method"], point, lo, hi, ra.processes, rb.processes, judge)
+    lo, hi = iv.ratio_interval(ga, gb, what)
+    judge = (ga.judge or gb.judge) if what == "steady" else ""
+    return iv.verdict_words(a["method"], b["method"], point, lo, hi, ga.processes, gb.processes, judge)
 
 
 def verdict(df: pd.DataFrame) -> list[str]:
@@ -81,7 +79,7 @@ def verdict(df: pd.DataFrame) -> list[str]:
     agg = comparison(df)
     keys = cell_keys(df)
     gkeys = group_keys(df)
-    reps = iv.group_replicates(df, gkeys) if "run_dir" in df else {}
+    found = iv.groups(df, gkeys) if "run_dir" in df else {}
     tests = pairwise_tests(df)
     steps = int(df["steps"].max()) if "steps" in df else None
     lines = []
@@ -92,13 +90,13 @@ def verdict(df: pd.DataFrame) -> list[str]:
             lines.append(f"{title}: one method only ({sub['method'].iloc[0]}); nothing to compare.")
             continue
         best, second = _winner(sub, "graphs_per_s_mean")
-        text = (f"{title}: steady state: {_pair(reps, gkeys, best, second, 'steady', 'graphs_per_s_mean')} "
+        text = (f"{title}: steady state: {_pair(found, gkeys, best, second, 'steady', 'graphs_per_s_mean')} "
                 f"({best['graphs_per_s_mean']:.0f} graphs/s)")
         if "graphs_per_s_incl_compile_mean" in sub and np.isfinite(sub["graphs_per_s_incl_compile_mean"]).all():
             incl, incl2 = _winner(sub, "graphs_per_s_incl_compile_mean")
             over = f" over {steps} steps" if steps else ""
             text += (f"; including compilation{over}: "
-                     f"{_pair(reps, gkeys, incl, incl2, 'incl', 'graphs_per_s_incl_compile_mean')}")
+                     f"{_pair(found, gkeys, incl, incl2, 'incl', 'graphs_per_s_incl_compile_mean')}")
             if incl["method"] != best["method"]:
                 be = str(best.get("break_even_steps", "") or "")
                 lo, hi = best.get("break_even_low", np.nan), best.get("break_even_high", np.nan)
@@ -124,5 +122,5 @@ def verdict(df: pd.DataFrame) -> list[str]:
 def format_verdict(df: pd.DataFrame) -> str:
     """The verdict as Markdown bullet points, headed."""
     return ("**Verdict** (from the table below; steady state excludes warm-up and compiling steps; [low, high]: "
-            "95 % interval over processes and blocks of steps):\n\n") + \
+            "95 % interval over the fresh processes behind each figure):\n\n") + \
         "\n".join(f"* {line}" for line in verdict(df))
