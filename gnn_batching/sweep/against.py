@@ -51,7 +51,7 @@ def against(new_dir: str, old_dir: str) -> pd.DataFrame:
             lo, hi = iv.ratio_interval(rn, ro, attr)
             judge = (rn.judge or ro.judge) if attr == "steady" else ""
             if judge:
-                word = "too short to judge"
+                word = judge.split(" (")[0]  # too short to judge / too noisy to judge
             elif not (np.isfinite(lo) and np.isfinite(hi)):
                 word = "no interval"
             elif lo <= 1.0 <= hi:

@@ -350,7 +350,7 @@ COMPARISON_NOTE = (
     "speedup: graphs/s over the slowest method's on the same measure, same dataset, model, batch size and other "
     "grid axes; [low, high]: its 95 % interval over the fresh processes (runs) behind the two rows (Welch's t on "
     "log graphs/s; one process: a bootstrap over blocks of steady steps, step-to-step noise only; docs/guide.md); "
-    "(too short) / (too noisy): a process with under 50 steady steps, or an interval wider than half the figure: "
+    "(too short) / (too noisy): a process with under 50 steady steps, or an interval wider than the figure itself: "
     "do not read the ratio. processes: fresh processes behind a row.\n"
     "compiles / compile s: train-step compilations and their seconds. break-even steps: after how many steps a "
     "method that compiles more than the reference (fewest compiles) has paid back its extra overhead through "
