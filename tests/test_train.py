@@ -293,7 +293,9 @@ def test_run_records_are_snapshotted_as_they_come(tmp_path):
 def test_a_run_killed_with_sigkill_resumes_to_the_same_parameters(tmp_path):
     """Checkpoint every 25 steps, SIGKILL after the first checkpoint, `run --resume`: the same step
     count, the same final parameters and test error as an uninterrupted run; restarts and the
-    compiles after them are reported apart."""
+    compiles after them are reported apart. SIGTERM and Ctrl-C stop at a step's end with a
+    checkpoint there."""
+    import shlex
     import signal
     import time
 
@@ -394,6 +396,30 @@ def _tensorboard_scalars(folder) -> dict:
             for v in ev.summary.value:
                 out.setdefault(v.tag, []).append((ev.step, v.simple_value))
     return out
+
+    # Ctrl-C (SIGINT): the same clean stop at the end of a step, then one line of what was kept and
+    # the exact command that resumes (exit 130); that command ends the run as if it never stopped
+    stopped = tmp_path / "ctrl-c"
+    proc = subprocess.Popen(cmd(stopped), cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    while time.time() < deadline + 360 and not (stopped / "checkpoints" / "25").is_dir():
+        time.sleep(0.02)
+    time.sleep(0.2)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate()
+    status = json.loads((stopped / "status.json").read_text())
+    assert proc.returncode == 130 and status["status"] == "interrupted" and "Traceback" not in err, err[-2000:]
+    assert status["checkpoint"] == status["steps_done"] > 25 and out == ""
+    assert (f"interrupted after {status['steps_done']} step(s): kept {stopped} " in err
+            and f"checkpoint at step {status['checkpoint']}: the resumed run continues there" in err), err[-2000:]
+    assert len(pd.read_csv(stopped / "steps.csv")) == status["steps_done"]
+    resume = shlex.split(err.splitlines()[-1].removeprefix("resume: "))
+    assert resume[:3] == ["gnn-batching", "run", smoke] and resume[-3:] == ["--out", str(stopped), "--resume"]
+    r = subprocess.run([sys.executable, "-m", "gnn_batching.cli", *resume[1:]], cwd=tmp_path, capture_output=True,
+                       text=True)
+    assert r.returncode == 0 and f"from step {status['checkpoint']}" in r.stderr, r.stderr[-2000:]
+    assert pd.read_csv(stopped / "steps.csv")["step"].tolist() == list(range(200))
+    for x, y in zip(jax.tree_util.tree_leaves(params(stopped)), jax.tree_util.tree_leaves(b)):
+        np.testing.assert_allclose(x, y, rtol=1e-6, atol=1e-7)
 
 
 @pytest.mark.slow  # end to end / another process: run by .ci/run and `pytest -m slow`
