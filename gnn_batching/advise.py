@@ -386,10 +386,13 @@ def format_advice(result: dict) -> str:
 def advise_config(spec, model: str, batch_size: int, overrides: list[str] | None = None) -> RunConfig:
     """The run config ``advise`` predicts: a dataset spec, a model name, a batch size, and dotted
     ``--set`` overrides of the model, batching and train sections."""
-    from gnn_batching.config import apply_overrides, check_override_key, config_from_dict, parse_override
+    from gnn_batching.config import apply_overrides, blame, check_override_key, config_from_dict, parse_override
 
     data: dict = {"name": "advise", "dataset": RunConfig(dataset=spec).to_dict()["dataset"], "model": {"name": model},
                   "batching": {"batch_size": batch_size}}
     for o in overrides or []:
         check_override_key(parse_override(o)[0])
-    return config_from_dict(apply_overrides(data, overrides or []), "advise")
+    try:
+        return config_from_dict(apply_overrides(data, overrides or []), "advise")
+    except ConfigError as exc:  # a value given with --set is named as such
+        raise ConfigError(blame(str(exc), "advise", overrides or [])) from None

@@ -233,6 +233,8 @@ def cmd_advise(a: argparse.Namespace) -> int:
 
     if a.steps < 1 or a.batch_size < 2 or a.compile_shapes < 1 or a.timed_steps < 1:
         raise UserError("advise: --steps, --compile-shapes and --timed-steps must be >= 1, --batch-size >= 2")
+    if a.seed < 0:
+        raise UserError(f"advise: --seed must be >= 0, got {a.seed}")
     cfg = advise_config(_spec_from_args(a), a.model, a.batch_size, [*(a.set or []), f"train.seed={a.seed}"])
     result = advise(cfg, a.steps, a.methods, n_compile=a.compile_shapes, timed_steps=a.timed_steps)
     if a.check:

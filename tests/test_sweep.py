@@ -43,8 +43,13 @@ def test_grid_expansion_and_validation(tmp_path):
     sw = load_sweep(str(p), ["output_dir=elsewhere", "train.seed=5", "grid.batching.batch_size=[4, 8]"])
     assert sw.output_dir == "elsewhere" and len(sw.cells) == 4  # seed pinned, batch size now an axis
     assert {c.config["train"]["seed"] for c in sw.cells} == {5}
-    with pytest.raises(ConfigError, match=r"cell method=greedy.*batching.method"):
+    with pytest.raises(ConfigError, match=r"^--set grid.batching.method=\[greedy\]: batching.method: unknown method"):
         load_sweep(str(p), ["grid.batching.method=[greedy]"])
+    bad_grid = yaml.safe_load(p.read_text())
+    bad_grid["grid"]["batching.method"] = ["greedy"]
+    (tmp_path / "g.yaml").write_text(yaml.safe_dump(bad_grid))
+    with pytest.raises(ConfigError, match=r"g.yaml \(cell method=greedy__seed=0\): batching.method: unknown"):
+        load_sweep(str(tmp_path / "g.yaml"))
     with pytest.raises(ConfigError, match="batching.batch_sise: unknown key"):
         load_sweep(str(p), ["batching.batch_sise=4"])
     bad = tmp_path / "bad.yaml"

@@ -24,6 +24,7 @@ import os
 from dataclasses import dataclass, field
 
 from gnn_batching.config import (
+    blame,
     check_override_key,
     config_changes,
     config_from_dict,
@@ -133,7 +134,18 @@ def load_sweep(path: str, overrides: list[str] | None = None, modules: list[str]
             raise ConfigError(f"{path}: grid.{k}: expected a non-empty list of values")
     base = with_modules(base, modules)
     base.setdefault("name", name)
-    config_from_dict(base, f"{path} (base)")  # validate before anything runs
+    # an invalid value is named where it was given: a --set, the file's set:, else the file and key
+    given = [(k[5:] if k.startswith("grid.") else k, f"--set {o}") for o, k in
+             ((o, parse_override(o)[0]) for o in overrides or [])]
+
+    def validated(cfg: dict, source: str):
+        try:
+            return config_from_dict(cfg, source)
+        except ConfigError as exc:
+            msg = blame(str(exc), source, given)
+            raise ConfigError(msg if msg != str(exc) else blame(msg, source, sets, label=f"{path}: set")) from None
+
+    validated(base, f"{path} (base)")  # validate before anything runs
     sw = Sweep(name=name, output_dir=output_dir, base=base, grid=grid, source=path, report=bool(report))
     keys = list(grid)
     for combo in itertools.product(*(grid[k] for k in keys)):
@@ -143,7 +155,7 @@ def load_sweep(path: str, overrides: list[str] | None = None, modules: list[str]
             set_dotted(cfg, k, v)
         cid = _cell_id(values)
         cfg["name"] = f"{name}-{cid}"
-        resolved = config_from_dict(cfg, f"{path} (cell {cid})").to_dict()
+        resolved = validated(cfg, f"{path} (cell {cid})").to_dict()
         sw.cells.append(Cell(cid, values, resolved, cell_dir(output_dir, cid)))
     ids = [c.cell_id for c in sw.cells]
     if len(set(ids)) != len(ids):
