@@ -165,7 +165,7 @@ def test_the_studys_time_series_is_the_mean_of_each_twentieth_of_the_run(tmp_pat
     study_plots.plot_study_time_series(df, str(tmp_path), "png")
     ax = figs["study_time_series"].axes[0]
     lines = {ln.get_label(): ln for ln in ax.get_lines()}
-    assert set(lines) == {"dynamic", "static-$2^N$", "static-64"}
+    assert set(lines) == {"dynamic", "static-pow2 (study: static-$2^N$)", "static-64"}
     for method, label in (("static-64", "static-64"), ("dynamic", "dynamic")):
         per_seed = [pd.read_csv(f"{sweep}/runs/{method}-64-{s}/steps.csv")["combined_ms"].to_numpy() for s in (0, 1)]
         want = np.mean([x.reshape(20, 3).mean(axis=1) for x in per_seed], axis=0)
@@ -186,7 +186,8 @@ def test_the_studys_heatmaps_are_student_t_tests_in_its_order(tmp_path, monkeypa
     df.loc[df["method"] == "dynamic", "test_rmse"] = [0.40, 0.60, 0.95]  # unequal spreads: Welch's p would differ
     study_plots.plot_study_significance(df, str(tmp_path), "png")
     t_ax, p_ax = figs["study_significance"].axes[:2]
-    assert [x.get_text() for x in t_ax.get_yticklabels()] == ["dynamic", "static-$2^N$", "static-64"]
+    assert [x.get_text() for x in t_ax.get_yticklabels()] == ["dynamic", "static-pow2 (study: static-$2^N$)",
+                                                                   "static-64"]
     rmse = {m: df[df["method"] == m]["test_rmse"].to_numpy() for m in ("dynamic", "static-pow2")}
     res = stats.ttest_ind(rmse["dynamic"], rmse["static-pow2"])  # Student's t, equal variances
     texts = {(round(t.get_position()[1]), round(t.get_position()[0])): t.get_text() for t in t_ax.texts}
