@@ -195,3 +195,25 @@ def test_the_studys_heatmaps_are_student_t_tests_in_its_order(tmp_path, monkeypa
     assert texts[(0, 0)] == "0.00"  # a method against itself
     p_texts = {(round(t.get_position()[1]), round(t.get_position()[0])): t.get_text() for t in p_ax.texts}
     assert p_texts[(0, 1)] == f"{res.pvalue:.2f}" and p_texts[(2, 2)] == "1.00"
+
+
+def test_the_html_reports_tables_scroll_inside_their_own_box(tmp_path):
+    """Every table of report.html sits in a box that scrolls sideways (the comparison table is wider
+    than a laptop screen), so the page itself never overflows."""
+    import re
+
+    from gnn_batching.sweep.report import write_report
+
+    sweep = fake_sweep(tmp_path, [16, 64], [0, 1])
+    from gnn_batching.sweep.results import METRICS
+
+    for run in (tmp_path / "sweep" / "runs").iterdir():  # what a report reads beyond the figures' records
+        (run / "provenance.json").write_text(json.dumps({"git_commit": "abc"}))
+        summary = json.loads((run / "summary.json").read_text())
+        (run / "summary.json").write_text(json.dumps({**{m: 1.0 for m in METRICS}, **summary}))
+    page = open(write_report(sweep, collect(sweep), [], fmt="html"), encoding="utf-8").read()
+    tables = page.count("<table>")
+    assert tables >= 2 and page.count('<div class="table">\n<table>') == tables
+    assert page.count("</table>\n</div>") == tables
+    style = re.search(r"<style>(.*?)</style>", page, re.S).group(1)
+    assert ".table{max-width:100%;overflow-x:auto" in style and "max-width:1200px" in style
