@@ -217,3 +217,24 @@ def test_the_html_reports_tables_scroll_inside_their_own_box(tmp_path):
     assert page.count("</table>\n</div>") == tables
     style = re.search(r"<style>(.*?)</style>", page, re.S).group(1)
     assert ".table{max-width:100%;overflow-x:auto" in style and "max-width:1200px" in style
+
+
+def test_a_host_share_below_zero_is_shown_clamped_with_its_measurement(tmp_path):
+    """The comparison's host share is never an impossible -2 % without comment: it reads
+    '~0% (measured -2%)*' and the note under the table says why."""
+    from gnn_batching.io import bounded_percent
+    from gnn_batching.sweep.results import format_comparison
+
+    assert bounded_percent(0.12) == "12%" and bounded_percent(float("nan")) == "-"
+    assert bounded_percent(-0.02) == "~0% (measured -2%)*" and bounded_percent(1.01, word="predicted") == \
+        "~100% (predicted 101%)*"
+    assert bounded_percent(-0.02, 0.05) == "~0% (measured -2%±5%)*"
+    df = collect(fake_sweep(tmp_path, [16], [0]))
+    df["device_step_ms"] = 1.0
+    df["host_overhead_fraction"] = [-0.02 if m == "dynamic" else 0.3 for m in df["method"]]
+    text = format_comparison(df)
+    _head, *rows = text.splitlines()
+    row = {r.split()[3]: r for r in rows if len(r.split()) > 3 and r.split()[0] == "qm9"}
+    assert "~0% (measured -2%)*" in row["dynamic"] and "-2%" not in row["static-64"] and " 30% " in row["static-64"]
+    assert "'~0% (measured -2%)*': the step re-timed alone ran slower" in text
+    assert "~0% (measured -2%)*" in format_comparison(df, markdown=True)
