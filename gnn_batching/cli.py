@@ -171,9 +171,60 @@ def cmd_run(a: argparse.Namespace) -> int:
     cfg = load_config(a.config, a.set or [], modules=a.module)
     if a.resume and not a.out:
         raise UserError("run --resume: name the run directory to continue with --out")
-    summary = run(cfg, out_dir=a.out, force=a.force, resume=a.resume)
+    from gnn_batching.rundir import default_run_dir
+    from gnn_batching.train.hooks import Interrupted
+
+    out = a.out or default_run_dir(cfg.name)  # named here: an interrupted run's resume command names it
+    try:
+        summary = run(cfg, out_dir=out, force=a.force, resume=a.resume)
+    except (KeyboardInterrupt, Interrupted):
+        print(_run_interrupted(out, a.argv), file=sys.stderr)
+        return INTERRUPTED
     print(dumps_json(summary))
     return 0
+
+
+INTERRUPTED = 130  # the exit status of a command stopped by Ctrl-C (128 + SIGINT)
+
+
+def _resume_command(argv: list[str], out: str) -> str:
+    """The ``gnn-batching run`` command line ``argv`` continuing in ``out`` (``--out OUT --resume``)."""
+    import shlex
+
+    kept, skip = [], False
+    for x in argv:
+        if skip:
+            skip = False
+        elif x == "--out":
+            skip = True
+        elif x not in ("--force", "--resume") and not x.startswith("--out="):
+            kept.append(x)
+    return shlex.join(["gnn-batching", *kept, "--out", out, "--resume"])
+
+
+def _run_interrupted(out: str, argv: list[str]) -> str:
+    """What an interrupted run kept (from its ``status.json``) and the command that resumes it."""
+    import json
+    import os
+
+    from gnn_batching.rundir import CHECKPOINTS, STATUS
+
+    resume = _resume_command(argv, out)
+    try:
+        with open(os.path.join(out, STATUS), encoding="utf-8") as fh:
+            st = json.load(fh)
+    except (OSError, ValueError):
+        return f"interrupted before the run started: nothing was written to {out}\nresume: {resume}"
+    done = st.get("steps_done", 0)
+    ckpts = os.path.join(out, CHECKPOINTS)
+    newest = max((int(n) for n in os.listdir(ckpts) if n.isdigit()), default=None) if os.path.isdir(ckpts) else None
+    if newest is not None:
+        where = f"checkpoint at step {newest}: the resumed run continues there"
+    else:
+        why = st.get("checkpoint_error", "train.checkpoint_every and checkpoint_minutes are off, or no step was done")
+        where = f"no checkpoint ({why}): the resumed run starts again from step 0"
+    return (f"interrupted after {done} step(s): kept {out} (the records of those steps: steps.csv, evals.csv, "
+            f"status.json); {where}\nresume: {resume}")
 
 
 def cmd_advise(a: argparse.Namespace) -> int:
@@ -182,6 +233,8 @@ def cmd_advise(a: argparse.Namespace) -> int:
 
     if a.steps < 1 or a.batch_size < 2 or a.compile_shapes < 1 or a.timed_steps < 1:
         raise UserError("advise: --steps, --compile-shapes and --timed-steps must be >= 1, --batch-size >= 2")
+    if a.seed < 0:
+        raise UserError(f"advise: --seed must be >= 0, got {a.seed}")
     cfg = advise_config(_spec_from_args(a), a.model, a.batch_size, [*(a.set or []), f"train.seed={a.seed}"])
     result = advise(cfg, a.steps, a.methods, n_compile=a.compile_shapes, timed_steps=a.timed_steps)
     if a.check:
@@ -195,6 +248,11 @@ def cmd_advise(a: argparse.Namespace) -> int:
 
 def _tables_figures_report(sweep_dir: str, fmt: str = "md", show_table: bool = False) -> str:
     """The sweep's outputs, composed here: collect (tables) -> figures -> report."""
+    return _sweep_outputs(sweep_dir, fmt, show_table)[0]
+
+
+def _sweep_outputs(sweep_dir: str, fmt: str = "md", show_table: bool = False):
+    """:func:`_tables_figures_report`, returning the report's path and the results table."""
     from gnn_batching.sweep.figures import plot_all
     from gnn_batching.sweep.report import write_report
     from gnn_batching.sweep.results import collect, format_comparison
@@ -206,7 +264,7 @@ def _tables_figures_report(sweep_dir: str, fmt: str = "md", show_table: bool = F
         print(format_comparison(df))
         if len(versus):
             print(format_versus(versus))
-    return write_report(sweep_dir, df, plot_all(sweep_dir, df=df), fmt=fmt)
+    return write_report(sweep_dir, df, plot_all(sweep_dir, df=df), fmt=fmt), df
 
 
 def cmd_sweep(a: argparse.Namespace) -> int:
@@ -216,11 +274,14 @@ def cmd_sweep(a: argparse.Namespace) -> int:
 
     sw = load_sweep(a.sweep, a.set or [], modules=a.module)
     if a.dry_run:
+        from gnn_batching.sweep.folder import claim_output_dir
+
+        claim_output_dir(sw.output_dir, {"name": sw.name, "grid": sw.grid}, a.force)
         check_unchanged(sw)
         print(describe_cells(sw))
         return 0
     if a.launcher == "local":
-        code = run_sweep(sw, jobs=a.jobs, gpus_per_job=a.gpus_per_job)
+        code = run_sweep(sw, jobs=a.jobs, gpus_per_job=a.gpus_per_job, force=a.force)
     else:
         try:
             from gnn_batching.sweep.cluster import run_sweep_submitit
@@ -228,10 +289,34 @@ def cmd_sweep(a: argparse.Namespace) -> int:
             raise UserError(f"--launcher {a.launcher} needs submitit ({exc}); "
                             "pip install 'gnn-batching[cluster]'") from None
         code = run_sweep_submitit(sw, a.launcher, partition=a.partition, gpus_per_task=a.gpus_per_task, time=a.time,
-                                  array_parallelism=a.array_parallelism, cpus_per_task=a.cpus_per_task)
+                                  array_parallelism=a.array_parallelism, cpus_per_task=a.cpus_per_task,
+                                  force=a.force)
+    if code == INTERRUPTED:
+        from gnn_batching.sweep.interrupt import kept_lines
+
+        print("interrupted: " + "\n".join(kept_lines(sw)) + f"\nresume: {_sweep_command(a.argv)}",
+              file=sys.stderr)
+        return code
     if code == 0 and sw.report:
-        print(f"report: {_tables_figures_report(sw.output_dir, show_table=True)}")
+        report, df = _sweep_outputs(sw.output_dir, show_table=True)
+        print(f"report: {report}")
+        print(_verdict_block(df, report))  # the sweep's last lines: its verdict
     return code
+
+
+def _sweep_command(argv: list[str]) -> str:
+    """The command line that runs the sweep again (it resumes: finished cells are skipped)."""
+    import shlex
+
+    return shlex.join(["gnn-batching", *argv])
+
+
+def _verdict_block(df, report: str | None = None) -> str:
+    """The verdict as ``results`` prints it (``sweep`` ends with it), naming the report if given."""
+    from gnn_batching.sweep.verdict import verdict
+
+    head = f"Verdict (report: {report}):" if report else "Verdict:"
+    return head + "\n" + "\n".join(f"* {line}" for line in verdict(df))
 
 
 def cmd_study_plan(a: argparse.Namespace) -> int:
@@ -258,13 +343,12 @@ def cmd_study_compare(a: argparse.Namespace) -> int:
 def cmd_results(a: argparse.Namespace) -> int:
     """``gnn-batching results``: print a sweep's comparison table (and best new vs best study method)."""
     from gnn_batching.sweep.results import collect, format_comparison
-    from gnn_batching.sweep.verdict import verdict
     from gnn_batching.sweep.versus import format_versus, versus_study
 
     if a.against:
         return _results_against(a)
     df = collect(a.sweep_dir, write=True)
-    print("Verdict:\n" + "\n".join(f"* {line}" for line in verdict(df)) + "\n")
+    print(_verdict_block(df) + "\n")
     print(format_comparison(df))
     versus = versus_study(df)
     if len(versus):
@@ -451,6 +535,9 @@ def build_parser() -> argparse.ArgumentParser:
     sw.add_argument("--gpus-per-job", type=int, default=0,
                     help="--launcher local: each of the --jobs gets its own GPUs (CUDA_VISIBLE_DEVICES)")
     sw.add_argument("--dry-run", action="store_true", help="list the cells and their state, run nothing")
+    sw.add_argument("--force", action="store_true",
+                    help="write into an output_dir that holds files that are not this sweep's (they are kept; a "
+                         "file of a name the sweep writes, or another sweep's folder, is still refused)")
     sw.add_argument("--launcher", choices=["local", "slurm", "submitit-local"], default="local",
                     help="local processes, a Slurm job array through submitit, or submitit's local executor")
     sw.add_argument("--partition", help="Slurm partition (--launcher slurm)")
@@ -590,7 +677,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
-        return 130
+        if args.command == "sweep":  # stopped outside its cells (loading, reporting): nothing is half-written
+            print(f"resume: {_sweep_command(args.argv)}", file=sys.stderr)
+        return INTERRUPTED
     except BrokenPipeError:  # e.g. `gnn-batching sweep X --dry-run | head`
         sys.stderr.close()
         return 0

@@ -16,6 +16,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import os
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -591,7 +592,38 @@ def load_config(path: str, overrides: list[str] | None = None, modules: list[str
     for o in overrides or []:
         check_override_key(parse_override(o)[0])
     data = apply_overrides(data, overrides or [])
-    return config_from_dict(with_modules(data, modules), path)
+    try:
+        return config_from_dict(with_modules(data, modules), path)
+    except ConfigError as exc:
+        raise ConfigError(blame(str(exc), path, overrides or [])) from None
+
+
+def blame(message: str, source: str, overrides: list | dict, label: str = "--set") -> str:
+    """Name the true source of a validation error: the override that set the key it is about.
+
+    ``message`` came from validating ``source`` (a config file) with ``overrides`` applied
+    (``config_from_dict``'s ``"<source>: <key> ..."``). When the error is about a key an override
+    set (the key appears in the message; the last such override wins), the message names that
+    override instead of the file: ``--set batching.batch_size=-4: batching.batch_size must be
+    >= 2, got -4``. Otherwise it is returned as it is (the file and the key).
+
+    Args:
+      message: the error message, starting with ``source: ``.
+      source: the config file (or label) the message names.
+      overrides: ``KEY=VALUE`` texts (``--set``), a mapping of dotted keys to values (a sweep
+        file's ``set:``), or ``(dotted key, name)`` pairs.
+      label: how an override is named: ``--set`` (``--set KEY=VALUE``), or e.g. ``f"{path}: set"``
+        for a file's ``set:`` mapping (``<path>: set.KEY``).
+    """
+    inner = message[len(source) + 2:] if message.startswith(f"{source}: ") else message
+    if isinstance(overrides, dict):
+        given = [(str(k), f"{label}.{k}") for k in overrides]
+    else:
+        given = [o if isinstance(o, tuple) else (parse_override(o)[0], f"{label} {o}") for o in overrides]
+    for key, name in reversed(given):
+        if re.search(rf"(?<![\w.]){re.escape(key)}(?![\w])", inner):
+            return f"{name}: {inner}"
+    return message
 
 
 def with_modules(data: dict, modules: list[str] | tuple) -> dict:

@@ -17,3 +17,15 @@ class DataError(UserError):
 
 class OversizeGraphError(UserError, RuntimeError):
     """A graph does not fit the batch budget (policy `oversize: error`)."""
+
+
+class BadEntryError(DataError):
+    """One entry of a dataset cannot be used: the message names it and says how to skip such entries
+    and what skipping counts (``dataset.skip_bad``)."""
+
+    HINT = ("; to leave such entries out instead, set dataset.skip_bad: true (--set dataset.skip_bad=true; "
+            "--skip-bad for `data stats` and `advise`): each skipped entry is named, left out of every split and "
+            "counted (skipped_entries in the run's data.json; `data stats` lists them)")
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message + self.HINT)

@@ -94,3 +94,23 @@ def text_table(head: list[str], rows: list[list[str]]) -> str:
     lines = ["  ".join(h.ljust(w) for h, w in zip(head, widths))]
     lines += ["  ".join(c.ljust(w) for c, w in zip(r, widths)) for r in rows]
     return "\n".join(lines)
+
+
+def bounded_percent(value: float | None, spread: float | None = None, low: float = 0.0, high: float = 1.0,
+                    mark: str = "*", word: str = "measured") -> str:
+    """A share or an efficiency as a percentage, never an impossible one without comment.
+
+    Inside ``[low, high]``: ``"12%"`` (``"12%±3%"`` with a ``spread``). Outside, which the quantity
+    cannot be (a host share below 0 %, a fill above 100 %), the figure is a measurement's noise:
+    shown clamped, with the figure beside it (``word``: ``measured``, ``predicted``) and ``mark``
+    for the note that says why (``"~0% (measured -2%)*"``). NaN or None: ``"-"``.
+    """
+    if value is None or value != value:
+        return "-"
+    spread_ok = spread is not None and spread == spread and spread > 0
+    measured = f"{value:.0%}" + (f"±{spread:.0%}" if spread_ok else "")
+    if value < low:
+        return f"~{low:.0%} ({word} {measured}){mark}"
+    if value > high:
+        return f"~{high:.0%} ({word} {measured}){mark}"
+    return measured

@@ -57,6 +57,10 @@ def test_advise_refuses_bad_arguments_by_name(capsys):
     assert "--methods: unknown method 'nope'" in capsys.readouterr().err
     assert main(["advise", "aflow-synthetic", "--set", "model.depth=3"]) == 2
     assert "model.depth: not a hyperparameter of 'schnet'" in capsys.readouterr().err
+    assert main(["advise", "aflow-synthetic", "--set", "model.latent_size=0"]) == 2  # named as the --set it came in
+    assert capsys.readouterr().err == "error: --set model.latent_size=0: model.latent_size must be >= 1, got 0\n"
+    assert main(["advise", "aflow-synthetic", "--seed", "-1"]) == 2
+    assert capsys.readouterr().err == "error: advise: --seed must be >= 0, got -1\n"
 
 
 @pytest.mark.slow  # end to end / another process: run by .ci/run and `pytest -m slow`
@@ -79,3 +83,30 @@ def test_what_advise_plans_is_what_each_run_meets(tmp_path):
         assert s["node_fill"] == pytest.approx(by[m]["fill"], abs=1e-12), m
         assert by[m]["compiled_ahead"] == (1 if m == "packed" else 4 if m == "buckets" else 0)
         assert np.isfinite(by[m]["predicted_time_to_train_s"])
+
+
+def test_no_impossible_efficiency_without_its_reason():
+    """'vs ideal' above 100 % is shown clamped with a note (the step model's error), or as it is
+    with its reason (more graphs per step than the ideal's batch_size - 1); never bare."""
+    from gnn_batching.advise import format_advice
+
+    def row(method, eff, per_step):
+        return {"method": method, "predicted_time_to_train_s": 10.0, "predicted_time_to_train_s_low": 9.0,
+                "predicted_time_to_train_s_high": 11.0, "predicted_graphs_per_s_incl_compile": 100.0,
+                "expected_shapes": 1, "compile_s_per_shape": 1.0, "steady_step_ms": 5.0, "fill": 0.9,
+                "efficiency_vs_ideal": eff, "real_graphs_per_step": per_step}
+
+    result = {"methods": [row("dynamic", 1.013, 15.0), row("packed", 1.08, 18.5), row("static-64", 0.6, 15.0)],
+              "ideal": {"graphs_per_s": 99.0, "graphs": 150, "rule": "r"},
+              "recommendation": {"method": "dynamic", "reason": "x"},
+              "setting": {"dataset": "d", "limit": None, "model": "m", "batch_size": 16, "steps": 10, "seed": 0,
+                          "device_kind": "cpu", "backend": "cpu"}}
+    text = format_advice(result)
+    lines = {ln.split()[0]: ln for ln in text.splitlines() if ln.split() and ln.split()[0] in ("dynamic", "packed",
+                                                                                              "static-64")}
+    assert lines["dynamic"].rstrip().endswith("~100% (predicted 101%)*")
+    assert lines["packed"].rstrip().endswith("108%+") and lines["static-64"].rstrip().endswith("60%")
+    assert "\n* predicted above the padding-free ideal" in text and "\n+ above the ideal because this method " \
+        "trains more graphs per step" in text
+    result["methods"] = result["methods"][2:]
+    assert "\n* " not in format_advice(result) and "\n+ " not in format_advice(result)  # notes only when needed

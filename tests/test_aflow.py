@@ -21,7 +21,7 @@ from gnn_batching.data.aflow import (
     parse_container,
     structures_from_entries,
 )
-from gnn_batching.errors import DataError
+from gnn_batching.errors import BadEntryError, DataError
 
 
 def nacl(auid="aflow:0000000000000001", ef=-1.5, **over):
@@ -88,7 +88,7 @@ def test_bad_entries_named_by_auid(over, message):
 def test_missing_target_skip_and_filters():
     entries = [nacl("aflow:1"), nacl("aflow:2", ef=None), nacl("aflow:3", ef=100.0),
                nacl("aflow:4", dft_type=["US"])]
-    with pytest.raises(DataError, match="aflow:2: missing target"):
+    with pytest.raises(BadEntryError, match="aflow:2: missing target"):
         structures_from_entries(entries)
     s = structures_from_entries(entries, skip_bad=True)
     assert s.ids.tolist() == ["aflow:1", "aflow:3", "aflow:4"] and len(s.skipped) == 1

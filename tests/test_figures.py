@@ -165,7 +165,7 @@ def test_the_studys_time_series_is_the_mean_of_each_twentieth_of_the_run(tmp_pat
     study_plots.plot_study_time_series(df, str(tmp_path), "png")
     ax = figs["study_time_series"].axes[0]
     lines = {ln.get_label(): ln for ln in ax.get_lines()}
-    assert set(lines) == {"dynamic", "static-$2^N$", "static-64"}
+    assert set(lines) == {"dynamic", "static-pow2 (study: static-$2^N$)", "static-64"}
     for method, label in (("static-64", "static-64"), ("dynamic", "dynamic")):
         per_seed = [pd.read_csv(f"{sweep}/runs/{method}-64-{s}/steps.csv")["combined_ms"].to_numpy() for s in (0, 1)]
         want = np.mean([x.reshape(20, 3).mean(axis=1) for x in per_seed], axis=0)
@@ -186,7 +186,8 @@ def test_the_studys_heatmaps_are_student_t_tests_in_its_order(tmp_path, monkeypa
     df.loc[df["method"] == "dynamic", "test_rmse"] = [0.40, 0.60, 0.95]  # unequal spreads: Welch's p would differ
     study_plots.plot_study_significance(df, str(tmp_path), "png")
     t_ax, p_ax = figs["study_significance"].axes[:2]
-    assert [x.get_text() for x in t_ax.get_yticklabels()] == ["dynamic", "static-$2^N$", "static-64"]
+    assert [x.get_text() for x in t_ax.get_yticklabels()] == ["dynamic", "static-pow2 (study: static-$2^N$)",
+                                                                   "static-64"]
     rmse = {m: df[df["method"] == m]["test_rmse"].to_numpy() for m in ("dynamic", "static-pow2")}
     res = stats.ttest_ind(rmse["dynamic"], rmse["static-pow2"])  # Student's t, equal variances
     texts = {(round(t.get_position()[1]), round(t.get_position()[0])): t.get_text() for t in t_ax.texts}
@@ -194,3 +195,46 @@ def test_the_studys_heatmaps_are_student_t_tests_in_its_order(tmp_path, monkeypa
     assert texts[(0, 0)] == "0.00"  # a method against itself
     p_texts = {(round(t.get_position()[1]), round(t.get_position()[0])): t.get_text() for t in p_ax.texts}
     assert p_texts[(0, 1)] == f"{res.pvalue:.2f}" and p_texts[(2, 2)] == "1.00"
+
+
+def test_the_html_reports_tables_scroll_inside_their_own_box(tmp_path):
+    """Every table of report.html sits in a box that scrolls sideways (the comparison table is wider
+    than a laptop screen), so the page itself never overflows."""
+    import re
+
+    from gnn_batching.sweep.report import write_report
+
+    sweep = fake_sweep(tmp_path, [16, 64], [0, 1])
+    from gnn_batching.sweep.results import METRICS
+
+    for run in (tmp_path / "sweep" / "runs").iterdir():  # what a report reads beyond the figures' records
+        (run / "provenance.json").write_text(json.dumps({"git_commit": "abc"}))
+        summary = json.loads((run / "summary.json").read_text())
+        (run / "summary.json").write_text(json.dumps({**{m: 1.0 for m in METRICS}, **summary}))
+    page = open(write_report(sweep, collect(sweep), [], fmt="html"), encoding="utf-8").read()
+    tables = page.count("<table>")
+    assert tables >= 2 and page.count('<div class="table">\n<table>') == tables
+    assert page.count("</table>\n</div>") == tables
+    style = re.search(r"<style>(.*?)</style>", page, re.S).group(1)
+    assert ".table{max-width:100%;overflow-x:auto" in style and "max-width:1200px" in style
+
+
+def test_a_host_share_below_zero_is_shown_clamped_with_its_measurement(tmp_path):
+    """The comparison's host share is never an impossible -2 % without comment: it reads
+    '~0% (measured -2%)*' and the note under the table says why."""
+    from gnn_batching.io import bounded_percent
+    from gnn_batching.sweep.results import format_comparison
+
+    assert bounded_percent(0.12) == "12%" and bounded_percent(float("nan")) == "-"
+    assert bounded_percent(-0.02) == "~0% (measured -2%)*" and bounded_percent(1.01, word="predicted") == \
+        "~100% (predicted 101%)*"
+    assert bounded_percent(-0.02, 0.05) == "~0% (measured -2%±5%)*"
+    df = collect(fake_sweep(tmp_path, [16], [0]))
+    df["device_step_ms"] = 1.0
+    df["host_overhead_fraction"] = [-0.02 if m == "dynamic" else 0.3 for m in df["method"]]
+    text = format_comparison(df)
+    _head, *rows = text.splitlines()
+    row = {r.split()[3]: r for r in rows if len(r.split()) > 3 and r.split()[0] == "qm9"}
+    assert "~0% (measured -2%)*" in row["dynamic"] and "-2%" not in row["static-64"] and " 30% " in row["static-64"]
+    assert "'~0% (measured -2%)*': the step re-timed alone ran slower" in text
+    assert "~0% (measured -2%)*" in format_comparison(df, markdown=True)

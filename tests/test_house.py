@@ -80,7 +80,9 @@ def test_sweep_modules_import_one_way():
     g = import_graph()
     s = "gnn_batching.sweep."
     assert g[s + "layout"] <= {"gnn_batching.errors", "gnn_batching.rundir"}  # leaves only
-    assert not any(m.startswith(s) for m in g[s + "launch"] - {s + "grid", s + "layout"})
+    assert not any(m.startswith(s) for m in g[s + "launch"] - {s + "grid", s + "layout", s + "folder", s + "interrupt"})
+    assert {m for m in g[s + "folder"] if m.startswith(s)} == {s + "layout"}  # whose folder: the layout's names
+    assert {m for m in g[s + "interrupt"] if m.startswith(s)} == {s + "grid"}  # Ctrl-C: the sweep's cells
     assert s + "plots" not in g[s + "report"] and s + "launch" not in g[s + "results"]
 
 

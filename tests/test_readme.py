@@ -126,3 +126,23 @@ def test_the_file_dataset_sweep_example_runs(tmp_path):
     assert r.returncode == 0, r.stderr[-3000:]
     df = pd.read_csv(tmp_path / "out" / "results.csv")
     assert sorted(df["method"]) == ["dynamic", "static-64", "static-pow2"] and (df["steps"] == 3).all()
+
+
+@pytest.mark.slow  # builds the documentation site (another process, ~10 s)
+def test_the_api_page_links_its_cross_references_and_the_site_is_ignored(tmp_path):
+    """`mkdocs build --strict` passes; the built API page shows no raw Sphinx role (`:func:` ...),
+    and resolved roles are links (scripts/sphinx_roles.py); the site folder is git-ignored."""
+    pytest.importorskip("mkdocstrings")
+    site = tmp_path / "site"
+    r = subprocess.run([sys.executable, "-m", "mkdocs", "build", "--strict", "--site-dir", str(site)], cwd=ROOT,
+                       capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr[-3000:]
+    page = (site / "api" / "index.html").read_text(encoding="utf-8")
+    raw = re.findall(r":(?:py:)?(?:func|class|meth|mod|attr|data|exc|obj):(?:<code>|`)", page)
+    assert not raw, f"{len(raw)} raw Sphinx roles on the API page"
+    # e.g. hooks' module docstring names StopOnSignal; train_and_evaluate's names load_config (a lazy name)
+    assert re.search(r'<a class="autorefs autorefs-internal"[^>]*href="#gnn_batching\.train\.hooks\.StopOnSignal"',
+                     page)
+    assert 'href="#gnn_batching.config.load_config"><code>gnn_batching.load_config</code></a>' in page
+    r = subprocess.run(["git", "check-ignore", "-q", "site/index.html"], cwd=ROOT)
+    assert r.returncode == 0, "site/ (mkdocs build's output) is not git-ignored"

@@ -18,7 +18,7 @@ from gnn_batching.data.datasets import cache_key, load_store
 from gnn_batching.data.qm9 import load_qm9_xyz, load_qm9pack, qm9pack_files
 from gnn_batching.data.store import GraphStore, make_splits
 from gnn_batching.data.synthetic import generate
-from gnn_batching.errors import ConfigError, DataError
+from gnn_batching.errors import BadEntryError, ConfigError, DataError
 
 
 @pytest.fixture
@@ -46,7 +46,7 @@ def test_qm9_malformed_row_named_and_skippable(qm9_csv, tmp_path):
     bad = lines[:3] + [lines[3].replace("[[", "[[nan_is_not_a_number,", 1)] + lines[4:]
     p2 = tmp_path / "bad.csv"
     p2.write_text("".join(bad))
-    with pytest.raises(DataError, match=r"bad.csv row 4 \(dsgdb9nsd_000003.xyz\): malformed entry"):
+    with pytest.raises(BadEntryError, match=r"bad.csv row 4 \(dsgdb9nsd_000003.xyz\): malformed entry"):
         load_qm9pack([str(p2)])
     s = load_qm9pack([str(p2)], skip_bad=True)
     assert len(s) == 29 and len(s.skipped) == 1 and "row 4" in s.skipped[0]
@@ -60,7 +60,7 @@ def test_qm9_skip_bad_skips_nan_coordinates_and_unknown_elements(qm9_csv, tmp_pa
     assert unknown != lines[5] and nan_row != lines[3]
     p2 = tmp_path / "bad.csv"
     p2.write_text("".join(lines[:3] + [nan_row, lines[4], unknown] + lines[6:]))
-    with pytest.raises(DataError, match=r"bad.csv row 4 \(dsgdb9nsd_000003.xyz\): NaN or infinite coordinate"):
+    with pytest.raises(BadEntryError, match=r"bad.csv row 4 \(dsgdb9nsd_000003.xyz\): NaN or infinite coordinate"):
         load_qm9pack([str(p2)])
     s = load_qm9pack([str(p2)], skip_bad=True)
     assert len(s) == 28 and len(s.skipped) == 2
@@ -98,7 +98,7 @@ def test_qm9_xyz_tarball_with_mathematica_exponent(tmp_path):
     assert s.targets["cv"][0] == pytest.approx(6.469)
     (tmp_path / "dir").mkdir()
     (tmp_path / "dir" / "dsgdb9nsd_000001.xyz").write_text(XYZ.replace("C\t-0.01", "Xx\t-0.01"))
-    with pytest.raises(DataError, match=r"dsgdb9nsd_000001.xyz: malformed QM9 xyz entry: unknown element 'Xx'"):
+    with pytest.raises(BadEntryError, match=r"dsgdb9nsd_000001.xyz: malformed QM9 xyz entry: unknown element 'Xx'"):
         load_qm9_xyz(str(tmp_path / "dir"))
 
 
@@ -138,12 +138,16 @@ def test_file_dataset_bad_entries(tmp_path):
     p = tmp_path / "bad.extxyz"
     _write_extxyz(p, with_bad="target")
     where = "bad.extxyz: structure 5 (counting from 1; id bad.extxyz:4)"
-    with pytest.raises(DataError, match=re.escape(f"{where}: missing target 'energy'")):
+    # the error names the entry, the skip option and what skipping counts
+    with pytest.raises(BadEntryError, match=re.escape(f"{where}: missing target 'energy'; to leave such entries out "
+                                                      "instead, set dataset.skip_bad: true (--set dataset.skip_bad="
+                                                      "true; --skip-bad for `data stats` and `advise`): each skipped "
+                                                      "entry is named, left out of every split and counted")):
         load_dataset(DatasetSpec(name=f"file:{p}", target="energy"))
     ds = load_dataset(DatasetSpec(name=f"file:{p}", target="energy", skip_bad=True, graph="radius"))
     assert len(ds.store) == 11 and ds.store.skipped == [f"{where}: missing target 'energy'"]
     _write_extxyz(p, with_bad="nan")
-    with pytest.raises(DataError, match=r"structure 4 \(counting from 1; id bad.extxyz:3\): NaN or infinite"):
+    with pytest.raises(BadEntryError, match=r"structure 4 \(counting from 1; id bad.extxyz:3\): NaN or infinite"):
         load_dataset(DatasetSpec(name=f"file:{p}", target="energy"))
     text = (tmp_path / "m.xyz")
     text.write_text("1\nenergy=abc\nH 0 0 0\n1\nenergy=1.5\nH 0 0 0\n")

@@ -174,7 +174,7 @@ def test_study_plan_command_prints_both_sequences(capsys):
 
 @pytest.mark.slow  # the full QM9 store
 def test_planned_compiles_with_the_study_sequence_match_its_counters_on_qm9():
-    """Full QM9, 100k steps: static-2^N exactly, static-64 within 5 % of the study's published
+    """Full QM9, 100k steps: static-pow2 exactly, static-64 within 5 % of the study's published
     recompilation counters (60/89/128/195); with our own sequence they differ by 15-30 %."""
     from gnn_batching.data import DatasetSpec
     from gnn_batching.study_plan import study_plan

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -55,8 +56,13 @@ def test_grid_expansion_and_validation(tmp_path):
     sw = load_sweep(str(p), ["output_dir=elsewhere", "train.seed=5", "grid.batching.batch_size=[4, 8]"])
     assert sw.output_dir == "elsewhere" and len(sw.cells) == 4  # seed pinned, batch size now an axis
     assert {c.config["train"]["seed"] for c in sw.cells} == {5}
-    with pytest.raises(ConfigError, match=r"cell method=greedy.*batching.method"):
+    with pytest.raises(ConfigError, match=r"^--set grid.batching.method=\[greedy\]: batching.method: unknown method"):
         load_sweep(str(p), ["grid.batching.method=[greedy]"])
+    bad_grid = yaml.safe_load(p.read_text())
+    bad_grid["grid"]["batching.method"] = ["greedy"]
+    (tmp_path / "g.yaml").write_text(yaml.safe_dump(bad_grid))
+    with pytest.raises(ConfigError, match=r"g.yaml \(cell method=greedy__seed=0\): batching.method: unknown"):
+        load_sweep(str(tmp_path / "g.yaml"))
     with pytest.raises(ConfigError, match="batching.batch_sise: unknown key"):
         load_sweep(str(p), ["batching.batch_sise=4"])
     bad = tmp_path / "bad.yaml"
@@ -113,6 +119,12 @@ def test_kill_9_then_resume_then_refuse_changed_config(tmp_path):
     r = subprocess.run(_sweep_cmd(p, "--jobs", "2"), cwd=tmp_path, capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
     assert f"{finished} already done" in r.stderr
+    # the sweep's last lines are its verdict, as `results` prints it, naming the report
+    lines = r.stdout.rstrip("\n").splitlines()
+    at = max(i for i, ln in enumerate(lines) if ln.startswith("Verdict"))
+    assert lines[at] == f"Verdict (report: {out / 'report.md'}):" and lines[at - 1] == f"report: {out / 'report.md'}"
+    sweep_verdict = lines[at + 1:]
+    assert sweep_verdict and all(ln.startswith("* ") for ln in sweep_verdict)
     df = pd.read_csv(out / "results.csv")
     assert len(df) == 4 and df["cell"].is_unique
     assert set(df["axis:batching.method"]) == {"static-pow2", "dynamic"} and set(df["axis:train.seed"]) == {0, 1}
@@ -144,6 +156,7 @@ def test_kill_9_then_resume_then_refuse_changed_config(tmp_path):
     r = subprocess.run([sys.executable, "-m", "gnn_batching.cli", "results", str(out)], capture_output=True,
                        text=True)
     assert r.returncode == 0 and "speedup" in r.stdout and "dynamic" in r.stdout
+    assert r.stdout.startswith("Verdict:\n" + "\n".join(sweep_verdict) + "\n\n")
     # a sweep directory that was moved still plots and reports; a missing run file is named, not skipped
     moved = tmp_path / "moved"
     os.rename(out, moved)
@@ -160,6 +173,68 @@ def test_kill_9_then_resume_then_refuse_changed_config(tmp_path):
     r = subprocess.run([sys.executable, "-m", "gnn_batching.cli", "plot", str(moved)], capture_output=True,
                        text=True, cwd=tmp_path)
     assert r.returncode == 2 and str(victim) in r.stderr and "missing" in r.stderr and "Traceback" not in r.stderr
+
+
+@pytest.mark.slow  # ~40 s: three short sweeps of two cells
+def test_ctrl_c_stops_a_sweep_keeps_its_cells_and_resumes_to_the_uninterrupted_tables(tmp_path):
+    """Ctrl-C (SIGINT to the sweep's process group, as a terminal sends it) while the second cell
+    trains: the finished cell is kept untouched, the running one stops at the end of a step with a
+    checkpoint, the sweep says what it kept and prints the exact command that resumes (exit 130).
+    That command finishes the sweep with the tables of a sweep that never stopped (every count and
+    step number; a resumed cell's own restart reported apart)."""
+    import shlex
+
+    from gnn_batching.sweep.results import collect
+
+    def sweep_file(name: str) -> str:
+        d = {"name": "c", "output_dir": str(tmp_path / name), "report": False,
+             "base": {"dataset": {"name": "aflow-synthetic", "limit": 60}, "model": {"name": "schnet", "latent_size": 4},
+                      "batching": {"method": "dynamic", "batch_size": 8},
+                      "train": {"num_train_steps": 1500, "eval_every": 500}},
+             "grid": {"train.seed": [0, 1]}}
+        (tmp_path / f"{name}.yaml").write_text(yaml.safe_dump(d))
+        return str(tmp_path / f"{name}.yaml")
+
+    straight, stopped = tmp_path / "straight", tmp_path / "stopped"
+    r = subprocess.run(_sweep_cmd(sweep_file("straight"), "--jobs", "2"), cwd=tmp_path, capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr[-3000:]
+    p = sweep_file("stopped")
+    proc = subprocess.Popen(_sweep_cmd(p), cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+    log = stopped / "runs" / "seed=1.log"
+    deadline = time.time() + 240
+    while time.time() < deadline and not (log.exists() and "[run c-seed=1] " in log.read_text()):
+        time.sleep(0.02)  # the second cell has trained its first step
+    kept = (stopped / "runs" / "seed=0" / "summary.json").read_bytes()
+    os.killpg(proc.pid, signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    status = json.loads((stopped / "runs" / "seed=1" / "status.json").read_text())
+    n = status["steps_done"]
+    assert proc.returncode == 130 and "Traceback" not in err, err[-3000:]
+    assert status["status"] == "interrupted" and status["checkpoint"] == n and 0 < n < 1500, status
+    assert "kept 1 finished cell(s) of 2" in err and f"seed=1: stopped after {n} of 1500 steps; checkpoint at step " \
+        f"{n}: resumes there" in err, err[-3000:]
+    resume = shlex.split(err.splitlines()[-1].removeprefix("resume: "))
+    assert resume == ["gnn-batching", "sweep", p], err[-3000:]
+    assert not (stopped / "runs" / "seed=1" / "summary.json").exists()
+    r = subprocess.run([sys.executable, "-m", "gnn_batching.cli", *resume[1:]], cwd=tmp_path, capture_output=True,
+                       text=True)
+    assert r.returncode == 0 and "1 already done" in r.stderr, r.stderr[-3000:]
+    assert (stopped / "runs" / "seed=0" / "summary.json").read_bytes() == kept
+    a, b = collect(str(straight)), collect(str(stopped))
+    counts = ["cell", "steps", "graphs_seen", "epochs", "train_step_compiles", "eval_step_compiles",
+              "distinct_train_shapes", "test_graphs", "val_graphs", "node_fill", "edge_fill", "final_loss", "test_rmse"]
+    pd.testing.assert_frame_equal(b[counts], a[counts])
+    assert b["restarts"].tolist() == [0, 1] and a["restarts"].tolist() == [0, 0]
+    for cell in ("seed=0", "seed=1"):
+        x, y = (pd.read_csv(d / "runs" / cell / "steps.csv") for d in (straight, stopped))
+        assert y["step"].tolist() == list(range(1500))
+        cols = ["step", "real_graphs", "real_nodes", "real_edges", "n_node", "n_edge", "graphs_seen", "loss"]
+        pd.testing.assert_frame_equal(y[cols], x[cols])
+        x, y = (pd.read_csv(d / "runs" / cell / "evals.csv") for d in (straight, stopped))
+        cols = ["step", "split", "graphs", "graphs_seen", "rmse", "mae"]
+        pd.testing.assert_frame_equal(y[cols], x[cols])
+    assert pd.read_csv(stopped / "runs" / "seed=1" / "steps.csv")["segment"].tolist() == [0] * n + [1] * (1500 - n)
 
 
 @pytest.mark.slow  # end to end / another process: run by .ci/run and `pytest -m slow`
@@ -209,17 +284,77 @@ def test_a_resumed_cell_keeps_its_earlier_attempts_log(tmp_path, monkeypatch):
 
 
 def test_a_sweep_over_another_grids_folder_says_so(tmp_path, caplog):
-    """A --set that changes a grid axis puts new cells next to the finished ones: named, with the fix."""
+    """Cells of another grid inside the sweep's own folder (left by hand, or by a version without
+    the folder check) are named, with the fix."""
     from gnn_batching.sweep.launch import start_sweep
 
     p = tmp_path / "s.yaml"
     p.write_text(yaml.safe_dump({"name": "s", "output_dir": str(tmp_path / "out"),
                                  "base": {"dataset": {"name": "aflow-synthetic", "limit": 20}},
                                  "grid": {"batching.method": ["dynamic"]}}))
+    start_sweep(load_sweep(str(p)))
     (tmp_path / "out" / "runs" / "method=static-64").mkdir(parents=True)
     with caplog.at_level("WARNING"):
-        start_sweep(load_sweep(str(p), ["grid.batching.batch_size=[8]"]))
+        start_sweep(load_sweep(str(p)))
     assert "1 cell(s) of another grid (method=static-64)" in caplog.text and "--set output_dir" in caplog.text
+
+
+def _cli(argv: list[str], capsys) -> tuple[int, str]:
+    from gnn_batching.cli import main
+
+    code = main([str(a) for a in argv])
+    return code, capsys.readouterr().err
+
+
+def test_a_sweep_never_writes_into_a_folder_that_is_not_its_own(tmp_path, capsys):
+    """A folder holding a user's results.csv keeps it byte for byte: refused with one line naming
+    the file and the options, also with --force (the sweep would replace it) and in a dry run;
+    --force lets the sweep write beside files it does not replace, which it keeps."""
+    from gnn_batching.sweep.launch import start_sweep
+
+    p = _sweep_file(tmp_path)
+    out = tmp_path / "out"
+    out.mkdir()
+    mine = b"cell,graphs_per_s\nmy own table,1\n"
+    (out / "results.csv").write_bytes(mine)
+    for extra in ([], ["--force"], ["--dry-run"]):
+        code, err = _cli(["sweep", p, *extra], capsys)
+        assert code == 2 and err.startswith(f"error: {out / 'results.csv'}: ") and err.count("\n") == 1, err
+        assert "--set output_dir=" in err and ("--force" in err) and "Traceback" not in err
+        assert (out / "results.csv").read_bytes() == mine and os.listdir(out) == ["results.csv"]
+    (out / "results.csv").rename(out / "notes.txt")
+    code, err = _cli(["sweep", p, "--dry-run"], capsys)
+    assert code == 2 and str(out / "notes.txt") in err and "pass --force" in err
+    assert len(start_sweep(load_sweep(str(p)), force=True)) == 4  # beside the user's file
+    assert (out / "notes.txt").read_bytes() == mine and (out / "sweep.json").exists()
+    assert len(start_sweep(load_sweep(str(p)))) == 4  # its own folder now: it resumes without --force
+    assert _cli(["sweep", p, "--dry-run"], capsys)[0] == 0
+
+
+def test_two_different_sweeps_never_share_a_folder(tmp_path, capsys):
+    """A sweep whose name or grid differs from the folder's sweep.json is refused before anything
+    is written, with or without --force (the tables would mix both sweeps); the same sweep resumes."""
+    from gnn_batching.sweep.folder import claim_output_dir
+    from gnn_batching.sweep.launch import start_sweep
+
+    p = _sweep_file(tmp_path)
+    out = tmp_path / "out"
+    start_sweep(load_sweep(str(p)))
+    manifest = (out / "sweep.json").read_bytes()
+    for extra in (["--set", "grid.batching.batch_size=[4, 8]"], ["--set", "name=other"],
+                  ["--set", "grid.train.seed=[0, 1, 2]"]):
+        for force in ([], ["--force"]):
+            code, err = _cli(["sweep", p, *extra, *force], capsys)
+            assert code == 2 and err.startswith(f"error: {out / 'sweep.json'}: {out} holds another sweep ("), err
+            assert "also not with --force" in err and "--set output_dir=" in err and err.count("\n") == 1
+    assert (out / "sweep.json").read_bytes() == manifest and sorted(os.listdir(out)) == ["sweep.json"]
+    # the same sweep from another folder, or with other base settings, is still this sweep (a changed
+    # setting is refused per cell, naming it: check_unchanged)
+    saved = yaml.safe_load(p.read_text())
+    claim_output_dir(str(out), {"name": "t", "source": "elsewhere.yaml", "grid": saved["grid"], "base": {}})
+    (out / "sweep.json").write_text("{not json")
+    with pytest.raises(UserError, match=r"sweep.json: unreadable"):
+        claim_output_dir(str(out), {"name": "t", "grid": saved["grid"]})
 
 
 def test_a_launched_cell_pins_itself_without_forking_this_process(tmp_path, monkeypatch, recwarn):

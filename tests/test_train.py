@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -121,6 +122,45 @@ def test_config_validation_errors(tmp_path):
         load_config(str(p), ["batching.batch_size"])
     with pytest.raises(ConfigError, match="train.lr must be > 0"):
         config_from_dict({"train": {"lr": -1}})
+
+
+def test_an_invalid_value_is_blamed_where_it_was_given(tmp_path, capsys):
+    """A bad value given with --set is named as that --set, never as the file the user did not
+    touch; a bad value in a file names the file and the key; a sweep's set: names its entry."""
+    from gnn_batching.cli import main
+    from gnn_batching.sweep.grid import load_sweep
+
+    smoke = os.path.join(ROOT, "configs", "smoke.yaml")
+    assert main(["run", smoke, "--set", "batching.batch_size=-4", "--out", str(tmp_path / "x")]) == 2
+    err = capsys.readouterr().err
+    assert err == "error: --set batching.batch_size=-4: batching.batch_size must be >= 2 (it counts the padding " \
+                  "graph), got -4\n"
+    assert not (tmp_path / "x").exists()
+    # the last --set of a key is the one in force; a cross-key rule names the --set that broke it
+    with pytest.raises(ConfigError, match=r"^--set batching\.batch_size=1: batching\.batch_size must be >= 2"):
+        load_config(smoke, ["batching.batch_size=8", "batching.batch_size=1"])
+    with pytest.raises(ConfigError, match=r"^--set train\.num_train_steps=2: train\.warmup_steps \(5\) must be <"):
+        load_config(smoke, ["train.warmup_steps=5", "train.num_train_steps=2"])
+    with pytest.raises(ConfigError, match=r"^--set model\.latent_size=0: model\.latent_size must be >= 1"):
+        load_config(smoke, ["model.latent_size=0"])
+    p = tmp_path / "c.yaml"
+    p.write_text("batching:\n  batch_size: -4\n")
+    with pytest.raises(ConfigError, match=rf"^{re.escape(str(p))}: batching\.batch_size must be >= 2"):
+        load_config(str(p), ["train.seed=1"])  # an unrelated --set does not take the blame
+    load_config(str(p), ["batching.batch_size=8"])  # the --set wins over the file: nothing to blame
+    sweep = {"name": "s", "output_dir": str(tmp_path / "out"), "base": {"dataset": {"name": "aflow-synthetic"}},
+             "grid": {"train.seed": [0]}}
+    (tmp_path / "s.yaml").write_text(yaml.safe_dump(sweep))
+    with pytest.raises(ConfigError, match=r"^--set batching\.batch_size=-4: batching\.batch_size must be >= 2"):
+        load_sweep(str(tmp_path / "s.yaml"), ["batching.batch_size=-4"])
+    with pytest.raises(ConfigError, match=r"^--set grid\.batching\.batch_size=\[1, 8\]: batching\.batch_size"):
+        load_sweep(str(tmp_path / "s.yaml"), ["grid.batching.batch_size=[1, 8]"])
+    (tmp_path / "s.yaml").write_text(yaml.safe_dump({**sweep, "set": {"batching.batch_size": 1}}))
+    with pytest.raises(ConfigError, match=rf"^{re.escape(str(tmp_path / 's.yaml'))}: set\.batching\.batch_size: "):
+        load_sweep(str(tmp_path / "s.yaml"))
+    (tmp_path / "s.yaml").write_text(yaml.safe_dump({**sweep, "base": {"batching": {"batch_size": 1}}}))
+    with pytest.raises(ConfigError, match=rf"^{re.escape(str(tmp_path / 's.yaml'))} \(base\): batching\.batch_size"):
+        load_sweep(str(tmp_path / "s.yaml"))
 
 
 def _smoke_overrides(out):
@@ -293,7 +333,9 @@ def test_run_records_are_snapshotted_as_they_come(tmp_path):
 def test_a_run_killed_with_sigkill_resumes_to_the_same_parameters(tmp_path):
     """Checkpoint every 25 steps, SIGKILL after the first checkpoint, `run --resume`: the same step
     count, the same final parameters and test error as an uninterrupted run; restarts and the
-    compiles after them are reported apart."""
+    compiles after them are reported apart. SIGTERM and Ctrl-C stop at a step's end with a
+    checkpoint there."""
+    import shlex
     import signal
     import time
 
@@ -359,6 +401,30 @@ def test_a_run_killed_with_sigkill_resumes_to_the_same_parameters(tmp_path):
     r = subprocess.run(cmd(termed, "--resume"), cwd=tmp_path, capture_output=True, text=True)
     assert r.returncode == 0 and f"from step {status['checkpoint']}" in r.stderr, r.stderr[-2000:]
     for x, y in zip(jax.tree_util.tree_leaves(params(termed)), jax.tree_util.tree_leaves(b)):
+        np.testing.assert_allclose(x, y, rtol=1e-6, atol=1e-7)
+
+    # Ctrl-C (SIGINT): the same clean stop at the end of a step, then one line of what was kept and
+    # the exact command that resumes (exit 130); that command ends the run as if it never stopped
+    stopped = tmp_path / "ctrl-c"
+    proc = subprocess.Popen(cmd(stopped), cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    while time.time() < deadline + 360 and not (stopped / "checkpoints" / "25").is_dir():
+        time.sleep(0.02)
+    time.sleep(0.2)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate()
+    status = json.loads((stopped / "status.json").read_text())
+    assert proc.returncode == 130 and status["status"] == "interrupted" and "Traceback" not in err, err[-2000:]
+    assert status["checkpoint"] == status["steps_done"] > 25 and out == ""
+    assert (f"interrupted after {status['steps_done']} step(s): kept {stopped} " in err
+            and f"checkpoint at step {status['checkpoint']}: the resumed run continues there" in err), err[-2000:]
+    assert len(pd.read_csv(stopped / "steps.csv")) == status["steps_done"]
+    resume = shlex.split(err.splitlines()[-1].removeprefix("resume: "))
+    assert resume[:3] == ["gnn-batching", "run", smoke] and resume[-3:] == ["--out", str(stopped), "--resume"]
+    r = subprocess.run([sys.executable, "-m", "gnn_batching.cli", *resume[1:]], cwd=tmp_path, capture_output=True,
+                       text=True)
+    assert r.returncode == 0 and f"from step {status['checkpoint']}" in r.stderr, r.stderr[-2000:]
+    assert pd.read_csv(stopped / "steps.csv")["step"].tolist() == list(range(200))
+    for x, y in zip(jax.tree_util.tree_leaves(params(stopped)), jax.tree_util.tree_leaves(b)):
         np.testing.assert_allclose(x, y, rtol=1e-6, atol=1e-7)
 
 

@@ -54,7 +54,7 @@ class BatchingMethod:
     # this to its steps, so the run loop never asks which method it runs
     layout: ClassVar[str] = "disjoint-union"
     # where the method comes from, for comparisons against the study: "study" (the study's
-    # static-2^N, static-64 and dynamic), "beyond" (a method of ours or a user's that goes past
+    # static-pow2, static-64 and dynamic), "beyond" (a method of ours or a user's that goes past
     # it) or "variant" (a reference point of the study's kind, e.g. static-max: neither)
     family: ClassVar[str] = "beyond"
     # options the method takes (``batching.options.<name>``): name -> default (the type of the

@@ -19,7 +19,7 @@ The study (Speckhard et al.) fed its batchers like this:
 :class:`StudyOrder` turns that stream into the loader's epoch plans: "epoch" ``e`` is the batches
 that START in pass ``e``, planned by the method's own :meth:`~gnn_batching.batching.methods.BatchingMethod.plan_stream`
 (its stream semantics), so the loader, the resume path and the statistics work unchanged. Over
-100k steps on full QM9 this reproduces the study's recompilation counters (static-2^N 3/4/1/1
+100k steps on full QM9 this reproduces the study's recompilation counters (static-pow2 3/4/1/1
 exactly, static-64 60/89/132/189 against its 60/89/128/195; ``gnn-batching study plan``).
 NumPy and the standard library only.
 """

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from gnn_batching.data.structures import StructureSet, from_atoms_list
-from gnn_batching.errors import DataError
+from gnn_batching.errors import BadEntryError, DataError
 
 AFLUX_URL = "https://aflow.org/API/aflux/v1.0/"
 MATCHBOOK = (
@@ -279,7 +279,7 @@ def structures_from_entries(
                 raise DataError(f"AFLOW entry {auid}: missing target {target!r}")
         except DataError as exc:
             if not skip_bad:
-                raise
+                raise BadEntryError(str(exc)) from None
             bad.append(str(exc))
             continue
         atoms_list.append(atoms)

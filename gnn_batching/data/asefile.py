@@ -14,7 +14,7 @@ import os
 import numpy as np
 
 from gnn_batching.data.structures import StructureSet, from_atoms_list
-from gnn_batching.errors import DataError
+from gnn_batching.errors import BadEntryError, DataError
 
 
 def scalar_properties(atoms) -> dict[str, float]:
@@ -119,7 +119,7 @@ def load_file(
             name, _, idx = ids[i].rpartition(":")
             msg = f"{name}: structure {int(idx) + 1} (counting from 1; id {ids[i]}): {problem}"
             if not skip_bad:
-                raise DataError(f"{os.path.dirname(pattern) or '.'}/{msg}")
+                raise BadEntryError(f"{os.path.dirname(pattern) or '.'}/{msg}")
             bad.append(msg)
         else:
             keep.append(i)

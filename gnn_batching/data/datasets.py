@@ -31,7 +31,7 @@ from gnn_batching.data.graphs import GraphRecipe
 from gnn_batching.data.store import GraphStore, Splits, TargetStats, make_splits, study_splits
 from gnn_batching.data.structures import StructureSet, from_atoms_list
 from gnn_batching.config import DatasetSpec
-from gnn_batching.errors import ConfigError, DataError
+from gnn_batching.errors import BadEntryError, ConfigError, DataError
 from gnn_batching.progress import Progress
 
 log = logging.getLogger(__name__)
@@ -339,7 +339,7 @@ def load_dataset(spec: DatasetSpec, use_cache: bool = True, verbose: bool = True
     if not np.isfinite(values).all():
         i = int(np.argmax(~np.isfinite(values)))
         if not spec.skip_bad:
-            raise DataError(f"{spec.name}: entry {store.ids[i]} has a missing target {target!r}")
+            raise BadEntryError(f"{spec.name}: entry {store.ids[i]} has a missing target {target!r}")
         keep = np.flatnonzero(np.isfinite(values))
         store.skipped.extend(f"{store.ids[j]}: missing target {target!r}" for j in np.flatnonzero(~np.isfinite(values)))
         store = store.subset(keep)

@@ -17,7 +17,7 @@ from collections.abc import Iterator
 import numpy as np
 
 from gnn_batching.data.structures import StructureSet
-from gnn_batching.errors import DataError
+from gnn_batching.errors import BadEntryError, DataError
 
 HARTREE_EV = 27.211386
 ATOM_REF_U0_HA = {1: -0.500273, 6: -37.846772, 7: -54.583861, 8: -75.064579, 9: -99.718730}
@@ -143,7 +143,7 @@ def load_qm9pack(files: list[str] | None = None, skip_bad: bool = False, progres
                 keep.append(i)
             except (ValueError, TypeError) as exc:
                 if not skip_bad:
-                    raise DataError(f"{where}: malformed entry: {exc}") from None
+                    raise BadEntryError(f"{where}: malformed entry: {exc}") from None
                 bad.append(where)
         df = df.iloc[keep].reset_index(drop=True)
         elements, xyz, n_atoms = parse_all()
@@ -190,7 +190,7 @@ def _drop_bad_atoms(df, elements: list[str], xyz: np.ndarray, n_atoms: np.ndarra
         else:
             why = "NaN or infinite coordinate"
         if not skip_bad:
-            raise DataError(f"{where}: {why}")
+            raise BadEntryError(f"{where}: {why}")
         bad.append(f"{where}: {why}")
     keep_rows = np.setdiff1d(np.arange(len(n_atoms)), bad_rows)
     atom_keep = np.repeat(np.isin(np.arange(len(n_atoms)), keep_rows), n_atoms)
@@ -266,9 +266,9 @@ def load_qm9_xyz(path: str, skip_bad: bool = False) -> StructureSet:
             zs, pos, values = parse_xyz_text(name, text)
             if not np.isfinite(pos).all():
                 raise DataError(f"{name}: NaN or infinite coordinates")
-        except DataError:
+        except DataError as exc:
             if not skip_bad:
-                raise
+                raise BadEntryError(str(exc)) from None
             bad.append(name)
             continue
         zs_all.extend(zs)

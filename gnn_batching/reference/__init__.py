@@ -30,7 +30,7 @@ COUNTER_TABLES = {100_000: "100k", 2_000_000: "2M"}
 def study_compiles(dataset: str, method: str, batch_size: int, steps: int = 100_000) -> float | None:
     """The study's recompilation counter (mean over its runs) after ``steps`` (100k or 2M), or None
     if it has no such rows. Every run of a cell used one seed (42), so its runs agree; in the 2M
-    table some static-2^N rows report 0, which no run can have compiled (its first step compiles):
+    table some static-pow2 rows report 0, which no run can have compiled (its first step compiles):
     those rows are left out as unlogged."""
     if method not in STUDY_METHODS or steps not in COUNTER_TABLES:
         return None

@@ -70,7 +70,7 @@ def parse_minutes(text: str | int) -> int:
 
 def run_sweep_submitit(sw: Sweep, launcher: str = "slurm", partition: str | None = None, gpus_per_task: int = 0,
                        time: str | int = 60, array_parallelism: int = 64, cpus_per_task: int | None = None,
-                       poll_s: float | None = None) -> int:
+                       poll_s: float | None = None, force: bool = False) -> int:
     """Run every unfinished cell as a submitit job; 0 when all cells are finished, 1 if any failed.
 
     Args:
@@ -82,6 +82,7 @@ def run_sweep_submitit(sw: Sweep, launcher: str = "slurm", partition: str | None
       array_parallelism: at most this many jobs of the array run at once.
       cpus_per_task: CPU cores per job (Slurm's default when None).
       poll_s: seconds between status polls (default 1 locally, 30 on Slurm).
+      force: ``--force``: the output folder may hold files that are not the sweep's.
 
     Raises:
       ConfigError: an unknown launcher or a bad time limit.
@@ -89,7 +90,7 @@ def run_sweep_submitit(sw: Sweep, launcher: str = "slurm", partition: str | None
     if launcher not in LAUNCHERS:
         raise ConfigError(f"--launcher: unknown {launcher!r}; choose local, {', '.join(LAUNCHERS)}")
     minutes = parse_minutes(time)
-    todo = start_sweep(sw)
+    todo = start_sweep(sw, force)
     done = len(sw.cells) - len(todo)
     prog = Progress(f"sweep {sw.name}", total=len(sw.cells))
     if not todo:

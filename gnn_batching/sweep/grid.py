@@ -31,6 +31,7 @@ import os
 from dataclasses import dataclass, field
 
 from gnn_batching.config import (
+    blame,
     check_override_key,
     config_changes,
     config_from_dict,
@@ -145,7 +146,18 @@ def load_sweep(path: str, overrides: list[str] | None = None, modules: list[str]
             raise ConfigError(f"{path}: grid.{k}: expected a non-empty list of values")
     base = with_modules(base, modules)
     base.setdefault("name", name)
-    config_from_dict(base, f"{path} (base)")  # validate before anything runs
+    # an invalid value is named where it was given: a --set, the file's set:, else the file and key
+    given = [(k[5:] if k.startswith("grid.") else k, f"--set {o}") for o, k in
+             ((o, parse_override(o)[0]) for o in overrides or [])]
+
+    def validated(cfg: dict, source: str):
+        try:
+            return config_from_dict(cfg, source)
+        except ConfigError as exc:
+            msg = blame(str(exc), source, given)
+            raise ConfigError(msg if msg != str(exc) else blame(msg, source, sets, label=f"{path}: set")) from None
+
+    validated(base, f"{path} (base)")  # validate before anything runs
     sw = Sweep(name=name, output_dir=output_dir, base=base, grid=grid, source=path, report=bool(report),
                repeats=resolve_repeats(repeats, grid, path))
     keys = list(grid)
@@ -157,7 +169,7 @@ def load_sweep(path: str, overrides: list[str] | None = None, modules: list[str]
             set_dotted(cfg, k, v)
         cid = _cell_id(values)
         cfg["name"] = f"{name}-{cid}"
-        resolved = config_from_dict(cfg, f"{path} (cell {cid})").to_dict()
+        resolved = validated(cfg, f"{path} (cell {cid})").to_dict()
         for r in range(sw.repeats):
             rid = cid if r == 0 else f"{cid}{REPEAT}{r}"
             cells.append((r, combo, Cell(rid, values, resolved, cell_dir(output_dir, rid))))

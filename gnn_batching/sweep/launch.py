@@ -20,7 +20,9 @@ from gnn_batching.errors import ConfigError
 from gnn_batching.io import write_json_atomic, write_text_atomic
 from gnn_batching.progress import Progress
 from gnn_batching.rundir import CONFIG, EPOCHS, EVALS, STATUS, STEPS, has_checkpoint
+from gnn_batching.sweep.folder import claim_output_dir
 from gnn_batching.sweep.grid import Cell, Sweep, check_unchanged
+from gnn_batching.sweep.interrupt import INTERRUPTED, SweepStop
 from gnn_batching.sweep.layout import SWEEP_FILE, cell_log
 
 log = logging.getLogger(__name__)
@@ -59,21 +61,25 @@ def _launch(cell: Cell, env: dict, cores: list[int] | None, log_path: str) -> su
     cmd = prepare_cell(cell)
     log_file = open(log_path, "a", encoding="utf-8")  # a resumed cell keeps its earlier attempts' output
     # the cell pins itself to its cores and dies with the sweep (a killed sweep leaves no orphan
-    # writing a cell): no preexec_fn, which would fork this process with its threads
-    proc = subprocess.Popen(cmd, stdout=log_file, stderr=subprocess.STDOUT, env=launch_env(env, cores))
+    # writing a cell): no preexec_fn, which would fork this process with its threads. Its own process
+    # group: a Ctrl-C in the terminal reaches the sweep alone, which passes it on once (interrupt.py)
+    proc = subprocess.Popen(cmd, stdout=log_file, stderr=subprocess.STDOUT, env=launch_env(env, cores),
+                            process_group=0)
     proc.log = log_file  # type: ignore[attr-defined]
     return proc
 
 
-def start_sweep(sw: Sweep) -> list[Cell]:
-    """Refuse changed settings, record the sweep file, and return the cells still to run
+def start_sweep(sw: Sweep, force: bool = False) -> list[Cell]:
+    """Refuse a folder that is not the sweep's (:mod:`~gnn_batching.sweep.folder`; ``force``:
+    ``--force``) and changed settings, record the sweep file, and return the cells still to run
     (finished cells are skipped; partial ones are redone)."""
+    manifest = {"name": sw.name, "source": sw.source, "grid": sw.grid, "base": sw.base, "repeats": sw.repeats}
+    claim_output_dir(sw.output_dir, manifest, force)
     check_unchanged(sw)
     states = [c.state() for c in sw.cells]
     _warn_other_grid(sw)
     os.makedirs(sw.output_dir, exist_ok=True)
-    write_json_atomic(os.path.join(sw.output_dir, SWEEP_FILE),
-                      {"name": sw.name, "source": sw.source, "grid": sw.grid, "base": sw.base, "repeats": sw.repeats})
+    write_json_atomic(os.path.join(sw.output_dir, SWEEP_FILE), manifest)
     return [c for c, s in zip(sw.cells, states) if s != "done"]
 
 
@@ -127,8 +133,10 @@ def gpu_env(env: dict, slot: int, gpus_per_job: int) -> dict:
     return {**env, "CUDA_VISIBLE_DEVICES": ",".join(picked)}
 
 
-def run_sweep(sw: Sweep, jobs: int = 1, gpus_per_job: int = 0, watch_s: float = 30.0) -> int:
-    """Run every unfinished cell; 0 when all cells are finished, 1 if any failed (named).
+def run_sweep(sw: Sweep, jobs: int = 1, gpus_per_job: int = 0, watch_s: float = 30.0, force: bool = False) -> int:
+    """Run every unfinished cell; 0 when all cells are finished, 1 if any failed (named), 130 when
+    stopped by Ctrl-C (:mod:`~gnn_batching.sweep.interrupt`: running cells finish their step and
+    keep a checkpoint; re-running resumes).
 
     Args:
       sw: the sweep (from :func:`gnn_batching.sweep.grid.load_sweep`).
@@ -136,13 +144,16 @@ def run_sweep(sw: Sweep, jobs: int = 1, gpus_per_job: int = 0, watch_s: float = 
       gpus_per_job: give each of the ``jobs`` its own GPUs (e.g. 4 jobs x 1 GPU on a 4-GPU node).
       watch_s: every this many seconds, log each running cell's last progress line (steps done,
         loss, step time), so a long cell shows it is alive.
+      force: ``--force``: the output folder may hold files that are not the sweep's
+        (:func:`~gnn_batching.sweep.folder.claim_output_dir`).
 
     Raises:
       ConfigError: if ``jobs < 1`` or the sweep file changed under a started sweep.
+      UserError: if the output folder is not the sweep's.
     """
     if jobs < 1:
         raise ConfigError(f"--jobs must be >= 1, got {jobs}")
-    todo = start_sweep(sw)
+    todo = start_sweep(sw, force)
     done = len(sw.cells) - len(todo)
     ncores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     jobs = min(jobs, max(len(todo), 1))
@@ -159,14 +170,18 @@ def run_sweep(sw: Sweep, jobs: int = 1, gpus_per_job: int = 0, watch_s: float = 
     failed: list[str] = []
     free = list(range(jobs))
     watched = time.perf_counter()
+    stop = SweepStop().install()  # Ctrl-C: start nothing new, the running cells stop after their step
     try:
-        while todo or running:
+        while (todo and not stop.count) or running:
+            if stop.pass_on([proc for proc, _ in running.values()]):
+                prog.note(f"Ctrl-C: {len(running)} running cell(s) finish their current step and keep a checkpoint; "
+                          "no new cell starts (Ctrl-C again: stop them at once; a third time: kill them)")
             if running and time.perf_counter() - watched >= watch_s:
                 watched = time.perf_counter()
                 for _, cell in running.values():
                     line = last_progress(cell_log(sw.output_dir, cell.cell_id))
                     prog.note(f"running {cell.cell_id}: {line or 'starting'}")
-            while todo and free:
+            while todo and free and not stop.count:
                 slot = free.pop(0)
                 cell = todo.pop(0)
                 running[slot] = (_launch(cell, gpu_env(env, slot, gpus_per_job), core_sets[slot] if jobs > 1 else None,
@@ -181,14 +196,19 @@ def run_sweep(sw: Sweep, jobs: int = 1, gpus_per_job: int = 0, watch_s: float = 
                 if proc.returncode == 0 and cell.state() == "done":
                     done += 1
                     prog.update(done, postfix=cell.cell_id)
+                elif stop.count:
+                    prog.note(f"cell {cell.cell_id} stopped (exit {proc.returncode})")
                 else:
                     failed.append(cell.cell_id)
                     prog.note(f"cell {cell.cell_id} failed (exit {proc.returncode}); see "
                               f"{cell_log(sw.output_dir, cell.cell_id)}")
     finally:
+        stop.restore()
         for proc, _ in running.values():
             proc.kill()
         prog.close()
+    if stop.count:
+        return INTERRUPTED
     if failed:
         log.error(f"{len(failed)} cell(s) failed: {', '.join(failed)}; re-run the same command to retry them")
         return 1

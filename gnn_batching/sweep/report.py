@@ -96,9 +96,13 @@ def write_report(sweep_dir: str, df: pd.DataFrame, figures: list[str], fmt: str 
     import markdown
 
     body = markdown.markdown(md, extensions=["tables", "fenced_code"])
-    style = ("body{font-family:sans-serif;max-width:1200px;margin:auto}table{border-collapse:collapse;"
-             "font-size:13px}th,td{border:1px solid #bbb;padding:3px 6px}img{max-width:100%}"
-             "pre{background:#f4f4f4;padding:8px;overflow:auto}")
+    # a wide table scrolls inside its own box instead of widening the page (the comparison table
+    # has ~20 columns); its headers wrap, its figures stay on one line
+    body = body.replace("<table>", '<div class="table">\n<table>').replace("</table>", "</table>\n</div>")
+    style = ("body{font-family:sans-serif;max-width:1200px;margin:auto;padding:0 12px}"
+             ".table{max-width:100%;overflow-x:auto;margin:0 0 1em}table{border-collapse:collapse;font-size:13px}"
+             "th,td{border:1px solid #bbb;padding:3px 6px}th{white-space:normal;vertical-align:bottom}"
+             "td{white-space:nowrap}img{max-width:100%}pre{background:#f4f4f4;padding:8px;overflow:auto}")
     doc = (f"<!DOCTYPE html>\n<html><head><meta charset='utf-8'><title>{html.escape(os.path.basename(sweep_dir))}"
            f"</title><style>{style}</style></head><body>\n{body}\n</body></html>\n")
     path = os.path.join(sweep_dir, "report.html")

@@ -36,7 +36,8 @@ from gnn_batching.sweep.plots import (
 from gnn_batching.sweep.results import extra_axes, variant
 
 STUDY_ORDER = ("dynamic", "static-pow2", "static-64")  # the order of its heatmaps' rows and columns
-STUDY_LABEL = {"static-pow2": "static-$2^N$"}
+# our name first, the study's own label beside it (one name per method everywhere)
+STUDY_LABEL = {"static-pow2": "static-pow2 (study: static-$2^N$)"}
 WINDOWS = 20  # its running average: 2M steps in windows of 100k
 
 def _mean_step_times(df: pd.DataFrame) -> pd.DataFrame:
@@ -51,8 +52,8 @@ def _mean_step_times(df: pd.DataFrame) -> pd.DataFrame:
 def plot_study_timing(df, out_dir, fmt):
     """The study's timing figure: MEAN time per step INCLUDING compilation (its measure), batching
     / update / combined in rows, one column per dataset (AFLOW left, QM9 right, as it drew them),
-    one line per model and method; and its per-step speedup bars (static-2^N over dynamic,
-    static-64 over static-2^N, ratios of those means) under them."""
+    one line per model and method; and its per-step speedup bars (static-pow2 over dynamic,
+    static-64 over static-pow2, ratios of those means) under them."""
     times = _mean_step_times(df)
     style = _Styles(df)
     datasets = sorted(times["dataset"].unique(), key=lambda d: (d not in ("aflow", "aflow-synthetic"), d))
@@ -160,7 +161,7 @@ def student_t_matrix(values: dict[str, np.ndarray], order: list[str]) -> tuple[n
 def plot_study_significance(df, out_dir, fmt):
     """The study's significance heatmaps, per cell: Student's t statistic of final test RMSE for
     every (row, column) pair of methods on a diverging scale clipped to [-3, 3], and its p-value
-    on [0, 1]; the study's methods first in its order (dynamic, static-2^N, static-64)."""
+    on [0, 1]; the study's methods first in its order (dynamic, static-pow2, static-64)."""
     extras = extra_axes(df)
     cells = [(t, sub) for t, sub in _by_cell(df, df)]
     fig, axes = _subplots(2, max(len(cells), 1), figsize=(4.6 * max(len(cells), 1), 8.2), squeeze=False)

@@ -9,7 +9,7 @@ The loop (:func:`gnn_batching.train.run.train_and_evaluate`) trains one step, bo
 * :class:`Board`       TensorBoard scalars (``train.tensorboard``)
 * :class:`ShowProgress` the progress line
 * :class:`Checkpoint`  ``train.checkpoint_every`` / ``checkpoint_minutes``
-* :class:`StopOnSignal` SIGTERM stops the run at the end of the step (its checkpoint then matches)
+* :class:`StopOnSignal` SIGTERM or Ctrl-C stops the run at the end of the step (its checkpoint then matches)
 """
 
 from __future__ import annotations
@@ -160,24 +160,28 @@ class Checkpoint(Hook):
 
 
 class Interrupted(Exception):
-    """Raised in the main thread on SIGTERM, so the run keeps its records on the way out."""
+    """Raised in the main thread on SIGTERM or SIGINT (Ctrl-C), so the run keeps its records on the way out."""
 
 
 class StopOnSignal(Hook):
-    """The first SIGTERM stops the run at the end of its step (records, state and checkpoint then
-    agree); a second one stops it at once. Installed by :meth:`installed` in the main thread."""
+    """The first SIGTERM or SIGINT (Ctrl-C) stops the run at the end of its step (records, state and
+    checkpoint then agree; after the last step the run finishes instead); a second one stops it at
+    once. Installed by :meth:`installed` in the main thread."""
+
+    SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
     def __init__(self) -> None:
         self.signum: int | None = None
 
     def after_step(self, loop: Loop, steps_done: int) -> None:
-        """Raise :class:`Interrupted` if a stop was requested."""
-        if self.signum is not None:
+        """Raise :class:`Interrupted` if a stop was requested (not after the last step: the run is
+        then finished, its summary written)."""
+        if self.signum is not None and steps_done < loop.total:
             raise Interrupted(f"signal {self.signum}")
 
     @contextlib.contextmanager
     def installed(self):
-        """The SIGTERM handler for the block (only in the main thread)."""
+        """The SIGTERM and SIGINT handlers for the block (only in the main thread)."""
         if threading.current_thread() is not threading.main_thread():
             yield
             return
@@ -187,8 +191,9 @@ class StopOnSignal(Hook):
                 raise Interrupted(f"signal {signum} (twice)")
             self.signum = signum
 
-        old = signal.signal(signal.SIGTERM, handler)
+        old = {s: signal.signal(s, handler) for s in self.SIGNALS}
         try:
             yield
         finally:
-            signal.signal(signal.SIGTERM, old)
+            for s, h in old.items():
+                signal.signal(s, h)
