@@ -159,6 +159,22 @@ def cmd_bench_pipeline(a: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_bench_roofline(a: argparse.Namespace) -> int:
+    """``gnn-batching bench roofline``: a step's work, the machine's peaks, efficiency, time per op class."""
+    from gnn_batching.bench.roofline import format_roofline, run_roofline
+    from gnn_batching.plugins import method_class, model_entry
+
+    a.dataset = a.dataset_flag or a.dataset or "qm9"
+    if a.steps < 1 or a.profile_steps < 0 or a.batch_size < 2:
+        raise UserError("bench roofline: --steps must be >= 1, --profile-steps >= 0 and --batch-size >= 2")
+    model_entry(a.model, key="--model")
+    method_class(a.method, key="--method")
+    row = run_roofline(_spec_from_args(a), a.model, a.method, a.batch_size, steps=a.steps,
+                       profile_steps=a.profile_steps, compare=tuple(a.compare))
+    print(dumps_json(row, indent=None) if a.json else format_roofline([row]))
+    return 0
+
+
 def cmd_run(a: argparse.Namespace) -> int:
     """``gnn-batching run``: train and evaluate one configuration into a run directory."""
     from gnn_batching.config import load_config
@@ -468,6 +484,22 @@ def build_parser() -> argparse.ArgumentParser:
                     "(default 8)")
     bp.add_argument("--json", action="store_true", help="print a JSON list of flat objects")
     bp.set_defaults(fn=cmd_bench_pipeline)
+
+    br = bench.add_parser("roofline", help="one step against the machine's measured peaks: FLOPs and bytes (XLA's "
+                                           "cost analysis), roofline time, efficiency, time per op class")
+    _dataset_args(br, flag=True)
+    br.add_argument("--model", default="schnet", help="model (default: schnet; any registered model)")
+    br.add_argument("--method", default="dynamic", help="batching method (default: dynamic)")
+    br.add_argument("--batch-size", type=int, default=64, help="batch size, counting the padding graph (default 64)")
+    br.add_argument("--steps", type=int, default=30, help="timed steps for the measured time (default 30)")
+    br.add_argument("--profile-steps", type=int, default=8, help="steps profiled for the time per op class "
+                    "(default 8; 0: no profile)")
+    br.add_argument("--compare", nargs="+", default=[], choices=["reference", "study"],
+                    help="also time other formulations of the model on the same batches, taking turns with ours: "
+                         "reference (its plain transcription before the faster code), study (the study's own "
+                         "jraph.GraphNetwork formulation and pmap-ed update)")
+    br.add_argument("--json", action="store_true", help="print one flat JSON object")
+    br.set_defaults(fn=cmd_bench_roofline)
 
     ad = sub.add_parser("advise", help="which batching method for a run of N steps: predicted time to train, ranked",
                         description="Predict each method's time to train N steps (compilation included) from a "
