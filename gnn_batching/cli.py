@@ -698,6 +698,9 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(sys.argv[1:] if argv is None else argv)
     args.argv = list(sys.argv[1:] if argv is None else argv)
     try:
+        from gnn_batching import xla_flags
+
+        xla_flags.apply()  # before JAX starts: the GPU scatter-add remedy where jaxlib needs it
         if argv is None and args.command in FAST_ALLOCATOR_COMMANDS:
             from gnn_batching import allocator
 

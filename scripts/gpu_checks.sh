@@ -104,3 +104,8 @@ print(f"compilation cache over {c['cells']} cells: compile s cold {c['compile_s'
       f"({w['cache_hits']} cache hits); train_wall_s {c['train_wall_s']:.1f} -> {w['train_wall_s']:.1f}")
 json.dump(res, open(os.path.join(out, "gpu_checks.json"), "w"), indent=1)
 PY
+
+# 4. the GPU scatter-add remedy (jaxlib 0.10.2-0.11.0): a contended scatter and our readout, off and on
+for fix in 0 1; do
+  GNN_BATCHING_SCATTER_FIX=$fix python scripts/scatter_check.py --json | tee "$OUT/scatter_fix_$fix.json"
+done

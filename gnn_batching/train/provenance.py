@@ -10,6 +10,7 @@ from importlib import metadata
 
 from gnn_batching.allocator import active_allocator
 from gnn_batching.plugins import plugin_provenance
+from gnn_batching.xla_flags import status as scatter_fix_status
 
 PACKAGES = ("gnn-batching", "jax", "jaxlib", "jraph", "flax", "optax", "numpy", "pandas", "ase")
 
@@ -61,6 +62,8 @@ def provenance() -> dict:
         "device_count": len(devs),
         "cpu_model": cpu_model(),
         "allocator": active_allocator(),
+        "xla_flags": os.environ.get("XLA_FLAGS", ""),
+        "scatter_fix": scatter_fix_status()["scatter_fix"],  # jaxlib 0.10.2-0.11.0 GPU scatter-add remedy
         "cpu_count": os.cpu_count(),
         "cpu_affinity": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
         "hostname": platform.node(),

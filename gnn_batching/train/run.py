@@ -242,6 +242,10 @@ def train_and_evaluate(cfg: RunConfig, workdir: str | None = None, verbose: bool
                         f"{tc.num_train_steps}; resume with train.num_train_steps >= {newest[0]}, or start "
                         "a new run (another --out)")
     t_start = time.perf_counter()
+    from gnn_batching import xla_flags
+
+    if xla_flags.status()["scatter_fix"] == "not checked":  # a library call, not the command line
+        xla_flags.apply()
     p = prepare(cfg, verbose, shard)
     prov = provenance()
     tx = make_optimizer(tc.lr, tc.decay_steps, tc.decay_rate, tc.staircase)
