@@ -207,3 +207,12 @@ def test_repeats_of_a_seed_are_one_sample_in_the_test_error_tests():
              "test_rmse": base + 0.1 * s} for m, base in (("a", 1.0), ("b", 1.05)) for s in (0, 1) for r in (0, 1, 2)]
     t = pairwise_tests(pd.DataFrame(rows))
     assert t[["n_a", "n_b"]].iloc[0].tolist() == [2, 2]
+
+
+def test_a_slow_stretch_of_the_machine_is_measured_in_the_run():
+    from gnn_batching.train.instruments import slow_stretch_fraction
+
+    fast, slow = np.full(60, 10.0), np.full(20, 12.5)  # 20 steps 1.25x slower: 2 of 8 blocks
+    assert slow_stretch_fraction(np.concatenate([fast[:30], slow, fast[30:]])) == pytest.approx(0.25)
+    assert slow_stretch_fraction(fast + np.random.default_rng(0).normal(0, 0.2, 60)) == 0.0
+    assert np.isnan(slow_stretch_fraction(fast[:30]))

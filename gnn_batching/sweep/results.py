@@ -36,7 +36,7 @@ METRICS = ["combined_ms_median", "combined_ms_mean", "assembly_ms_median", "upda
            "train_step_compiles", "eval_step_compiles", "train_compile_seconds", "compile_seconds", "node_fill",
            "edge_fill", "graph_fill", "real_graphs_per_batch_mean", "test_rmse", "test_mae", "val_rmse",
            "test_graphs", "val_graphs", "peak_device_memory_bytes", "device_step_ms", "host_overhead_fraction",
-           "wait_fraction"]
+           "wait_fraction", "slow_stretch_fraction"]
 
 
 def _flatten(d: dict, prefix: str = "") -> dict:

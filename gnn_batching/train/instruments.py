@@ -329,6 +329,23 @@ def steady_mask(df, warmup_steps: int) -> np.ndarray:
     return ((df["step"] >= warmup_steps) & ~compiled & ~first_use(df)).to_numpy()
 
 
+SLOW_STRETCH = 1.15  # a block of steady steps this much slower than the run's fast level is a slow stretch
+
+
+def slow_stretch_fraction(step_ms: np.ndarray, block: int = 10) -> float:
+    """Share of a run's steady steps that ran in a slow stretch of the machine: blocks of
+    ``block`` consecutive steady steps whose median is more than :data:`SLOW_STRETCH` times the
+    run's fast level (the 25th percentile of the block medians). On the 2-core machine this suite
+    is developed on, the same process's steps run ~1.25x slower for 10-20 s at a time (the
+    machine, not the process: not the allocator, the address layout or thread placement); a run
+    with a high share measured a slower machine (NaN: fewer than 4 blocks)."""
+    n = len(step_ms) // block
+    if n < 4:
+        return float("nan")
+    med = np.median(np.asarray(step_ms[: n * block], float).reshape(n, block), axis=1)
+    return float(np.mean(med > SLOW_STRETCH * np.percentile(med, 25)))
+
+
 def summarise_steps(df, warmup_steps: int) -> dict:
     """Steady-state timing stats (ms) over steps past warm-up that did not compile (nor share a call
     of several steps with a compile) and did not run their padded shape for the first time in
@@ -356,6 +373,7 @@ def summarise_steps(df, warmup_steps: int) -> dict:
         out[f"{col}_mean"] = float(np.mean(vals))
         out[f"{col}_std"] = float(np.std(vals))
         out[f"{col}_p90"] = float(np.percentile(vals, 90))
+    out["slow_stretch_fraction"] = slow_stretch_fraction(steady["combined_ms"].to_numpy(float))
     out["graphs_per_s"] = float(src["real_graphs"].sum() / (src["combined_ms"].sum() / 1e3))
     out["update_graphs_per_s"] = float(src["real_graphs"].sum() / (src["update_ms"].sum() / 1e3))
     if "wait_ms" in df:
