@@ -73,6 +73,7 @@ def test_padding_never_leaks_into_loss_or_gradients(name):
 
 
 @pytest.mark.slow  # end to end / another process: run by .ci/run and `pytest -m slow`
+@pytest.mark.lowest  # also against the lowest allowed versions (.ci/run)
 def test_compile_counting_static_exact_vs_dynamic():
     rng = np.random.default_rng(2)
     store = random_store(rng, rng.integers(2, 9, 60), rng.integers(0, 20, 60), n_species=5)
@@ -270,6 +271,56 @@ def test_compile_counting_never_silently_reads_zero(monkeypatch):
                 g(np.ones(2, np.float32))
     finally:
         mon.close()
+
+
+def test_a_full_dispatch_cache_is_counted_by_events_and_emptied_before_a_run(monkeypatch):
+    """jax-ml/jax#39078: once JAX's process-wide dispatch cache is full (a long test session or
+    notebook), a new jitted function's cache size stays 0 although its calls compile. The first
+    call then switches that function to backend-compile events (never CompileCountError, never a
+    silent 0), and a run empties the full cache first so its steps keep their fast path."""
+    from jax._src import pjit
+
+    from gnn_batching.train import instruments
+
+    f = jax.jit(lambda x: (x * 3.0).sum())
+
+    class Unkept:  # what a jitted function looks like while the dispatch cache is full
+        def __call__(self, x):
+            return f(x)
+
+        def _cache_size(self):
+            return 0
+
+    g, mon = Unkept(), CompileMonitor()
+    try:
+        for shape, expected in (((4,), 1), ((4,), 0), ((6,), 1)):
+            with mon.track("train", g) as info:
+                jax.block_until_ready(g(np.ones(shape, np.float32)))
+            assert info["compiled"] == expected, shape
+        assert mon.counts["train"] == 2 and mon.state()["counted_by_events"] == ["train"]
+    finally:
+        mon.close()
+
+    class Cache:
+        def __init__(self, size):
+            self.n = size
+
+        def size(self):
+            return self.n
+
+        def capacity(self):
+            return 8192
+
+    assert pjit._cpp_pjit_cache_fun_only.capacity() > 0  # what is read exists in this JAX
+    monkeypatch.setattr(pjit, "_cpp_pjit_cache_fun_only", Cache(10))
+    monkeypatch.setattr(pjit, "_cpp_pjit_cache_explicit_attributes", Cache(8191))
+    assert instruments.dispatch_cache_full() is False
+    cleared = []
+    monkeypatch.setattr(instruments.jax, "clear_caches", lambda: cleared.append(1))
+    assert instruments.free_dispatch_cache() is False and not cleared
+    monkeypatch.setattr(pjit, "_cpp_pjit_cache_explicit_attributes", Cache(8192))
+    assert instruments.dispatch_cache_full() is True
+    assert instruments.free_dispatch_cache() is True and cleared == [1]
 
 
 def test_peak_device_memory_where_the_backend_reports_it(monkeypatch):

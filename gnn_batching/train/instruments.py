@@ -98,6 +98,30 @@ def cache_size(fn) -> int | None:
         return None
 
 
+def dispatch_cache_full() -> bool:
+    """Whether one of JAX's process-wide C++ dispatch caches is at capacity. From then on no newly
+    jitted function keeps its compiled fast path (jax-ml/jax#39078, jax 0.10.x): its
+    ``_cache_size()`` stays 0 and every call dispatches through Python. ``jax.clear_caches()``
+    empties them. False where this JAX does not say."""
+    try:
+        from jax._src import pjit
+
+        caches = (pjit._cpp_pjit_cache_fun_only, pjit._cpp_pjit_cache_explicit_attributes)
+        return any(c.size() >= c.capacity() for c in caches)
+    except Exception:  # pragma: no cover - other JAX versions
+        return False
+
+
+def free_dispatch_cache() -> bool:
+    """If JAX's dispatch cache is full (:func:`dispatch_cache_full`), empty JAX's caches so that
+    the steps about to be timed keep their fast path; returns whether it did. Only compiled
+    programs are dropped (they compile again when called), never results."""
+    if not dispatch_cache_full():
+        return False
+    jax.clear_caches()
+    return True
+
+
 class CompileCountError(RuntimeError):
     """Compilations could not be counted: refusing to report 0 (it would let compiling steps
     into the steady state)."""
@@ -132,6 +156,8 @@ class CompileMonitor:
         self._events = 0  # any compile-related event (trace, lowering, backend compile, cache hit)
         self._label: str | None = None
         self._seen: set[int] = set()
+        self._by_events: set[int] = set()  # functions whose cache JAX did not keep: counted by events
+        self.counted_by_events: set[str] = set()  # their labels (a full dispatch cache)
         with _lock:
             _active.append(self)
 
@@ -139,7 +165,7 @@ class CompileMonitor:
         """Counts, seconds and compiled keys as plain data (kept in a checkpoint)."""
         return {"counts": dict(self.counts), "seconds": dict(self.seconds), "cache_hits": dict(self.cache_hits),
                 "ahead": dict(self.ahead), "restart_counts": dict(self.restart_counts),
-                "restart_seconds": dict(self.restart_seconds),
+                "restart_seconds": dict(self.restart_seconds), "counted_by_events": sorted(self.counted_by_events),
                 "compiled": {k: sorted([list(map(list, key)) for key in v]) for k, v in self.compiled.items()}}
 
     def load(self, state: dict) -> None:
@@ -149,6 +175,7 @@ class CompileMonitor:
             setattr(self, name, dict(state.get(name, {})))
         self.compiled = {k: {tuple(tuple(x) for x in key) for key in v} for k, v in state.get("compiled", {}).items()}
         self._earlier = {k: set(v) for k, v in self.compiled.items()}
+        self.counted_by_events = set(state.get("counted_by_events", []))
 
     def _attribute(self, label: str, key, new: int, seconds: float) -> bool:
         """Book ``new`` compiles of ``key`` taking ``seconds``; True when they were restart recompiles."""
@@ -199,10 +226,19 @@ class CompileMonitor:
             self._label = None
             after = cache_size(fn)
             events = self.backend_events.get(label, 0) - ev_before
-            new = after - before if after is not None and before is not None else events
+            first = id(fn) not in self._seen
+            if after is None or before is None or id(fn) in self._by_events:
+                new = events
+            else:
+                new = after - before
+                if first and ok and new <= 0 and after == 0 and events > 0:
+                    # the call compiled but its function's cache kept nothing: JAX's process-wide
+                    # dispatch cache is full (jax-ml/jax#39078); count this function by events
+                    self._by_events.add(id(fn))
+                    self.counted_by_events.add(label)
+                    new = events
             if new > 0 and self._events == any_before:
                 new = 0  # a dispatch-cache entry for an executable compiled ahead of time: no compile
-            first = id(fn) not in self._seen
             self._seen.add(id(fn))
             info["compiled"] = max(new, 0)
             info["compile_s"] = self.seconds.get(label, 0.0) - sec_before

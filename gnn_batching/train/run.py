@@ -53,7 +53,14 @@ from gnn_batching.train.counters import RunCounters
 from gnn_batching.train.device_probe import DeviceProbe
 from gnn_batching.train.device_store import DeviceStore, choose_placement, store_bytes
 from gnn_batching.train.hooks import Board, Checkpoint, Evaluate, Hook, Interrupted, ShowProgress, StopOnSignal
-from gnn_batching.train.instruments import CompileMonitor, PhaseTimer, compilation_cache, shape_key, timer
+from gnn_batching.train.instruments import (
+    CompileMonitor,
+    PhaseTimer,
+    compilation_cache,
+    free_dispatch_cache,
+    shape_key,
+    timer,
+)
 from gnn_batching.train.layouts import init_graph, steps_for
 from gnn_batching.train.loop import Loop
 from gnn_batching.train.parallel import batch_sharding, first_local, put_global, replicate, setup
@@ -246,6 +253,9 @@ def train_and_evaluate(cfg: RunConfig, workdir: str | None = None, verbose: bool
 
     if xla_flags.status()["scatter_fix"] == "not checked":  # a library call, not the command line
         xla_flags.apply()
+    if free_dispatch_cache():  # a long session filled JAX's dispatch cache: steps would dispatch slowly
+        log.warning("JAX's dispatch cache was full (jax-ml/jax#39078: every later jitted call would take "
+                    "the slow Python path and hide its compile count); emptied it with jax.clear_caches()")
     p = prepare(cfg, verbose, shard)
     prov = provenance()
     tx = make_optimizer(tc.lr, tc.decay_steps, tc.decay_rate, tc.staircase)

@@ -93,6 +93,7 @@ def build_summary(cfg, ds, steps_df: pd.DataFrame, evals_df: pd.DataFrame, epoch
         "compile_seconds": sum(seconds.values()),
         "compilation_cache": tc.compilation_cache,
         "compile_cache_hits": sum(comp.get("cache_hits", {}).values()),
+        "dispatch_cache_full": bool(comp.get("counted_by_events")),
         "compiles_in_timed_window": int(timed["compiled"].sum()),
         "train_compiles_ahead": int((first_pre["label"] == "train").sum()),
         "eval_compiles_ahead": int((first_pre["label"] == "eval").sum()),
