@@ -112,10 +112,13 @@ def test_the_same_sweep_twice_lies_inside_each_others_intervals(sweeps):
     from gnn_batching.sweep.results import collect, comparison
 
     one, two = (comparison(collect(sweeps[k])).set_index("method") for k in ("a", "b"))
+    outside = []
     for x, y in ((one, two), (two, one)):
         for col in ("speedup_steady", "speedup_incl_compile"):
-            assert ((x[col] >= y[f"{col}_low"]) & (x[col] <= y[f"{col}_high"])).all(), (col, x[col], y[f"{col}_low"],
-                                                                                        y[f"{col}_high"])
+            out = (x[col] < y[f"{col}_low"]) | (x[col] > y[f"{col}_high"])
+            outside += [(col, m, x.loc[m, col], y.loc[m, f"{col}_low"], y.loc[m, f"{col}_high"]) for m in x.index[out]]
+    # 12 checks of 95 % intervals: one outside by chance is expected now and then; more is a fault
+    assert len(outside) <= 1, outside
     assert (one["processes"] == 3).all() and (two["processes"] == 3).all()
 
 
@@ -140,7 +143,12 @@ def test_results_against_says_same_for_the_same_and_slower_for_a_slowed_build(sw
     assert main(["results", sweeps["b"], "--against", sweeps["a"], "--json"]) == 0
     rows = json.loads(capsys.readouterr().out)
     assert {r["measure"] for r in rows} == {"steady", "incl. compile"} and len(rows) == 6
-    assert all(r["verdict"] == "same" for r in rows), rows
+    # 6 verdicts at 95 % each on one build: ~1 in 4 such tables has a row outside by chance (and
+    # this machine's slow stretches add to it). Guarded: most say same, none certainly differs by
+    # more than 10 % (a wrong interval, too narrow or not over processes, fails one or the other)
+    same = [r for r in rows if r["verdict"] == "same"]
+    assert len(same) >= 4, rows
+    assert all(r["high"] > 0.9 and r["low"] < 1.1 for r in rows), rows
     assert main(["results", sweeps["slow"], "--against", sweeps["a"], "--json", "--fail-slower", "0.05"]) == 1
     rows = json.loads(capsys.readouterr().out)
     (steady,) = [r for r in rows if r["measure"] == "steady"]

@@ -28,6 +28,7 @@ def _four_devices_env() -> dict:
 
 
 @pytest.mark.slow  # end to end / another process: run by .ci/run and `pytest -m slow`
+@pytest.mark.lowest  # also against the lowest allowed versions (.ci/run)
 def test_a_four_device_step_equals_one_step_on_the_union():
     r = subprocess.run([sys.executable, os.path.join(HERE, "parallel_cases.py"), "equivalence"],
                        capture_output=True, text=True, env=_four_devices_env(), cwd=ROOT)

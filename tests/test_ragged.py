@@ -159,6 +159,7 @@ def test_random_one_graph_functions_mean_the_same_on_the_union(seed):
 
 
 @pytest.mark.slow  # end to end / many compiles: run by .ci/run and `pytest -m slow`
+@pytest.mark.lowest  # also against the lowest allowed versions (.ci/run)
 @pytest.mark.parametrize("name", ["schnet", "mpeu", "painn"])
 def test_the_builtin_models_written_once_run_ragged_as_hand_batched(name):
     """The package's SchNet and MPEU applied to ONE unpadded graph, re-interpreted on a packed
@@ -198,6 +199,7 @@ def test_the_builtin_models_written_once_run_ragged_as_hand_batched(name):
 
 
 @pytest.mark.slow  # end to end / many compiles: run by .ci/run and `pytest -m slow`
+@pytest.mark.lowest  # also against the lowest allowed versions (.ci/run)
 @pytest.mark.parametrize("base_method", ["packed", "dynamic", "buckets"])
 def test_autobatch_ragged_trains_exactly_as_hand_batched_packed(tmp_path, base_method):
     """`batching.method: autobatch` in ragged mode runs the one-graph model on its base method's
@@ -245,6 +247,7 @@ def test_auto_falls_back_to_vmap_and_says_why(tmp_path):
 
 
 @pytest.mark.slow  # end to end / many compiles: run by .ci/run and `pytest -m slow`
+@pytest.mark.lowest  # also against the lowest allowed versions (.ci/run)
 @pytest.mark.parametrize("name", ["schnet", "mpeu", "painn"])
 def test_ragged_equals_hand_batched_on_every_step_and_vmap_over_the_epoch(name):
     """The run's own step sums: on every packed batch of an epoch (a single atom, a zero-edge

@@ -458,6 +458,7 @@ def test_the_tiny_gcn_plugin_example_runs_ragged():
 
 
 @pytest.mark.slow  # two end-to-end runs: run by .ci/run and `pytest -m slow`
+@pytest.mark.lowest  # also against the lowest allowed versions (.ci/run)
 def test_a_straight_through_model_trains_ragged_exactly_as_packed(tmp_path):
     """The review's end-to-end case: a model with a straight-through estimator under `auto`
     trains as the same model on packed (the same batches, losses and gradients), its rule kept."""

@@ -104,12 +104,12 @@ def test_notebook_example_trains_with_its_own_loop_and_reads_a_sweep(tmp_path):
 
 @pytest.mark.slow  # a sweep: another process per cell
 def test_the_file_dataset_sweep_example_runs(tmp_path):
-    """The README's sweep over the user's own structures, on a small extxyz file, shrunk with --set."""
+    """The guide's sweep over the user's own structures, on a small extxyz file, shrunk with --set."""
     import pandas as pd
     import yaml
     from test_sources import _write_extxyz
 
-    with open(os.path.join(ROOT, "README.md"), encoding="utf-8") as fh:
+    with open(os.path.join(ROOT, "docs", "guide.md"), encoding="utf-8") as fh:
         readme = fh.read()
     block = [b for b in re.findall(r"```yaml\n(.*?)```", readme, re.S) if b.startswith("# my_sweep.yaml")]
     assert len(block) == 1
@@ -121,7 +121,7 @@ def test_the_file_dataset_sweep_example_runs(tmp_path):
     r = subprocess.run([sys.executable, "-m", "gnn_batching.cli", "sweep", "my_sweep.yaml", "--set",
                         "output_dir=out", "--set", "train.num_train_steps=3", "--set", "train.eval_every=0",
                         "--set", "model.latent_size=8", "--set", "grid.batching.batch_size=[8]", "--set",
-                        "grid.train.seed=[0]"], capture_output=True, text=True, cwd=tmp_path,
+                        "grid.train.seed=[0]", "--set", "repeats=1"], capture_output=True, text=True, cwd=tmp_path,
                        env={**os.environ, "GNN_BATCHING_DATA": str(tmp_path / "data")}, timeout=900)
     assert r.returncode == 0, r.stderr[-3000:]
     df = pd.read_csv(tmp_path / "out" / "results.csv")
@@ -146,3 +146,22 @@ def test_the_api_page_links_its_cross_references_and_the_site_is_ignored(tmp_pat
     assert 'href="#gnn_batching.config.load_config"><code>gnn_batching.load_config</code></a>' in page
     r = subprocess.run(["git", "check-ignore", "-q", "site/index.html"], cwd=ROOT)
     assert r.returncode == 0, "site/ (mkdocs build's output) is not git-ignored"
+
+
+def test_the_readme_is_a_front_page_whose_figures_are_generated():
+    """The README stays a front page (<= 220 lines), its quick-start verdict, table and figure are
+    exactly what scripts/quickstart_table.py writes from the records kept in docs/data/quickstart
+    (no hand-typed ratio), and the docs' home page is the README with its links made relative."""
+    sys.path.insert(0, os.path.join(ROOT, "scripts"))
+    try:
+        import quickstart_table
+    finally:
+        sys.path.pop(0)
+    with open(os.path.join(ROOT, "README.md"), encoding="utf-8") as fh:
+        readme = fh.read()
+    assert len(readme.splitlines()) <= 220
+    block = readme.split(quickstart_table.BEGIN, 1)[1].split(quickstart_table.END, 1)[0].strip()
+    assert block == quickstart_table.block(os.path.join(ROOT, "docs", "data", "quickstart")).strip()
+    assert "x faster than" in block or "no difference beyond noise" in block  # the verdict, with its interval
+    with open(os.path.join(ROOT, "docs", "index.md"), encoding="utf-8") as fh:
+        assert fh.read() == quickstart_table.home_page(readme)

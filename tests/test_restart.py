@@ -76,6 +76,7 @@ def check_resumed_equals_straight(base: str, s: dict, r: dict) -> None:
 
 
 @pytest.mark.slow  # end to end / another process: run by .ci/run and `pytest -m slow`
+@pytest.mark.lowest  # also against the lowest allowed versions (.ci/run)
 @pytest.mark.parametrize("method", ["static-pow2"])
 def test_a_killed_static_run_resumes_to_the_uninterrupted_records(tmp_path, method):
     s, r = straight_and_resumed(method, str(tmp_path))

@@ -235,7 +235,8 @@ def test_a_study_order_run_trains_on_the_studys_batches(tmp_path):
     summary = train_and_evaluate(cfg, str(tmp_path / "run"), verbose=False)[1]
     ds = load_dataset(cfg.dataset, verbose=False)
     assert ds.splits.train.tolist() == study_splits(len(ds.store), (0.8, 0.1, 0.1), 0).train.tolist()
-    order = StudyOrder(make_method(cfg.batching, ds.store, ds.splits.train, 0), ds.splits.train, 42 + cfg.train.seed)
+    order = StudyOrder(make_method(cfg.batching, ds.store, ds.splits.train, 0), ds.splits.train, 42 + cfg.train.seed,
+                       init_batch=True)  # the study's first batch initialises the model only
     batches = _batches(order, cfg.train.num_train_steps)
     steps = pd.read_csv(tmp_path / "run" / "steps.csv")
     assert steps["real_graphs"].tolist() == [len(b) for b in batches] == [7] * 24
@@ -243,7 +244,7 @@ def test_a_study_order_run_trains_on_the_studys_batches(tmp_path):
     shapes = {tuple(s) for s in steps[["n_node", "n_edge", "n_graph"]].values.tolist()}
     planned = planned_compiles(planned_shapes(map(order.plan, range(10)), 24))
     assert summary["train_step_compiles"] == len(shapes) == planned
-    assert summary["skipped_per_epoch"] == 8  # 64 graphs a pass, one in 8 dropped
+    assert summary["skipped_per_epoch"] == 8 + 7  # one in 8 dropped, and pass 0's initialising batch
     assert json.loads((tmp_path / "run" / "data.json").read_text())["batching"]["study_order"] is True
 
 
