@@ -82,16 +82,25 @@ def block(sweep_dir: str) -> str:
     return "\n".join(lines)
 
 
+def home_page(readme: str) -> str:
+    """The docs site's home page: the README with its links relative to ``docs/``."""
+    return readme.replace("](docs/", "](").replace("and [CONTRIBUTING.md](CONTRIBUTING.md)",
+                                                   "and `CONTRIBUTING.md` in the repository")
+
+
 def write_readme(text: str, path: str = os.path.join(ROOT, "README.md")) -> None:
-    """Replace the block between the markers in ``path``."""
+    """Replace the block between the markers in ``path`` (and rewrite docs/index.md from it)."""
     with open(path, encoding="utf-8") as fh:
         readme = fh.read()
     if BEGIN not in readme or END not in readme:
         sys.exit(f"error: {path}: no {BEGIN} ... {END} block")
     head, rest = readme.split(BEGIN, 1)
     _, tail = rest.split(END, 1)
+    readme = f"{head}{BEGIN}\n{text}\n{END}{tail}"
     with open(path, "w", encoding="utf-8") as fh:
-        fh.write(f"{head}{BEGIN}\n{text}\n{END}{tail}")
+        fh.write(readme)
+    with open(os.path.join(ROOT, "docs", "index.md"), "w", encoding="utf-8") as fh:
+        fh.write(home_page(readme))
 
 
 def figure(sweep_dir: str) -> None:

@@ -105,21 +105,32 @@ def remat(ip: Interp, eqn, ins: list[V]) -> list[V]:
     return [V(x, lv) for x, lv in zip(xs, holder["levels"])]
 
 
-def custom_jvp(ip: Interp, eqn, ins: list[V]) -> list[V]:
-    """The user's ``custom_jvp`` rule, per graph (see the module docstring)."""
-    p = eqn.params
-    nc, call, jvp_fun = p["num_consts"], p["call_jaxpr"], p["jvp_jaxpr_fun"]
-    in_levels = [v.lv for v in ins]
-    in_avals = [v.aval for v in eqn.invars]
-    out_avals = [v.aval for v in eqn.outvars]
-    out_levels = _canonical(ip, eqn.outvars, ins)
+def _signature(ip: Interp, eqn, ins: list[V]) -> tuple:
+    """A derivative rule's inputs' levels and avals, its outputs' avals and levels, and how many
+    structure arrays lead the union-level function's arguments."""
+    return ([v.lv for v in ins], [v.aval for v in eqn.invars], [v.aval for v in eqn.outvars],
+            _canonical(ip, eqn.outvars, ins), len(ip.s))
+
+
+def _primal(ip: Interp, call, in_levels: list[str], out_levels: list[str], out_avals: list):
+    """The union-level primal of a custom rule: ``call`` interpreted on the structure it is given."""
     ns = len(ip.s)
-    diff = [_inexact(a) for a in in_avals[nc:]]
 
     def primal(*args):
         sub = _child(ip, args[:ns])
         outs = sub.run_closed(call, [V(x, lv) for x, lv in zip(args[ns:], in_levels)])
         return [_to(sub, o, lv, tuple(a.shape)) for o, lv, a in zip(outs, out_levels, out_avals)]
+
+    return primal
+
+
+def custom_jvp(ip: Interp, eqn, ins: list[V]) -> list[V]:
+    """The user's ``custom_jvp`` rule, per graph (see the module docstring)."""
+    p = eqn.params
+    nc, call, jvp_fun = p["num_consts"], p["call_jaxpr"], p["jvp_jaxpr_fun"]
+    in_levels, in_avals, out_avals, out_levels, ns = _signature(ip, eqn, ins)
+    diff = [_inexact(a) for a in in_avals[nc:]]
+    primal = _primal(ip, call, in_levels, out_levels, out_avals)
 
     def jvp(primals, tangents):
         sub = _child(ip, primals[:ns])
@@ -149,11 +160,7 @@ def custom_vjp(ip: Interp, eqn, ins: list[V]) -> list[V]:
     p = eqn.params
     nc, call, fwd_thunk, bwd_fun, out_trees = (p["num_consts"], p["call_jaxpr"], p["fwd_jaxpr_thunk"], p["bwd"],
                                                 p["out_trees"])
-    in_levels = [v.lv for v in ins]
-    in_avals = [v.aval for v in eqn.invars]
-    out_avals = [v.aval for v in eqn.outvars]
-    out_levels = _canonical(ip, eqn.outvars, ins)
-    ns = len(ip.s)
+    in_levels, in_avals, out_avals, out_levels, ns = _signature(ip, eqn, ins)
     nonzeros = [_inexact(a) for a in in_avals[nc:]]
     with strict_sizes():
         fwd_jaxpr, fwd_consts = fwd_thunk.call_wrapped(*nonzeros)
@@ -168,11 +175,7 @@ def custom_vjp(ip: Interp, eqn, ins: list[V]) -> list[V]:
         bwd = _trace_bwd(bwd_fun, res_avals, out_avals)
     _no_tracers(ip, bwd[1], "custom_vjp backward rule")
     holder: dict = {}
-
-    def primal(*args):
-        sub = _child(ip, args[:ns])
-        outs = sub.run_closed(call, [V(x, lv) for x, lv in zip(args[ns:], in_levels)])
-        return [_to(sub, o, lv, tuple(a.shape)) for o, lv, a in zip(outs, out_levels, out_avals)]
+    primal = _primal(ip, call, in_levels, out_levels, out_avals)
 
     def fwd(*args):
         sub = _child(ip, args[:ns])
