@@ -1,4 +1,4 @@
-"""Write docs/config.md, the config reference, from the schema (gnn_batching/config.py).
+"""Write docs/config.md, the config reference, from the schema (gnn_batching/config/).
 
     python scripts/config_reference.py          # rewrite docs/config.md
     python scripts/config_reference.py --check  # exit 1 if docs/config.md is out of date

@@ -79,7 +79,9 @@ def test_the_reexecuted_command_runs_the_installed_code_not_the_current_folders(
     fake = tmp_path / "gnn_batching"
     fake.mkdir()
     (fake / "__init__.py").write_text("")
-    (fake / "cli.py").write_text("import sys\nprint('IMPOSTOR')\nsys.exit(7)\n")
+    (fake / "cli").mkdir()
+    (fake / "cli" / "__init__.py").write_text("")
+    (fake / "cli" / "__main__.py").write_text("import sys\nprint('IMPOSTOR')\nsys.exit(7)\n")
     env = allocator.child_env("auto")
     r = subprocess.run([sys.executable, "-P", "-m", "gnn_batching.cli", "run", "no-such-config.yaml"],
                        capture_output=True, text=True, cwd=tmp_path, env=env)

@@ -15,7 +15,8 @@ import yaml
 
 matplotlib.use("Agg")
 
-from gnn_batching.sweep import figures, plots, study_plots
+from gnn_batching.study import figures as study_plots
+from gnn_batching.sweep import figures, plots
 from gnn_batching.sweep.results import collect
 
 CLOSE = plots.plt.close  # the real one: the tests below keep figures open to inspect them

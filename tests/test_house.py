@@ -76,6 +76,51 @@ def test_the_cycle_finder_finds_cycles():
     assert find_cycle({"a": {"b"}, "b": set()}) is None
 
 
+# The floors of docs/architecture.md: a module imports only from its own floor or the floors below.
+# A package's modules share its floor unless named here on their own (the study's wing spans floors).
+FLOORS = {
+    "gnn_batching.config": 0, "gnn_batching.errors": 0, "gnn_batching.io": 0, "gnn_batching.rundir": 0,
+    "gnn_batching.command": 0, "gnn_batching.progress": 0, "gnn_batching.xla_flags": 0, "gnn_batching.allocator": 0,
+    "gnn_batching.plugins": 0, "gnn_batching.study": 0, "gnn_batching.study.published": 0,
+    "gnn_batching.data": 1, "gnn_batching.study.split": 1,
+    "gnn_batching.batching": 2, "gnn_batching.study.order": 2, "gnn_batching.study.plan": 2,
+    "gnn_batching.models": 3, "gnn_batching.ragged": 3, "gnn_batching.study.step": 3,
+    "gnn_batching.train": 4,
+    "gnn_batching.bench": 5, "gnn_batching.sweep": 5, "gnn_batching.advise": 5, "gnn_batching.dataset_figure": 5,
+    "gnn_batching.study.compare": 5, "gnn_batching.study.figures": 5,
+    "gnn_batching.cli": 6, "gnn_batching.autobatch": 6,
+}
+
+
+def floor_of(module: str, floors: dict[str, int] = FLOORS) -> int | None:
+    """The floor of the longest FLOORS prefix naming ``module`` (None: not housed)."""
+    best = max((k for k in floors if module == k or module.startswith(k + ".")), key=len, default=None)
+    return None if best is None else floors[best]
+
+
+def upward_imports(graph: dict[str, set[str]], floors: dict[str, int] = FLOORS) -> list[str]:
+    """Every import that points up a floor, and every module without a floor."""
+    bad = [f"{m}: no floor" for m in graph if m != "gnn_batching" and floor_of(m, floors) is None]
+    for m, deps in graph.items():
+        for d in deps:
+            if m != "gnn_batching" and floor_of(m, floors) is not None and (floor_of(d, floors) or 0) > floor_of(m, floors):
+                bad.append(f"{m} (floor {floor_of(m, floors)}) imports {d} (floor {floor_of(d, floors)})")
+    return sorted(bad)
+
+
+def test_every_module_has_a_floor_and_nothing_points_up():
+    graph = import_graph()
+    assert "gnn_batching.study.order" in graph and "gnn_batching.cli.sweep" in graph
+    assert upward_imports(graph) == []
+
+
+def test_the_floor_check_finds_upward_imports_and_homeless_modules():
+    floors = {"p.low": 0, "p.high": 1}
+    assert upward_imports({"p.low.a": {"p.high.b"}, "p.high.b": set()}, floors) == [
+        "p.low.a (floor 0) imports p.high.b (floor 1)"]
+    assert upward_imports({"p.high.b": {"p.low.a"}, "p.low.a": set(), "p.new": set()}, floors) == ["p.new: no floor"]
+
+
 def test_sweep_modules_import_one_way():
     g = import_graph()
     s = "gnn_batching.sweep."
@@ -142,7 +187,7 @@ def test_library_code_logs_instead_of_printing():
     offenders = []
     for root, _, files in os.walk(PKG):
         for f in files:
-            if not f.endswith(".py") or (f == "cli.py" and root == PKG):
+            if not f.endswith(".py") or root == os.path.join(PKG, "cli"):
                 continue
             path = os.path.join(root, f)
             with open(path, encoding="utf-8") as fh:

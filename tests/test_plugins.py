@@ -203,8 +203,9 @@ def test_a_package_method_is_one_file():
     assert plugins.model_entry("schnet").dense.__name__ == "DenseSchNet"
     assert plugins.model_hyperparameters("painn") == {"latent_size": 256, "message_passing_steps": 3, "n_rbf": 20,
                                                       "cutoff": 6.0}
-    with open(os.path.join(ROOT, "gnn_batching", "config.py"), encoding="utf-8") as fh:
-        schema = fh.read()
+    cfg_dir = os.path.join(ROOT, "gnn_batching", "config")
+    schema = "".join(open(os.path.join(cfg_dir, f), encoding="utf-8").read() for f in sorted(os.listdir(cfg_dir))
+                     if f.endswith(".py"))
     assert '"static-64", "static-max"' not in schema and '"mpeu", "schnet", "painn"' not in schema
 
 

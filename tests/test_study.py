@@ -9,10 +9,10 @@ import random
 import numpy as np
 import pytest
 
-from gnn_batching.batching.study import StudyOrder, planned_compiles, planned_shapes
 from gnn_batching.cli import main
-from gnn_batching.data.store import study_splits
 from gnn_batching.errors import ConfigError
+from gnn_batching.study.order import StudyOrder, planned_compiles, planned_shapes
+from gnn_batching.study.split import study_splits
 
 
 def _their_batches(train: list[int], batch_size: int, steps: int, seed: int = 42) -> list[list[int]]:
@@ -177,7 +177,7 @@ def test_planned_compiles_with_the_study_sequence_match_its_counters_on_qm9():
     """Full QM9, 100k steps: static-pow2 exactly, static-64 within 5 % of the study's published
     recompilation counters (60/89/128/195); with our own sequence they differ by 15-30 %."""
     from gnn_batching.data import DatasetSpec
-    from gnn_batching.study_plan import study_plan
+    from gnn_batching.study.plan import study_plan
 
     rows = study_plan(DatasetSpec(name="qm9"), [16, 32, 64, 128], verbose=False)
     for r in rows:
@@ -194,9 +194,9 @@ def test_study_compare_joins_a_sweep_with_the_studys_rows(tmp_path):
     import pandas as pd
     from test_trust import _fake_sweep
 
-    from gnn_batching.reference import study_results
+    from gnn_batching.study.compare import write_study_compare
+    from gnn_batching.study.published import study_results
     from gnn_batching.sweep.results import collect
-    from gnn_batching.sweep.study_compare import write_study_compare
 
     ms = {"static-pow2": 30.0, "static-64": 120.0, "dynamic": 15.0, "packed": 14.0}
     rows = [{"method": m, "seed": 0, "graphs_per_s": 10.0, "train_step_compiles": 1, "train_wall_s": 1.0,
@@ -261,7 +261,7 @@ def test_a_killed_study_order_run_resumes_to_the_uninterrupted_records(tmp_path,
 
 
 def test_the_studys_counters_at_100k_and_2m_steps():
-    from gnn_batching.reference import study_compiles
+    from gnn_batching.study.published import study_compiles
 
     assert [study_compiles("qm9", "static-64", bs) for bs in (16, 32, 64, 128)] == [60, 89, 128, 195]
     assert [study_compiles("qm9", "static-64", bs, 2_000_000) for bs in (16, 32, 64, 128)] == [74, 104, 155, 239]

@@ -21,7 +21,7 @@ from gnn_batching.batching.plan import EpochPlan
 from gnn_batching.batching.prefetch import Prefetcher
 from gnn_batching.batching.registry import make_method
 from gnn_batching.batching.shard import PARALLEL_MIN_EDGES, Shard, device_plan, host_plan, iterate_steps, step_totals
-from gnn_batching.batching.study import STUDY_SEED, StudyOrder
+from gnn_batching.study.order import STUDY_SEED, StudyOrder
 
 
 class Loader:
@@ -38,7 +38,7 @@ class Loader:
       shard: several devices (and hosts): each yielded batch then stacks this host's
         ``shard.n_local`` device batches of one step on a leading axis (``shard.py``).
       planner: where epoch plans come from instead (an object with ``plan(epoch)``, e.g. the
-        study's stream, :class:`~gnn_batching.batching.study.StudyOrder`); ``shuffle`` and
+        study's stream, :class:`~gnn_batching.study.order.StudyOrder`); ``shuffle`` and
         ``seed`` are then unused.
     """
     def __init__(self, store, targets: np.ndarray, index: np.ndarray, method: BatchingMethod,

@@ -387,7 +387,7 @@ class _Runner:
 
 def _runner(form: str, ds, model_name: str, method_name: str, batch_size: int, seed: int) -> _Runner:
     """``ours`` (the registered model), ``reference`` (its plain formulation,
-    :mod:`gnn_batching.models.reference`) or ``study`` (:mod:`gnn_batching.bench.study_step`)."""
+    :mod:`gnn_batching.models.reference`) or ``study`` (:mod:`gnn_batching.study.step`)."""
     import jax
 
     from gnn_batching.errors import UserError
@@ -404,7 +404,7 @@ def _runner(form: str, ds, model_name: str, method_name: str, batch_size: int, s
         step, state, dev, _ = prepare_step(ds, model_name, method_name, batch_size, seed=seed, model=model)
         return _Runner(step, state, dev, lambda: step.lower(state, dev[0]))
     if form == "study":
-        from gnn_batching.bench.study_step import make_study_step, study_model
+        from gnn_batching.study.step import make_study_step, study_model
         from gnn_batching.train.steps import make_optimizer
 
         model = study_model(model_name, ds.store.n_species)

@@ -28,7 +28,8 @@ from typing import Any
 import numpy as np
 
 from gnn_batching.data.graphs import GraphRecipe
-from gnn_batching.data.store import GraphStore, Splits, TargetStats, make_splits, study_splits
+from gnn_batching.data.store import GraphStore, Splits, TargetStats, make_splits
+from gnn_batching.study.split import study_splits
 from gnn_batching.data.structures import StructureSet, from_atoms_list
 from gnn_batching.config import DatasetSpec
 from gnn_batching.errors import BadEntryError, ConfigError, DataError

@@ -1,5 +1,5 @@
 """Every figure of a sweep: ours (:mod:`gnn_batching.sweep.plots`) and the study's
-(:mod:`gnn_batching.sweep.study_plots`), written into ``SWEEP/figures``."""
+(:mod:`gnn_batching.study.figures`), written into ``SWEEP/figures``."""
 
 from __future__ import annotations
 
@@ -8,11 +8,12 @@ import os
 import pandas as pd
 
 from gnn_batching.io import write_csv_atomic
-from gnn_batching.sweep import plots, study_plots
+from gnn_batching.study import figures as study_figures
+from gnn_batching.sweep import plots
 from gnn_batching.sweep.results import collect
 from gnn_batching.sweep.significance import pairwise_tests
 
-FIGURES = plots.FIGURES + study_plots.FIGURES
+FIGURES = plots.FIGURES + study_figures.FIGURES
 
 
 def plot_all(sweep_dir: str, fmt: str = "png", df: pd.DataFrame | None = None) -> list[str]:

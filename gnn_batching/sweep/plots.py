@@ -12,7 +12,7 @@
 8. ``fill``          node / edge / graph fill by method and batch size
 9. ``significance``  Holm-adjusted p-values of pairwise tests on final test RMSE (heatmaps)
 
-and the study's own figures, drawn as it drew them (:mod:`gnn_batching.sweep.study_plots`).
+and the study's own figures, drawn as it drew them (:mod:`gnn_batching.study.figures`).
 
 Lines are keyed by *variant*: the method plus any other grid axis (seeds are never pooled with
 anything else). Each method keeps one colour and marker in every figure; extra axes change the

@@ -10,10 +10,10 @@ import pandas as pd
 
 from gnn_batching.io import write_text_atomic
 from gnn_batching.rundir import PROVENANCE
+from gnn_batching.study.compare import format_study_compare, study_compare
 from gnn_batching.sweep.layout import read_json
 from gnn_batching.sweep.results import COMPARISON_NOTE, format_comparison
 from gnn_batching.sweep.significance import pairwise_tests
-from gnn_batching.sweep.study_compare import format_study_compare, study_compare
 from gnn_batching.sweep.verdict import format_verdict
 from gnn_batching.sweep.versus import format_versus, versus_study
 

@@ -4,7 +4,7 @@ N steps, with the study's batch sequence and with ours, beside the study's own c
 No training: the batches' padded shapes follow from the graph sizes alone, so the compile count
 of a run is the number of distinct shapes it will meet (a compile per new shape; tested in the
 runs). The study's sequence (``dataset.split_scheme: study`` with ``batching.study_order: true``,
-:mod:`gnn_batching.batching.study`: its split, its stream, the first batch only initialising the
+:mod:`gnn_batching.study.order`: its split, its stream, the first batch only initialising the
 model) reproduces its counters; ours (every graph once per epoch, the
 last partial batch kept, numpy-seeded shuffles) is what ``gnn-batching run`` does by default. Both
 are planned by the same code a run uses.
@@ -13,12 +13,12 @@ are planned by the same code a run uses.
 from __future__ import annotations
 
 from gnn_batching.batching import BatchingConfig, Loader, make_method
-from gnn_batching.batching.study import STUDY_SEED, StudyOrder, planned_compiles, planned_shapes
 from gnn_batching.data import DatasetSpec, load_dataset
-from gnn_batching.data.store import study_splits
 from gnn_batching.io import text_table
 from gnn_batching.progress import Progress
-from gnn_batching.reference import study_compiles
+from gnn_batching.study.order import STUDY_SEED, StudyOrder, planned_compiles, planned_shapes
+from gnn_batching.study.published import study_compiles
+from gnn_batching.study.split import study_splits
 
 METHODS = ("static-pow2", "static-64")
 

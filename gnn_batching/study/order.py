@@ -2,7 +2,7 @@
 
 The study (Speckhard et al.) fed its batchers like this:
 
-* **split** (``dataset.split_scheme: study``, :func:`gnn_batching.data.store.study_splits`):
+* **split** (``dataset.split_scheme: study``, :func:`gnn_batching.study.split.study_splits`):
   scikit-learn's ``train_test_split``, the training list in the order the split returned it;
 * **stream**: the training list in that order for the first pass, then Python's
   ``random.shuffle`` of the list (``random.seed(42)`` once, then one shuffle per further pass);

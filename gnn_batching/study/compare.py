@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 
 from gnn_batching.io import write_csv_atomic
-from gnn_batching.reference import STUDY_METHODS, study_results
+from gnn_batching.study.published import STUDY_METHODS, study_results
 
 MODELS = {"mpeu": "MPEU", "schnet": "schnet"}
 RATIOS = (("static-pow2", "dynamic"), ("static-64", "static-pow2"))
