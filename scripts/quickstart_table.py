@@ -88,15 +88,16 @@ def home_page(readme: str) -> str:
                                                    "and `CONTRIBUTING.md` in the repository")
 
 
-def write_readme(text: str, path: str = os.path.join(ROOT, "README.md")) -> None:
-    """Replace the block between the markers in ``path`` (and rewrite docs/index.md from it)."""
+def write_readme(text: str, path: str = os.path.join(ROOT, "README.md"), begin: str = BEGIN, end: str = END) -> None:
+    """Replace the block between the markers ``begin`` and ``end`` in ``path`` (and rewrite
+    docs/index.md from it)."""
     with open(path, encoding="utf-8") as fh:
         readme = fh.read()
-    if BEGIN not in readme or END not in readme:
-        sys.exit(f"error: {path}: no {BEGIN} ... {END} block")
-    head, rest = readme.split(BEGIN, 1)
-    _, tail = rest.split(END, 1)
-    readme = f"{head}{BEGIN}\n{text}\n{END}{tail}"
+    if begin not in readme or end not in readme:
+        sys.exit(f"error: {path}: no {begin} ... {end} block")
+    head, rest = readme.split(begin, 1)
+    _, tail = rest.split(end, 1)
+    readme = f"{head}{begin}\n{text}\n{end}{tail}"
     with open(path, "w", encoding="utf-8") as fh:
         fh.write(readme)
     with open(os.path.join(ROOT, "docs", "index.md"), "w", encoding="utf-8") as fh:

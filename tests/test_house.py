@@ -71,6 +71,50 @@ def test_no_import_cycle_in_the_package():
     assert find_cycle(graph) is None, " -> ".join(find_cycle(graph))
 
 
+IMPORT_EACH_FIRST = """
+import importlib, sys
+failed = []
+for m in sys.argv[1:]:
+    for k in [k for k in sys.modules if k == "gnn_batching" or k.startswith("gnn_batching.")]:
+        del sys.modules[k]
+    try:
+        importlib.import_module(m)
+    except Exception as exc:
+        failed.append(f"{m}: {type(exc).__name__}: {exc}")
+print("\\n".join(failed))
+"""
+
+
+def test_every_module_imports_when_it_is_imported_first():
+    """The graph above sees the imports a module writes; this sees the ones Python adds: importing
+    ``a.b`` runs package ``a``'s ``__init__`` first, so an eager ``__init__`` can close a cycle no
+    module writes (``study.order`` -> ``batching.plan`` -> ``batching/__init__`` -> ``batching.loader`` ->
+    ``study.order``). Each module is imported first in a clean module table, in one process."""
+    import subprocess
+    import sys
+
+    mods = sorted(m for m in _modules() if not m.endswith("__main__"))
+    out = subprocess.run([sys.executable, "-c", IMPORT_EACH_FIRST, *mods], capture_output=True, text=True,
+                         timeout=300, cwd=ROOT)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip() == "", out.stdout
+
+
+def test_a_packages_names_are_not_shadowed_by_its_submodules():
+    """A package whose ``__init__`` loads names lazily must not export a name equal to one of its
+    submodules': once that submodule is imported, ``package.name`` is the module, not the function."""
+    import importlib
+    import types
+
+    mods = sorted(m for m in _modules() if not m.endswith("__main__"))
+    for m in mods:
+        importlib.import_module(m)
+    for m in mods:
+        pkg = importlib.import_module(m)
+        for name in getattr(pkg, "__all__", []) if hasattr(pkg, "__path__") else []:
+            assert not isinstance(getattr(pkg, name), types.ModuleType), f"{m}.{name} is a module"
+
+
 def test_the_cycle_finder_finds_cycles():
     assert find_cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
     assert find_cycle({"a": {"b"}, "b": set()}) is None

@@ -1,26 +1,32 @@
-"""Batchers: plan an epoch from size arrays (methods), gather from the store (assemble)."""
+"""Batchers: plan an epoch from size arrays (methods), gather from the store (assemble).
 
-from gnn_batching.batching.assemble import Batch, GraphBatch, assemble, iterate_plan
-from gnn_batching.batching.budgets import Budget, budget_from_rule
-from gnn_batching.batching.loader import Loader, make_loaders
-from gnn_batching.batching.methods import BatchingConfig, BatchingMethod
-from gnn_batching.batching.plan import EpochPlan
-from gnn_batching.batching.prefetch import Prefetcher
-from gnn_batching.batching.registry import make_method, registered_methods
+Most names below are loaded on first use: importing one module of this package (``batching.plan``,
+say, from :mod:`gnn_batching.study.order`) does not import the loader, so the loader may import
+the study's order without a cycle through this file. ``assemble`` (the function) is bound here at
+once: a lazy name equal to a submodule's would be shadowed by that submodule once it is imported.
+"""
 
-__all__ = [
-    "Batch",
-    "BatchingConfig",
-    "BatchingMethod",
-    "Budget",
-    "EpochPlan",
-    "GraphBatch",
-    "Loader",
-    "Prefetcher",
-    "assemble",
-    "budget_from_rule",
-    "iterate_plan",
-    "make_loaders",
-    "make_method",
-    "registered_methods",
-]
+from __future__ import annotations
+
+import importlib
+
+from gnn_batching.batching.assemble import Batch, GraphBatch, assemble, iterate_plan  # leaves: plan, numpy, jraph
+
+_LAZY = {
+    "Budget": "budgets", "budget_from_rule": "budgets",
+    "Loader": "loader", "make_loaders": "loader",
+    "BatchingConfig": "methods", "BatchingMethod": "methods",
+    "EpochPlan": "plan",
+    "Prefetcher": "prefetch",
+    "make_method": "registry", "registered_methods": "registry",
+}
+
+
+def __getattr__(name: str) -> object:
+    if name in _LAZY:
+        return getattr(importlib.import_module(f"{__name__}.{_LAZY[name]}"), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+__all__ = ["Batch", "BatchingConfig", "BatchingMethod", "Budget", "EpochPlan", "GraphBatch", "Loader", "Prefetcher",
+           "assemble", "budget_from_rule", "iterate_plan", "make_loaders", "make_method", "registered_methods"]
