@@ -128,7 +128,8 @@ def advise(cfg: RunConfig, steps: int, methods: list[str] | None = None, n_compi
       ``{"recommendation": {"method", "reason"}, "methods": [row, ...], "ideal": {...}, "setting": {...}}``;
       every row has ``predicted_time_to_train_s`` with ``_low``/``_high``,
       ``predicted_graphs_per_s_incl_compile``, ``expected_shapes``, ``compile_s_per_shape``,
-      ``steady_step_ms``, ``fill`` and ``efficiency_vs_ideal``.
+      ``steady_step_ms``, ``fill``, ``edge_fill``, ``fill_ceiling`` (edge fill over the best of
+      the study's methods) and ``efficiency_vs_ideal``.
     """
     import dataclasses
 
@@ -234,6 +235,7 @@ def advise(cfg: RunConfig, steps: int, methods: list[str] | None = None, n_compi
     ideal = _ideal(per_method[methods[0]]["method"], cfg, ds, steps, coef)
     for r in out_rows:
         r["efficiency_vs_ideal"] = r["predicted_graphs_per_s_incl_compile"] / ideal["graphs_per_s"]
+    _fill_ceilings(out_rows)
     out_rows.sort(key=lambda r: r["predicted_time_to_train_s"])
     return {"recommendation": _recommend(out_rows, steps), "methods": out_rows, "ideal": ideal,
             "setting": {"dataset": cfg.dataset.name, "limit": cfg.dataset.limit, "model": cfg.model.name,
@@ -382,14 +384,26 @@ def _vs_ideal(r: dict, ideal: dict, steps: int) -> str:
     return bounded_percent(eff, word="predicted")
 
 
+def _fill_ceilings(rows: list[dict]) -> None:
+    """Each row's ``fill_ceiling``: its planned edge fill over the best edge fill of the study's
+    methods among the rows (NaN without one): what removing padding alone can buy over them."""
+    from gnn_batching.batching.registry import methods_of
+
+    study = [r["edge_fill"] for r in rows if r["method"] in methods_of("study") and r.get("edge_fill", 0) > 0]
+    for r in rows:
+        r["fill_ceiling"] = r.get("edge_fill", float("nan")) / max(study) if study else float("nan")
+
+
 def format_advice(result: dict) -> str:
     """The ranked table, the ideal and the recommendation as text."""
     head = ["method", "time to train s", "interval s", "graphs/s incl. compile", "shapes", "compile s/shape",
-            "steady ms/step", "node fill", "vs ideal"]
+            "steady ms/step", "node fill", "edge fill (ceiling)", "vs ideal"]
     body = [[r["method"], f"{r['predicted_time_to_train_s']:.1f}",
              f"{r['predicted_time_to_train_s_low']:.1f}-{r['predicted_time_to_train_s_high']:.1f}",
              f"{r['predicted_graphs_per_s_incl_compile']:.0f}", str(r["expected_shapes"]),
              f"{r['compile_s_per_shape']:.2f}", f"{r['steady_step_ms']:.2f}", f"{r['fill']:.2f}",
+             f"{r['edge_fill']:.2f}" + (f" ({r['fill_ceiling']:.2f}x)" if np.isfinite(r.get("fill_ceiling", np.nan))
+                                        else ""),
              _vs_ideal(r, result["ideal"], result["setting"]["steps"])] for r in result["methods"]]
     s, ideal, rec = result["setting"], result["ideal"], result["recommendation"]
     marks = "".join(row[-1][-1] for row in body if row[-1][-1] in VS_IDEAL_NOTES)
@@ -397,7 +411,9 @@ def format_advice(result: dict) -> str:
             f"{s['steps']} steps, seed {s['seed']}, on {s['device_kind']} ({s['backend']}); predicted, fastest first:\n"
             + text_table(head, body)
             + f"\npadding-free ideal: {ideal['graphs_per_s']:.0f} graphs/s ({ideal['rule']}); vs ideal = a method's "
-              "graphs/s incl. compile / the ideal's.\nshapes: distinct padded shapes the run will compile (planned "
+              "graphs/s incl. compile / the ideal's; ceiling = a method's planned edge fill / the best of the "
+              "study's methods' (what removing padding alone can buy over them).\nshapes: distinct padded shapes "
+              "the run will compile (planned "
               "exactly); time to train = the run's train_wall_s (steps incl. compiling ones + shapes compiled "
               "ahead), evaluation excluded."
             + "".join(f"\n{m} {VS_IDEAL_NOTES[m]}" for m in VS_IDEAL_NOTES if m in marks)

@@ -48,6 +48,10 @@ def test_advise_json_carries_every_figure_and_one_recommendation(capsys):
     assert times == sorted(times) and d["recommendation"]["method"] == d["methods"][0]["method"]
     assert d["recommendation"]["reason"].startswith("shortest predicted time to train 6 steps")
     assert d["ideal"]["graphs_per_s"] > 0 and d["setting"]["model"] == "schnet"
+    # the fill ceiling: each method's planned edge fill over the best study method's (both are the study's here)
+    best = max(r["edge_fill"] for r in d["methods"])
+    assert sorted(r["fill_ceiling"] for r in d["methods"]) == pytest.approx(
+        sorted(r["edge_fill"] / best for r in d["methods"]))
 
 
 def test_advise_refuses_bad_arguments_by_name(capsys):

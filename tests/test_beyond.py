@@ -177,12 +177,24 @@ def test_best_new_against_best_study_method_per_measure(tmp_path):
                                            ("packed", 1400.0, 500.0, 1.0 + 0.01 * seed),
                                            ("buckets", 1300.0, 700.0, 1.2)):
             rows.append({"method": method, "seed": seed, "graphs_per_s": steady + seed, "train_step_compiles": 1,
-                         "train_wall_s": 10.0, "graphs_per_s_incl_compile": incl, "test_rmse": rmse + 0.1 * seed})
+                         "train_wall_s": 10.0, "graphs_per_s_incl_compile": incl, "test_rmse": rmse + 0.1 * seed,
+                         "edge_fill": 0.99 if method == "packed" else 0.90})
     df = collect(_fake_sweep(tmp_path, rows, {"batching.method": [], "train.seed": [0, 1, 2]}))
     v = versus_study(df).iloc[0]
     assert (v["study_steady"], v["new_steady"], v["study_incl"], v["new_incl"]) == \
            ("static-64", "packed", "dynamic", "buckets")
     assert v["ratio_steady"] == pytest.approx(1401.0 / 1001.0) and v["ratio_incl"] == pytest.approx(700 / 400)
+    assert v["fill_ceiling"] == pytest.approx(0.99 / 0.90)  # the steady winners' edge fill, packed / static-64
+    # each ratio's 95 % interval over the three processes per side (Welch on log graphs/s), and its verdict
+    from gnn_batching.sweep import intervals as iv
+    from gnn_batching.sweep.results import group_keys
+
+    g = iv.groups(df, group_keys(df))
+    by_method = {k[group_keys(df).index("method")]: grp for k, grp in g.items()}
+    assert (v["ratio_incl_low"], v["ratio_incl_high"]) == pytest.approx(
+        iv.ratio_interval(by_method["buckets"], by_method["dynamic"], "incl"))
+    assert v["ratio_incl_low"] > 1 and v["verdict_incl"] == "faster"
+    assert "1.75x [" in format_versus(versus_study(df)) and "1.10x" in format_versus(versus_study(df))
     tests = pairwise_tests(df)
     pair = tests[(tests["method_a"] == "packed") & (tests["method_b"] == "static-64")]
     assert v["welch_p_holm"] == pytest.approx(float(pair["welch_p_holm"].iloc[0]))

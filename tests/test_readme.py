@@ -165,3 +165,23 @@ def test_the_readme_is_a_front_page_whose_figures_are_generated():
     assert "x faster than" in block or "no difference beyond noise" in block  # the verdict, with its interval
     with open(os.path.join(ROOT, "docs", "index.md"), encoding="utf-8") as fh:
         assert fh.read() == quickstart_table.home_page(readme)
+
+
+def test_the_readme_roofline_table_is_generated_from_the_kept_rows():
+    """The README's roofline table is what scripts/roofline_table.py writes from the
+    ``bench roofline --json`` rows kept in docs/data/roofline: every default model, its work, its
+    efficiency, and its speed against the study's step on the same batches."""
+    sys.path.insert(0, os.path.join(ROOT, "scripts"))
+    try:
+        import roofline_table
+    finally:
+        sys.path.pop(0)
+    with open(os.path.join(ROOT, "README.md"), encoding="utf-8") as fh:
+        readme = fh.read()
+    block = readme.split(roofline_table.BEGIN, 1)[1].split(roofline_table.END, 1)[0].strip()
+    src = os.path.join(ROOT, "docs", "data", "roofline")
+    assert block == roofline_table.block(src).strip()
+    for row in roofline_table.rows(src):
+        assert {"flops", "bytes", "roofline_ms", "measured_ms", "efficiency"} <= set(row)
+        assert 0 < row["efficiency"] <= 1.5 and row["speedup_vs_study"] > 0
+        assert f"| {row['model']} | {row['batch_size']} | {row['flops'] / 1e9:.2f} |" in block
