@@ -148,17 +148,24 @@ def test_the_api_page_links_its_cross_references_and_the_site_is_ignored(tmp_pat
     assert r.returncode == 0, "site/ (mkdocs build's output) is not git-ignored"
 
 
+def _script_and_readme(name: str):
+    """A module of scripts/ (imported from there) and the README's text."""
+    import importlib
+
+    sys.path.insert(0, os.path.join(ROOT, "scripts"))
+    try:
+        module = importlib.import_module(name)
+    finally:
+        sys.path.pop(0)
+    with open(os.path.join(ROOT, "README.md"), encoding="utf-8") as fh:
+        return module, fh.read()
+
+
 def test_the_readme_is_a_front_page_whose_figures_are_generated():
     """The README stays a front page (<= 220 lines), its quick-start verdict, table and figure are
     exactly what scripts/quickstart_table.py writes from the records kept in docs/data/quickstart
     (no hand-typed ratio), and the docs' home page is the README with its links made relative."""
-    sys.path.insert(0, os.path.join(ROOT, "scripts"))
-    try:
-        import quickstart_table
-    finally:
-        sys.path.pop(0)
-    with open(os.path.join(ROOT, "README.md"), encoding="utf-8") as fh:
-        readme = fh.read()
+    quickstart_table, readme = _script_and_readme("quickstart_table")
     assert len(readme.splitlines()) <= 220
     block = readme.split(quickstart_table.BEGIN, 1)[1].split(quickstart_table.END, 1)[0].strip()
     assert block == quickstart_table.block(os.path.join(ROOT, "docs", "data", "quickstart")).strip()
@@ -171,13 +178,7 @@ def test_the_readme_roofline_table_is_generated_from_the_kept_rows():
     """The README's roofline table is what scripts/roofline_table.py writes from the
     ``bench roofline --json`` rows kept in docs/data/roofline: every default model, its work, its
     efficiency, and its speed against the study's step on the same batches."""
-    sys.path.insert(0, os.path.join(ROOT, "scripts"))
-    try:
-        import roofline_table
-    finally:
-        sys.path.pop(0)
-    with open(os.path.join(ROOT, "README.md"), encoding="utf-8") as fh:
-        readme = fh.read()
+    roofline_table, readme = _script_and_readme("roofline_table")
     block = readme.split(roofline_table.BEGIN, 1)[1].split(roofline_table.END, 1)[0].strip()
     src = os.path.join(ROOT, "docs", "data", "roofline")
     assert block == roofline_table.block(src).strip()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from gnn_batching.cli.common import dataset_args, spec_from_args
+from gnn_batching.cli.common import dataset_args, named_dataset, spec_from_args
 from gnn_batching.errors import UserError
 from gnn_batching.io import dumps_json
 
@@ -13,9 +13,7 @@ def cmd_bench_batching(a: argparse.Namespace) -> int:
     """``gnn-batching bench batching``: host assembly throughput per method against jraph and a copy."""
     from gnn_batching.bench.assembly import format_table, run_bench
 
-    a.dataset = a.dataset_flag or a.dataset
-    if not a.dataset:
-        raise UserError("bench batching: name a dataset, e.g. --dataset qm9")
+    named_dataset(a, "bench batching", "--dataset qm9")
     if a.repeats < 1:
         raise UserError(f"bench batching: --repeats must be >= 1, got {a.repeats}")
     if any(b < 2 for b in a.batch_sizes):
@@ -38,9 +36,7 @@ def cmd_bench_graphs(a: argparse.Namespace) -> int:
     """``gnn-batching bench graphs``: graph building with vesin against ASE's neighbour list."""
     from gnn_batching.bench.graphs import format_graph_bench, run_graph_bench
 
-    a.dataset = a.dataset_flag or a.dataset
-    if not a.dataset:
-        raise UserError("bench graphs: name a dataset, e.g. --dataset aflow-synthetic")
+    named_dataset(a, "bench graphs", "--dataset aflow-synthetic")
     if a.n < 1 or a.repeats < 1:
         raise UserError(f"bench graphs: -n and --repeats must be >= 1, got {a.n}, {a.repeats}")
     row = run_graph_bench(spec_from_args(a), a.n, a.repeats)
@@ -52,9 +48,7 @@ def cmd_bench_step(a: argparse.Namespace) -> int:
     """``gnn-batching bench step``: jitted train-step time per allocator, model and method."""
     from gnn_batching.bench.step import format_step_table, run_bench_step, time_steps
 
-    a.dataset = a.dataset_flag or a.dataset
-    if not a.dataset:
-        raise UserError("bench step: name a dataset, e.g. --dataset qm9")
+    named_dataset(a, "bench step", "--dataset qm9")
     if a.steps < 1 or any(b < 2 for b in a.batch_sizes):
         raise UserError("bench step: --steps must be >= 1 and --batch-sizes >= 2")
     if a.worker:
@@ -77,9 +71,7 @@ def cmd_bench_pipeline(a: argparse.Namespace) -> int:
     """``gnn-batching bench pipeline``: a whole step, host path vs device-resident path, same batches."""
     from gnn_batching.bench.pipeline import format_pipeline, run_pipeline_bench
 
-    a.dataset = a.dataset_flag or a.dataset
-    if not a.dataset:
-        raise UserError("bench pipeline: name a dataset, e.g. --dataset qm9 --limit 10000")
+    named_dataset(a, "bench pipeline", "--dataset qm9 --limit 10000")
     if a.steps < 1 or a.block < 1 or any(b < 2 for b in a.batch_sizes):
         raise UserError("bench pipeline: --steps and --block must be >= 1 and --batch-sizes >= 2")
     if a.steps_per_call < 1:

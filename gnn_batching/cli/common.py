@@ -34,6 +34,15 @@ def dataset_args(p: argparse.ArgumentParser, flag: bool = False) -> None:
     module_arg(p)
 
 
+def named_dataset(a: argparse.Namespace, command: str, example: str) -> None:
+    """Set ``a.dataset`` from the positional name or ``--dataset``; refuse a command that names none."""
+    from gnn_batching.errors import UserError
+
+    a.dataset = a.dataset_flag or a.dataset
+    if not a.dataset:
+        raise UserError(f"{command}: name a dataset, e.g. {example}")
+
+
 def spec_from_args(a: argparse.Namespace):
     """The :class:`~gnn_batching.data.DatasetSpec` named by :func:`dataset_args`' options."""
     from gnn_batching.data import DatasetSpec
