@@ -98,14 +98,19 @@ def test_no_impossible_efficiency_without_its_reason():
         return {"method": method, "predicted_time_to_train_s": 10.0, "predicted_time_to_train_s_low": 9.0,
                 "predicted_time_to_train_s_high": 11.0, "predicted_graphs_per_s_incl_compile": 100.0,
                 "expected_shapes": 1, "compile_s_per_shape": 1.0, "steady_step_ms": 5.0, "fill": 0.9,
-                "efficiency_vs_ideal": eff, "real_graphs_per_step": per_step}
+                "edge_fill": 0.99 if method == "packed" else 0.86, "efficiency_vs_ideal": eff,
+                "real_graphs_per_step": per_step}
 
     result = {"methods": [row("dynamic", 1.013, 15.0), row("packed", 1.08, 18.5), row("static-64", 0.6, 15.0)],
               "ideal": {"graphs_per_s": 99.0, "graphs": 150, "rule": "r"},
               "recommendation": {"method": "dynamic", "reason": "x"},
               "setting": {"dataset": "d", "limit": None, "model": "m", "batch_size": 16, "steps": 10, "seed": 0,
                           "device_kind": "cpu", "backend": "cpu"}}
+    from gnn_batching.advise import _fill_ceilings
+
+    _fill_ceilings(result["methods"])  # edge fill over the best study method's: packed 0.99 / 0.86
     text = format_advice(result)
+    assert "0.99 (1.15x)" in text and "0.86 (1.00x)" in text
     lines = {ln.split()[0]: ln for ln in text.splitlines() if ln.split() and ln.split()[0] in ("dynamic", "packed",
                                                                                               "static-64")}
     assert lines["dynamic"].rstrip().endswith("~100% (predicted 101%)*")
