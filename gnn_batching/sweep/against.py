@@ -50,14 +50,8 @@ def against(new_dir: str, old_dir: str) -> pd.DataFrame:
             ratio = a / b if b else float("nan")
             lo, hi = iv.ratio_interval(rn, ro, attr)
             judge = (rn.judge or ro.judge) if attr == "steady" else ""
-            if judge:
-                word = judge.split(" (")[0]  # too short to judge / too noisy to judge
-            elif not (np.isfinite(lo) and np.isfinite(hi)):
-                word = "no interval"
-            elif lo <= 1.0 <= hi:
-                word = "same"
-            else:
-                word = "faster" if ratio > 1 else "slower"
+            # too short to judge / too noisy to judge, else faster / slower / same / no interval
+            word = judge.split(" (")[0] if judge else iv.verdict_word(ratio, lo, hi)
             rows.append({**{k.removeprefix("axis:"): v for k, v in zip(keys, key)}, "measure": measure,
                          "new": a, "old": b, "ratio": ratio, "low": lo, "high": hi, "verdict": word,
                          "processes_new": rn.processes, "processes_old": ro.processes, "judge": judge})

@@ -232,6 +232,16 @@ def groups(df: pd.DataFrame, keys: list[str]) -> dict:
     return out
 
 
+def verdict_word(ratio: float, lo: float, hi: float) -> str:
+    """One word for a ratio and its interval: ``faster`` / ``slower`` when the interval excludes 1,
+    ``same`` (no difference beyond noise) when it holds it, ``no interval`` without one."""
+    if not (np.isfinite(lo) and np.isfinite(hi)):
+        return "no interval"
+    if lo <= 1.0 <= hi:
+        return "same"
+    return "faster" if ratio > 1 else "slower"
+
+
 def verdict_words(name_a: str, name_b: str, point: float, lo: float, hi: float, n_a: int, n_b: int,
                   judge: str = "") -> str:
     """What an interval says about ``name_a`` over ``name_b``: faster, or no difference beyond
@@ -241,10 +251,10 @@ def verdict_words(name_a: str, name_b: str, point: float, lo: float, hi: float, 
         procs += "; step-to-step noise only"
     if judge:
         return f"{name_a} / {name_b} {point:.2f}x: {judge}"
-    if not (np.isfinite(lo) and np.isfinite(hi)):
+    word = verdict_word(point, lo, hi)
+    if word == "no interval":
         return f"{name_a} {point:.2f}x {name_b} (no interval: {procs})"
     span = f"[{lo:.2f}, {hi:.2f}], {procs}"
-    if lo <= 1.0 <= hi:
+    if word == "same":
         return f"no difference beyond noise between {name_a} and {name_b} ({point:.2f}x {span})"
-    word = "faster" if point > 1 else "slower"
     return f"{name_a} {point:.2f}x {word} than {name_b} {span}"

@@ -77,7 +77,7 @@ def versus_study(df: pd.DataFrame, goal: float = 1.3) -> pd.DataFrame:
             gn, gs = (found.get(tuple(x[k] for k in gkeys)) for x in (n, s))
             lo, hi = iv.ratio_interval(gn, gs, name) if gn and gs else (float("nan"), float("nan"))
             row[f"ratio_{name}_low"], row[f"ratio_{name}_high"] = lo, hi
-            row[f"verdict_{name}"] = _verdict(ratio, lo, hi)
+            row[f"verdict_{name}"] = iv.verdict_word(ratio, lo, hi)
         s = study.loc[study["graphs_per_s_mean"].idxmax()]
         n = new.loc[new["graphs_per_s_mean"].idxmax()]
         fills = (n.get("edge_fill_mean"), s.get("edge_fill_mean"))
@@ -90,19 +90,12 @@ def versus_study(df: pd.DataFrame, goal: float = 1.3) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def _verdict(ratio: float, lo: float, hi: float) -> str:
-    """``faster`` / ``slower`` when the interval excludes 1, ``same`` (within noise) when it holds it,
-    ``?`` without an interval."""
-    if not (np.isfinite(lo) and np.isfinite(hi)):
-        return "?"
-    return "same" if lo <= 1.0 <= hi else ("faster" if ratio > 1 else "slower")
-
-
 def _ratio_text(r: pd.Series, name: str) -> str:
-    lo, hi = r.get(f"ratio_{name}_low", np.nan), r.get(f"ratio_{name}_high", np.nan)
+    """A ratio with its interval, and "within noise" where its verdict is ``same``."""
     text = f"{r[f'ratio_{name}']:.2f}x"
-    if np.isfinite(lo) and np.isfinite(hi):
-        text += f" [{lo:.2f}, {hi:.2f}]" + (" within noise" if lo <= 1.0 <= hi else "")
+    if r[f"verdict_{name}"] != "no interval":
+        text += f" [{r[f'ratio_{name}_low']:.2f}, {r[f'ratio_{name}_high']:.2f}]"
+        text += " within noise" if r[f"verdict_{name}"] == "same" else ""
     return text
 
 
