@@ -199,6 +199,29 @@ def test_a_short_or_noisy_run_is_not_judged_and_one_process_says_so():
     assert iv.verdict_words("a", "b", 1.42, 1.31, 1.55, 3, 3) == "a 1.42x faster than b [1.31, 1.55], 3 processes"
 
 
+def test_a_runs_steps_are_read_once_per_version_of_its_file(tmp_path, monkeypatch):
+    """The tables, the verdict, the best-new comparison and the report all ask for the same runs'
+    steady blocks: steps.csv is read once, and read again when the file changes (a resumed run)."""
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+
+    def write(n: int, ms: float) -> None:
+        pd.DataFrame({"step": range(n), "compiled": [1] + [0] * (n - 1), "shape": ["s"] * n,
+                      "real_graphs": [10] * n, "combined_ms": [ms] * n}).to_csv(run_dir / "steps.csv", index=False)
+
+    reads = []
+    real_read = iv.pd.read_csv
+    monkeypatch.setattr(iv.pd, "read_csv", lambda *a, **k: reads.append(a[0]) or real_read(*a, **k))
+    write(61, 10.0)
+    row = pd.Series({"run_dir": str(run_dir), "graphs_per_s": 1000.0})
+    first, again = iv.process_of(row), iv.process_of(row)
+    assert len(reads) == 1 and first.steady_steps == again.steady_steps == 60
+    assert first.rate == pytest.approx(1000.0)
+    write(81, 20.0)  # a longer file, slower steps: a new version
+    later = iv.process_of(row)
+    assert len(reads) == 2 and later.steady_steps == 80 and later.rate == pytest.approx(500.0)
+
+
 def test_break_even_range_from_the_interval_ends():
     fast = iv.Group([iv.Process(np.full(8, 20.0), np.full(8, 0.1), 50.0, 30.0, o, 80) for o in (10.0, 11.0, 9.0)])
     slow = iv.Group([iv.Process(np.full(8, r), np.full(8, 0.1), 90.0, 10.0, 1.0, 80) for r in (10.0, 10.2, 9.8)])

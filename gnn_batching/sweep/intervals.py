@@ -76,14 +76,27 @@ def _warmup(run_dir: str) -> int:
         return 1
 
 
-def process_of(row: pd.Series) -> Process:
-    """The timing of one finished run (a row of the collected table; its ``steps.csv``)."""
+# a run's steady blocks per version of its steps.csv (path, inode, size, mtime, warm-up): the tables,
+# the verdict, the best-new comparison and the report each ask for the same runs
+_BLOCKS: dict[tuple, tuple[np.ndarray, np.ndarray, int, bool]] = {}
+
+
+def _steady_blocks(run_dir: str) -> tuple[np.ndarray, np.ndarray, int, bool]:
+    """A run's steady graphs and seconds per block of ``BLOCK_STEPS`` steps, its steady steps and
+    whether it has per-step records; read once per version of its ``steps.csv``."""
     from gnn_batching.train.instruments import steady_mask
 
-    run_dir = row.get("run_dir")
+    path, warmup = os.path.join(run_dir, STEPS), _warmup(run_dir)
     try:
-        steps = pd.read_csv(os.path.join(str(run_dir), STEPS))
-        steady = steps[steady_mask(steps, _warmup(str(run_dir)))]
+        st = os.stat(path)
+        key: tuple | None = (path, st.st_ino, st.st_size, st.st_mtime_ns, warmup)
+    except OSError:
+        key = None
+    if key in _BLOCKS:
+        return _BLOCKS[key]
+    try:
+        steps = pd.read_csv(path)
+        steady = steps[steady_mask(steps, warmup)]
         records = True
     except (OSError, ValueError, KeyError):  # no per-step records (a table built by hand): no blocks
         steady, records = pd.DataFrame({"real_graphs": [], "combined_ms": []}), False
@@ -93,6 +106,15 @@ def process_of(row: pd.Series) -> Process:
         blocks[blocks == blocks[-1]] = max(blocks[-1] - 1, 0)
     graphs = np.bincount(blocks, weights=steady["real_graphs"].to_numpy(float)) if n else np.zeros(0)
     seconds = np.bincount(blocks, weights=steady["combined_ms"].to_numpy(float) / 1e3) if n else np.zeros(0)
+    out = (graphs, seconds, n, records)
+    if key is not None and records:
+        _BLOCKS[key] = out
+    return out
+
+
+def process_of(row: pd.Series) -> Process:
+    """The timing of one finished run (a row of the collected table; its ``steps.csv``)."""
+    graphs, seconds, n, records = _steady_blocks(str(row.get("run_dir")))
     rate = float(row.get("graphs_per_s", np.nan))
     wall = float(row.get("train_wall_s", np.nan))
     seen = float(row.get("graphs_seen", np.nan))
