@@ -107,17 +107,69 @@ def sweeps(tmp_path_factory):
     return {"a": a, "b": b, "ab": ab, "slow": slow}
 
 
+def _inconsistent(one: pd.DataFrame, two: pd.DataFrame) -> list[tuple]:
+    """The (figure, method) pairs on which two identical sweeps disagree beyond their intervals: the
+    log ratios differ by more than the two intervals' log half-widths combined, sqrt(h1^2 + h2^2).
+    With three processes a side (Welch's t quantile ~2.8) that is a conservative test of two
+    independent estimates being equal. Asking instead whether one sweep's POINT lies inside the
+    other's interval is no 95 % check: the point carries its own noise (simulated, n = 3, exact
+    intervals: 1 table of 2 methods in 4 had a miss, 1 in 12 had two), which made this test flaky."""
+    out = []
+    for col in ("speedup_steady", "speedup_incl_compile"):
+        for m in one.index:
+            x, y = one.loc[m], two.loc[m]
+            if x[f"{col}_low"] == x[f"{col}_high"] == 1.0:  # the slowest method: its own reference
+                continue
+            half = [(np.log(r[f"{col}_high"]) - np.log(r[f"{col}_low"])) / 2 for r in (x, y)]
+            gap = abs(np.log(x[col]) - np.log(y[col]))
+            if not gap <= np.hypot(*half):
+                out.append((col, m, round(float(x[col]), 3), round(float(y[col]), 3), round(float(gap), 3),
+                            round(float(np.hypot(*half)), 3)))
+    return out
+
+
+def test_the_consistency_rule_is_a_95_percent_check_and_sees_narrow_intervals():
+    """The rule of the test below, on simulated sweeps (n = 3 processes, log-normal figures): with
+    Welch's t intervals two identical sweeps are inconsistent on about 1 figure in 500 (two of a
+    table's four figures: fewer than 1 in 1,000 tables); intervals half as wide on 1 in 20."""
+    from scipy import stats
+
+    rng = np.random.default_rng(0)
+
+    def sweep(scale: float) -> pd.DataFrame:
+        ref = np.exp(rng.normal(0, 0.05, (2, 3)))  # steady and incl. compile of the slowest method
+        rows = {}
+        for m in ("a", "b"):
+            row = {}
+            for c, col in enumerate(("speedup_steady", "speedup_incl_compile")):
+                x = 2 * np.exp(rng.normal(0, 0.05, 3))
+                ci = np.log(stats.ttest_ind(np.log(x), np.log(ref[c]), equal_var=False).confidence_interval(0.95))
+                mid = np.log(x.mean() / ref[c].mean())
+                row |= {col: np.exp(mid), f"{col}_low": np.exp(mid - scale * (mid - ci[0])),
+                        f"{col}_high": np.exp(mid + scale * (ci[1] - mid))}
+            rows[m] = row
+        return pd.DataFrame.from_dict(rows, orient="index")
+
+    def misses(scale: float, n: int = 400) -> np.ndarray:
+        return np.array([len(_inconsistent(sweep(scale), sweep(scale))) for _ in range(n)])
+
+    exact, narrow = misses(1.0), misses(0.5)
+    assert exact.mean() / 4 < 0.01 and (exact >= 2).mean() < 0.005, (exact.mean(), (exact >= 2).mean())
+    assert narrow.mean() / 4 > 0.025 and narrow.mean() > 5 * exact.mean(), (narrow.mean(), exact.mean())
+
+
 @pytest.mark.slow  # two small sweeps in other processes: run by .ci/run and `pytest -m slow`
 def test_the_same_sweep_twice_lies_inside_each_others_intervals(sweeps):
     from gnn_batching.sweep.results import collect, comparison
 
     one, two = (comparison(collect(sweeps[k])).set_index("method") for k in ("a", "b"))
-    outside = []
-    for x, y in ((one, two), (two, one)):
-        for col in ("speedup_steady", "speedup_incl_compile"):
-            out = (x[col] < y[f"{col}_low"]) | (x[col] > y[f"{col}_high"])
-            outside += [(col, m, x.loc[m, col], y.loc[m, f"{col}_low"], y.loc[m, f"{col}_high"]) for m in x.index[out]]
-    # 12 checks of 95 % intervals: one outside by chance is expected now and then; more is a fault
+    # 4 figures (2 methods x steady / incl. compile): with exact intervals two inconsistent ones are
+    # rarer than 1 run in 1,000 (simulated above); one is allowed, because this machine's processes
+    # are heavier-tailed than the simulation (whole processes 15-30 % slow, slow stretches, and one
+    # slow process moves its steady AND incl. compile figures). Intervals from step-to-step noise
+    # only fail it; merely narrow ones (a normal quantile) seldom do: with three processes the
+    # sharper guards are test_intervals_are_student_and_welch_t_over_processes and --against below
+    outside = _inconsistent(one, two)
     assert len(outside) <= 1, outside
     assert (one["processes"] == 3).all() and (two["processes"] == 3).all()
 
@@ -155,12 +207,17 @@ def test_results_against_says_same_for_the_same_and_slower_for_a_slowed_build(sw
     rows = json.loads(capsys.readouterr().out)
     (steady,) = [r for r in rows if r["measure"] == "steady"]
     assert steady["verdict"] == "slower" and steady["high"] < 1
-    # the right ratio: 30 ms of sleep added to each step of the old build's mean step
+    # the right ratio: the slowed build's mean steady graphs/s over the old build's, as a reviewer
+    # computes them from the two tables; and at least the 30 ms of sleep per step slower (a step right
+    # after a 30 ms sleep runs slower than one right after another: one run here, 52 ms against 12.4 + 30)
     from gnn_batching.sweep.results import collect
 
-    old = collect(sweeps["ab"])
+    old, new = collect(sweeps["ab"]), collect(sweeps["slow"])
+    rates = [d.loc[d["method"] == "dynamic", "graphs_per_s"].mean() for d in (new, old)]
+    assert (steady["new"], steady["old"]) == pytest.approx(tuple(rates), rel=1e-9)
+    assert steady["ratio"] == pytest.approx(rates[0] / rates[1], rel=1e-9)
     ms = old.loc[old["method"] == "dynamic", "combined_ms_mean"].mean()
-    assert steady["ratio"] == pytest.approx(ms / (ms + 30.0), rel=0.15)
+    assert steady["ratio"] < ms / (ms + 30.0) * 1.05
     assert main(["results", sweeps["b"], "--against", sweeps["a"], "--fail-slower", "0.10"]) == 0
     assert "same" in capsys.readouterr().out
 
