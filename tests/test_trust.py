@@ -456,6 +456,29 @@ def test_the_verdict_states_the_winners_the_break_even_and_the_significance(tmp_
     assert "not testable with one seed" in verdict(one_seed)[0]
 
 
+def test_a_slow_process_is_counted_named_in_the_verdict_and_kept_in_the_figures(tmp_path):
+    """One process of three 1.3x slower than its siblings for its whole life (a slow stretch of the
+    machine): the table says '3 (1 slow)', the verdict names it, and its figure stays in the mean."""
+    from gnn_batching.sweep import intervals as iv
+    from gnn_batching.sweep.results import COMPARISON_NOTE, collect, comparison, format_comparison
+    from gnn_batching.sweep.verdict import verdict
+
+    rows = [{"method": m, "seed": seed, "graphs_per_s": rate, "train_step_compiles": 1, "train_wall_s": 10.0,
+             "graphs_per_s_incl_compile": rate / 2, "test_rmse": 1.0}
+            for m, rates in (("dynamic", (1000.0, 990.0, 1000.0 / 1.3)), ("static-64", (500.0, 490.0, 480.0)))
+            for seed, rate in enumerate(rates)]
+    df = collect(_fake_sweep(tmp_path, rows, {"batching.method": [], "train.seed": [0, 1, 2]}), write=False)
+    agg = comparison(df).set_index("method")
+    assert agg["slow_processes"].to_dict() == {"dynamic": 1, "static-64": 0}  # 480 is 1.04x below 500: not slow
+    assert agg.loc["dynamic", "graphs_per_s_mean"] == pytest.approx((1990.0 + 1000.0 / 1.3) / 3)
+    (line,) = verdict(df)
+    assert f"slow processes (steady more than {iv.SLOW_PROCESS:.2f}x slower than their group's fastest" in line
+    assert "dynamic 1 of 3" in line and "static-64 0" not in line
+    assert "3 (1 slow)" in format_comparison(df) and f"{iv.SLOW_PROCESS:.2f}x slower" in COMPARISON_NOTE
+    (fine,) = verdict(df[~((df["method"] == "dynamic") & (df["seed"] == 2))])
+    assert "slow processes" not in fine
+
+
 def test_collect_reads_without_writing_unless_asked(tmp_path):
     from gnn_batching.sweep.results import collect
 

@@ -20,6 +20,11 @@ and every report repeat them):
   bootstrap over blocks of :data:`BLOCK_STEPS` consecutive steady steps (``scipy.stats.bootstrap``;
   step-to-step noise only, and every verdict says so); whole-run figures get no interval.
 * A ratio whose interval holds 1 is "no difference beyond noise".
+* A group's slow processes are those whose steady graphs/s is more than :data:`SLOW_PROCESS`
+  times below its fastest process's: a process that lived in a slow stretch of the machine (here
+  10-20 s at ~1.25x, docs/measurements.md) for most of its life. They stay in every figure and
+  interval (they are part of what the machine does); the verdict names them, so a wide interval
+  says why it is wide.
 * A group is "too short to judge" when a process has fewer than :data:`MIN_BLOCKS` blocks of
   steady steps (fewer than 50), and "too noisy to judge" when its own steady interval is wider
   than its figure itself (:data:`MAX_REL_WIDTH`); its ratios are then not read.
@@ -39,6 +44,7 @@ from gnn_batching.rundir import CONFIG, STEPS
 BLOCK_STEPS = 10  # consecutive steady steps per block (one-process bootstrap; the too-short rule)
 MIN_BLOCKS = 5  # fewer steady blocks in a process: too short to judge
 MAX_REL_WIDTH = 1.0  # a group's 95 % steady interval wider than its figure itself: too noisy
+SLOW_PROCESS = 1.15  # a process this much slower (steady) than its group's fastest is a slow process
 LEVEL = 0.95
 RESAMPLES = 2000  # one-process block bootstrap
 
@@ -138,6 +144,15 @@ class Group:
         """Per-process figures: ``steady``, ``incl``, ``train_wall_s`` or ``overhead_s``."""
         attr = {"steady": "rate", "incl": "incl_rate"}.get(what, what)
         return np.array([getattr(p, attr) for p in self.procs], float)
+
+    @property
+    def slow_processes(self) -> int:
+        """How many of its processes ran steady more than :data:`SLOW_PROCESS` times slower than
+        its fastest (0 with fewer than two processes: nothing to compare with)."""
+        x = self.values("steady")
+        if len(x) < 2 or not np.isfinite(x).all():
+            return 0
+        return int(np.sum(x * SLOW_PROCESS < x.max()))
 
     @property
     def steady_steps_min(self) -> int:

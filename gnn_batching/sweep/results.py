@@ -139,7 +139,7 @@ def comparison(df: pd.DataFrame, intervals: bool = True) -> pd.DataFrame:
     each metric (test and validation errors: over seeds, repeats of a seed averaged first),
     ``n_runs`` and ``n_seeds``, the speedups, and the break-even against the fewest-compiles method;
     with ``intervals`` (and the runs' records), the 95 % interval of every speed figure
-    (:mod:`gnn_batching.sweep.intervals`): ``*_low`` / ``*_high``, ``processes`` and ``judge``.
+    (:mod:`gnn_batching.sweep.intervals`): ``*_low`` / ``*_high``, ``processes``, ``slow_processes`` and ``judge``.
 
     * ``speedup_steady``: this group's steady-state graphs/s over the slowest method's in the cell.
     * ``speedup_incl_compile``: the same with graphs/s including compilation (train_wall_s).
@@ -194,6 +194,7 @@ def _add_intervals(agg: pd.DataFrame, df: pd.DataFrame, keys: list[str], cells: 
     agg["processes"] = [x.processes for x in rep]
     agg["steady_steps_min"] = [x.steady_steps_min for x in rep]
     agg["judge"] = [x.judge for x in rep]
+    agg["slow_processes"] = [x.slow_processes for x in rep]
     for col, what in (("graphs_per_s", "steady"), ("graphs_per_s_incl_compile", "incl"),
                       ("train_wall_s", "train_wall_s")):
         bounds = [x.interval(what) for x in rep]
@@ -297,6 +298,13 @@ def _break_even_text(r: pd.Series) -> str:
     return f"{be}{span} (vs {r['break_even_ref']})"
 
 
+def _processes_text(r: pd.Series) -> str:
+    """The processes behind a row, with how many of them were slow (``3 (1 slow)``)."""
+    text = str(int(r.get("processes", r["n_runs"])))
+    slow = r.get("slow_processes", 0)
+    return f"{text} ({int(slow)} slow)" if slow and np.isfinite(slow) else text
+
+
 def format_comparison(df: pd.DataFrame, markdown: bool = False) -> str:
     """The comparison table (:func:`comparison`) as text, or Markdown if ``markdown``."""
     agg = comparison(df)
@@ -330,7 +338,7 @@ def format_comparison(df: pd.DataFrame, markdown: bool = False) -> str:
             f"{r['real_graphs_per_batch_mean_mean']:.1f}",
             _pm(r["test_rmse_mean"], r["test_rmse_std"], "{:.3f}"),
             _pm(r["test_mae_mean"], r["test_mae_std"], "{:.3f}"),
-            str(int(r["n_seeds"])), str(int(r.get("processes", r["n_runs"]))),
+            str(int(r["n_seeds"])), _processes_text(r),
         ])
     if markdown:
         lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
@@ -353,7 +361,9 @@ COMPARISON_NOTE = (
     "grid axes; [low, high]: its 95 % interval over the fresh processes (runs) behind the two rows (Welch's t on "
     "log graphs/s; one process: a bootstrap over blocks of steady steps, step-to-step noise only; docs/guide.md); "
     "(too short) / (too noisy): a process with under 50 steady steps, or an interval wider than the figure itself: "
-    "do not read the ratio. processes: fresh processes behind a row.\n"
+    "do not read the ratio. processes: fresh processes behind a row; (N slow): N of them ran their steady steps "
+    "more than 1.15x slower than the row's fastest process (a slow stretch of the machine; kept in every figure and "
+    "interval).\n"
     "compiles / compile s: train-step compilations and their seconds. break-even steps: after how many steps a "
     "method that compiles more than the reference (fewest compiles) has paid back its extra overhead through "
     "faster steady-state steps ('never': it is not faster)."

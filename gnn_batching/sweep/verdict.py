@@ -114,6 +114,12 @@ def verdict(df: pd.DataFrame) -> list[str]:
                     text += "; the two measures rank them differently (see break-even in the table)"
             else:
                 text += f"; {best['method']} is first on both measures"
+        if "slow_processes" in sub and (sub["slow_processes"] > 0).any():
+            slow = sub[sub["slow_processes"] > 0].sort_values("method")
+            text += (f"; slow processes (steady more than {iv.SLOW_PROCESS:.2f}x slower than their group's fastest; "
+                     "kept in the figures): "
+                     + ", ".join(f"{r['method']} {int(r['slow_processes'])} of {int(r['processes'])}"
+                                 for _, r in slow.iterrows()))
         sig_key = {k.removeprefix("axis:"): v for k, v in zip(keys, key)}
         lines.append(f"{text}; {_significance(tests, sig_key)}.")
     return lines
