@@ -112,14 +112,14 @@ def _inconsistent(one: pd.DataFrame, two: pd.DataFrame) -> list[tuple]:
     log ratios differ by more than the two intervals' log half-widths combined, sqrt(h1^2 + h2^2).
     With three processes a side (Welch's t quantile ~2.8) that is a conservative test of two
     independent estimates being equal. Asking instead whether one sweep's POINT lies inside the
-    other's interval is no 95 % check: the point carries its own noise (simulated, n = 3, exact
-    intervals: 1 table of 2 methods in 4 had a miss, 1 in 12 had two), which made this test flaky."""
+    other's interval is no 95 % check: the point carries its own noise (simulated below, exact
+    intervals: 44 % of tables had a miss, 19 % two or more), which made this test flaky."""
     out = []
     for col in ("speedup_steady", "speedup_incl_compile"):
-        for m in one.index:
+        ref = [set(t.index[(t[f"{col}_low"] == 1.0) & (t[f"{col}_high"] == 1.0)]) for t in (one, two)]
+        assert ref[0] == ref[1] and len(ref[0]) == 1, ref  # the same slowest method: the same reference
+        for m in one.index.difference(list(ref[0])):
             x, y = one.loc[m], two.loc[m]
-            if x[f"{col}_low"] == x[f"{col}_high"] == 1.0:  # the slowest method: its own reference
-                continue
             half = [(np.log(r[f"{col}_high"]) - np.log(r[f"{col}_low"])) / 2 for r in (x, y)]
             gap = abs(np.log(x[col]) - np.log(y[col]))
             if not gap <= np.hypot(*half):
@@ -130,8 +130,10 @@ def _inconsistent(one: pd.DataFrame, two: pd.DataFrame) -> list[tuple]:
 
 def test_the_consistency_rule_is_a_95_percent_check_and_sees_narrow_intervals():
     """The rule of the test below, on simulated sweeps (n = 3 processes, log-normal figures): with
-    Welch's t intervals two identical sweeps are inconsistent on about 1 figure in 500 (two of a
-    table's four figures: fewer than 1 in 1,000 tables); intervals half as wide on 1 in 20."""
+    Welch's t intervals two identical sweeps are inconsistent on about 1 figure in 75 (two of a
+    table's four figures: about 1 table in 300); intervals half as wide on 1 figure in 7 (two: 1
+    table in 8). The old rule (a point inside the other's interval, both ways) missed in 44 % of
+    tables and twice or more in 19 %."""
     from scipy import stats
 
     rng = np.random.default_rng(0)
@@ -143,19 +145,27 @@ def test_the_consistency_rule_is_a_95_percent_check_and_sees_narrow_intervals():
             row = {}
             for c, col in enumerate(("speedup_steady", "speedup_incl_compile")):
                 x = 2 * np.exp(rng.normal(0, 0.05, 3))
-                ci = np.log(stats.ttest_ind(np.log(x), np.log(ref[c]), equal_var=False).confidence_interval(0.95))
+                ci = stats.ttest_ind(np.log(x), np.log(ref[c]), equal_var=False).confidence_interval(0.95)  # log ratio
                 mid = np.log(x.mean() / ref[c].mean())
                 row |= {col: np.exp(mid), f"{col}_low": np.exp(mid - scale * (mid - ci[0])),
                         f"{col}_high": np.exp(mid + scale * (ci[1] - mid))}
             rows[m] = row
+        rows["ref"] = {f"{col}{end}": 1.0 for col in ("speedup_steady", "speedup_incl_compile")
+                       for end in ("", "_low", "_high")}  # the slowest method: over itself, [1, 1]
         return pd.DataFrame.from_dict(rows, orient="index")
 
     def misses(scale: float, n: int = 400) -> np.ndarray:
         return np.array([len(_inconsistent(sweep(scale), sweep(scale))) for _ in range(n)])
 
+    def point_outside(one: pd.DataFrame, two: pd.DataFrame) -> int:  # the old rule
+        return sum(int(((x[c] < y[f"{c}_low"]) | (x[c] > y[f"{c}_high"])).sum())
+                   for x, y in ((one, two), (two, one)) for c in ("speedup_steady", "speedup_incl_compile"))
+
     exact, narrow = misses(1.0), misses(0.5)
-    assert exact.mean() / 4 < 0.01 and (exact >= 2).mean() < 0.005, (exact.mean(), (exact >= 2).mean())
-    assert narrow.mean() / 4 > 0.025 and narrow.mean() > 5 * exact.mean(), (narrow.mean(), exact.mean())
+    assert exact.mean() / 4 < 0.03 and (exact >= 2).mean() < 0.01, (exact.mean(), (exact >= 2).mean())
+    assert narrow.mean() / 4 > 0.08 and narrow.mean() > 5 * exact.mean(), (narrow.mean(), exact.mean())
+    old = np.array([point_outside(sweep(1.0), sweep(1.0)) for _ in range(400)])
+    assert (old >= 2).mean() > 0.1, (old >= 2).mean()
 
 
 @pytest.mark.slow  # two small sweeps in other processes: run by .ci/run and `pytest -m slow`
@@ -163,8 +173,8 @@ def test_the_same_sweep_twice_lies_inside_each_others_intervals(sweeps):
     from gnn_batching.sweep.results import collect, comparison
 
     one, two = (comparison(collect(sweeps[k])).set_index("method") for k in ("a", "b"))
-    # 4 figures (2 methods x steady / incl. compile): with exact intervals two inconsistent ones are
-    # rarer than 1 run in 1,000 (simulated above); one is allowed, because this machine's processes
+    # 4 figures (2 methods x steady / incl. compile): with exact intervals two inconsistent ones come
+    # about 1 run in 300 (simulated above); one is allowed, because this machine's processes
     # are heavier-tailed than the simulation (whole processes 15-30 % slow, slow stretches, and one
     # slow process moves its steady AND incl. compile figures). Intervals from step-to-step noise
     # only fail it; merely narrow ones (a normal quantile) seldom do: with three processes the
@@ -208,8 +218,9 @@ def test_results_against_says_same_for_the_same_and_slower_for_a_slowed_build(sw
     (steady,) = [r for r in rows if r["measure"] == "steady"]
     assert steady["verdict"] == "slower" and steady["high"] < 1
     # the right ratio: the slowed build's mean steady graphs/s over the old build's, as a reviewer
-    # computes them from the two tables; and at least the 30 ms of sleep per step slower (a step right
-    # after a 30 ms sleep runs slower than one right after another: one run here, 52 ms against 12.4 + 30)
+    # computes them from the two tables; and a step slower by the 30 ms of sleep or more (5 % slack for
+    # the two sweeps' machine phases), but not by twice that: a step right after a 30 ms sleep runs
+    # slower than one right after another (one run here: 52 ms against 12.4 + 30)
     from gnn_batching.sweep.results import collect
 
     old, new = collect(sweeps["ab"]), collect(sweeps["slow"])
@@ -217,7 +228,7 @@ def test_results_against_says_same_for_the_same_and_slower_for_a_slowed_build(sw
     assert (steady["new"], steady["old"]) == pytest.approx(tuple(rates), rel=1e-9)
     assert steady["ratio"] == pytest.approx(rates[0] / rates[1], rel=1e-9)
     ms = old.loc[old["method"] == "dynamic", "combined_ms_mean"].mean()
-    assert steady["ratio"] < ms / (ms + 30.0) * 1.05
+    assert ms / (ms + 60.0) < steady["ratio"] < ms / (ms + 30.0) * 1.05
     assert main(["results", sweeps["b"], "--against", sweeps["a"], "--fail-slower", "0.10"]) == 0
     assert "same" in capsys.readouterr().out
 

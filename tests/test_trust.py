@@ -477,6 +477,12 @@ def test_a_slow_process_is_counted_named_in_the_verdict_and_kept_in_the_figures(
     assert "3 (1 slow)" in format_comparison(df) and f"{iv.SLOW_PROCESS:.2f}x slower" in COMPARISON_NOTE
     (fine,) = verdict(df[~((df["method"] == "dynamic") & (df["seed"] == 2))])
     assert "slow processes" not in fine
+    (alone,) = verdict(df[df["method"] == "dynamic"])  # one method: nothing to compare, still named
+    assert "one method only (dynamic); nothing to compare; slow processes" in alone and "dynamic 1 of 3" in alone
+    nan = df.copy()
+    nan.loc[(nan["method"] == "static-64") & (nan["seed"] == 0), "graphs_per_s"] = np.nan  # no figure: not counted
+    nan.loc[(nan["method"] == "static-64") & (nan["seed"] == 1), "graphs_per_s"] = 300.0
+    assert comparison(nan).set_index("method").loc["static-64", "slow_processes"] == 1
 
 
 def test_collect_reads_without_writing_unless_asked(tmp_path):

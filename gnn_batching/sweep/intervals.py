@@ -20,9 +20,11 @@ and every report repeat them):
   bootstrap over blocks of :data:`BLOCK_STEPS` consecutive steady steps (``scipy.stats.bootstrap``;
   step-to-step noise only, and every verdict says so); whole-run figures get no interval.
 * A ratio whose interval holds 1 is "no difference beyond noise".
-* A group's slow processes are those whose steady graphs/s is more than :data:`SLOW_PROCESS`
-  times below its fastest process's: a process that lived in a slow stretch of the machine (here
-  10-20 s at ~1.25x, docs/measurements.md) for most of its life. They stay in every figure and
+* A group's slow processes are those whose steady steps ran more than :data:`SLOW_PROCESS` times
+  slower than its fastest process's: typically a process that spent much of its life in slow
+  stretches of the machine (here 10-20 s at ~1.25x, docs/measurements.md; the README's two slow
+  processes have ``slow_stretch_fraction`` 0.43 and 0.31, their fast sibling 0.00, though a share
+  like that alone does not make a process slow). They stay in every figure and
   interval (they are part of what the machine does); the verdict names them, so a wide interval
   says why it is wide.
 * A group is "too short to judge" when a process has fewer than :data:`MIN_BLOCKS` blocks of
@@ -44,7 +46,7 @@ from gnn_batching.rundir import CONFIG, STEPS
 BLOCK_STEPS = 10  # consecutive steady steps per block (one-process bootstrap; the too-short rule)
 MIN_BLOCKS = 5  # fewer steady blocks in a process: too short to judge
 MAX_REL_WIDTH = 1.0  # a group's 95 % steady interval wider than its figure itself: too noisy
-SLOW_PROCESS = 1.15  # a process this much slower (steady) than its group's fastest is a slow process
+SLOW_PROCESS = 1.15  # a process more than this much slower (steady) than its group's fastest is slow
 LEVEL = 0.95
 RESAMPLES = 2000  # one-process block bootstrap
 
@@ -148,9 +150,10 @@ class Group:
     @property
     def slow_processes(self) -> int:
         """How many of its processes ran steady more than :data:`SLOW_PROCESS` times slower than
-        its fastest (0 with fewer than two processes: nothing to compare with)."""
+        its fastest, among those with a steady figure (0 with fewer than two: nothing to compare)."""
         x = self.values("steady")
-        if len(x) < 2 or not np.isfinite(x).all():
+        x = x[np.isfinite(x) & (x > 0)]
+        if len(x) < 2:
             return 0
         return int(np.sum(x * SLOW_PROCESS < x.max()))
 

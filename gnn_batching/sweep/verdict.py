@@ -71,6 +71,17 @@ def _pair(found: dict, keys: list[str], a: pd.Series, b: pd.Series, what: str, c
     return iv.verdict_words(a["method"], b["method"], point, lo, hi, ga.processes, gb.processes, judge)
 
 
+def _slow(sub: pd.DataFrame) -> str:
+    """The clause naming a cell's slow processes (:attr:`~gnn_batching.sweep.intervals.Group.slow_processes`),
+    or ``""``."""
+    if "slow_processes" not in sub or not (sub["slow_processes"] > 0).any():
+        return ""
+    slow = sub[sub["slow_processes"] > 0].sort_values("method")
+    return (f"; slow processes (steady more than {iv.SLOW_PROCESS:.2f}x slower than their group's fastest; "
+            "kept in the figures): " + ", ".join(f"{r['method']} {int(r['slow_processes'])} of {int(r['processes'])}"
+                                                 for _, r in slow.iterrows()))
+
+
 def verdict(df: pd.DataFrame) -> list[str]:
     """One sentence per cell of the sweep ``df`` (:func:`~gnn_batching.sweep.results.collect`):
     the fastest method against the next on each measure, with the 95 % interval of the ratio and
@@ -87,7 +98,7 @@ def verdict(df: pd.DataFrame) -> list[str]:
         key = key if isinstance(key, tuple) else (key,)
         title = _cell_title(keys, key)
         if len(sub) < 2:
-            lines.append(f"{title}: one method only ({sub['method'].iloc[0]}); nothing to compare.")
+            lines.append(f"{title}: one method only ({sub['method'].iloc[0]}); nothing to compare{_slow(sub)}.")
             continue
         best, second = _winner(sub, "graphs_per_s_mean")
         text = (f"{title}: steady state: {_pair(found, gkeys, best, second, 'steady', 'graphs_per_s_mean')} "
@@ -114,12 +125,7 @@ def verdict(df: pd.DataFrame) -> list[str]:
                     text += "; the two measures rank them differently (see break-even in the table)"
             else:
                 text += f"; {best['method']} is first on both measures"
-        if "slow_processes" in sub and (sub["slow_processes"] > 0).any():
-            slow = sub[sub["slow_processes"] > 0].sort_values("method")
-            text += (f"; slow processes (steady more than {iv.SLOW_PROCESS:.2f}x slower than their group's fastest; "
-                     "kept in the figures): "
-                     + ", ".join(f"{r['method']} {int(r['slow_processes'])} of {int(r['processes'])}"
-                                 for _, r in slow.iterrows()))
+        text += _slow(sub)
         sig_key = {k.removeprefix("axis:"): v for k, v in zip(keys, key)}
         lines.append(f"{text}; {_significance(tests, sig_key)}.")
     return lines
