@@ -43,11 +43,10 @@ def measure(dst: str) -> None:
         with open(os.path.join(dst, f"{model}-bs{bs}.json"), "w", encoding="utf-8") as fh:
             json.dump(row, fh, indent=1)
         commands.append(" ".join(cmd))
-    cpu = ""
-    if os.path.exists("/proc/cpuinfo"):
-        with open("/proc/cpuinfo", encoding="utf-8") as fh:
-            cpu = next((ln.split(":", 1)[1].strip() for ln in fh if ln.startswith("model name")), "")
-    meta = {"date": datetime.date.today().isoformat(), "commit": commit, "cpu_model": cpu, "commands": commands}
+    from gnn_batching.train.provenance import cpu_model  # the name every run's provenance records
+
+    meta = {"date": datetime.date.today().isoformat(), "commit": commit, "cpu_model": cpu_model(),
+            "commands": commands}
     with open(os.path.join(dst, "meta.json"), "w", encoding="utf-8") as fh:
         json.dump(meta, fh, indent=1)
 

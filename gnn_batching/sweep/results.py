@@ -22,6 +22,7 @@ import pandas as pd
 from gnn_batching.errors import UserError
 from gnn_batching.io import bounded_percent, text_table, write_csv_atomic
 from gnn_batching.rundir import CONFIG
+from gnn_batching.sweep.intervals import SLOW_PROCESS
 from gnn_batching.sweep.layout import RUNS, SUMMARY, finished_runs, read_json, repeat_of, sweep_info
 
 GROUP = ["dataset", "model", "batch_size"]
@@ -362,8 +363,8 @@ COMPARISON_NOTE = (
     "log graphs/s; one process: a bootstrap over blocks of steady steps, step-to-step noise only; docs/guide.md); "
     "(too short) / (too noisy): a process with under 50 steady steps, or an interval wider than the figure itself: "
     "do not read the ratio. processes: fresh processes behind a row; (N slow): N of them ran their steady steps "
-    "more than 1.15x slower than the row's fastest process (a slow stretch of the machine; kept in every figure and "
-    "interval).\n"
+    f"more than {SLOW_PROCESS:.2f}x slower than the row's fastest process (a slow stretch of the machine; kept in "
+    "every figure and interval).\n"
     "compiles / compile s: train-step compilations and their seconds. break-even steps: after how many steps a "
     "method that compiles more than the reference (fewest compiles) has paid back its extra overhead through "
     "faster steady-state steps ('never': it is not faster)."
