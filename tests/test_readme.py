@@ -174,6 +174,26 @@ def test_the_readme_is_a_front_page_whose_figures_are_generated():
         assert fh.read() == quickstart_table.home_page(readme)
 
 
+def test_the_quick_start_block_says_the_day_its_runs_ran_not_the_day_of_the_checkout(tmp_path):
+    """The block's date comes from the kept runs' provenance: a clean clone made on another day (new
+    mtimes everywhere) writes the same block; without provenance the date is unknown, not guessed."""
+    import shutil
+
+    quickstart_table, _ = _script_and_readme("quickstart_table")
+    src = os.path.join(ROOT, "docs", "data", "quickstart")
+    dst = str(tmp_path / "kept")
+    shutil.copytree(src, dst)
+    for folder, _, files in os.walk(dst):
+        for f in files:
+            os.utime(os.path.join(folder, f), (0, 0))  # 1970-01-01
+    text = quickstart_table.block(dst).replace(os.path.relpath(dst, ROOT), os.path.relpath(src, ROOT))
+    assert "run on 2026-12-05 at commit 50a80c9" in text and text == quickstart_table.block(src)
+    for folder, _, files in os.walk(dst):
+        if "provenance.json" in files:
+            os.remove(os.path.join(folder, "provenance.json"))
+    assert "run on ? at commit" in quickstart_table.block(dst)
+
+
 def test_the_readme_roofline_table_is_generated_from_the_kept_rows():
     """The README's roofline table is what scripts/roofline_table.py writes from the
     ``bench roofline --json`` rows kept in docs/data/roofline: every default model, its work, its
