@@ -6,7 +6,7 @@ against this script's output on the folder committed in the repository.
     python scripts/quickstart_table.py docs/data/quickstart --readme   # rewrite it in README.md
     python scripts/quickstart_table.py --keep results/quickstart docs/data/quickstart
         # after a fresh `gnn-batching sweep configs/quickstart.yaml`: keep what the figures need
-        # (sweep.json and each run's config.yaml, summary.json, steps.csv, provenance.json; ~0.5 MB), then --readme
+        # (sweep.json and each run's config.yaml, summary.json, steps.csv, provenance.json; ~0.7 MB), then --readme
 
 The block sits between the markers ``<!-- quickstart:begin -->`` and ``<!-- quickstart:end -->``.
 """
