@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from ragged_cases import F, compare, graphs, params
+from ragged_cases import F, compare, graphs, one, params
 
 from gnn_batching.ragged import Refused, ragged_loss, union_of
 
@@ -190,6 +190,10 @@ CASES = {
     "custom_vjp normalising its gradient": (lambda p, g: jnp.sum(normalised_grad(_h(p, g) @ p["W"]) * p["v"]),
                                             "exact"),
     "custom_vjp with weight decay in bwd": (lambda p, g: jnp.sum(jnp.tanh(_decayed(_h(p, g), p["W"]))), "exact"),
+    # a second adversarial review (issue 37's session): ties in a scan's derivative
+    "cummax along the nodes (ties: the scan's tree shares the derivative)": (
+        lambda p, g: jnp.sum(jax.lax.cummax(jnp.round(_h(p, g) @ p["W"]), axis=0) * p["v"]), "refused"),
+    "cummax along the features": (lambda p, g: jnp.sum(jax.lax.cummax(_h(p, g) @ p["W"], axis=1) * p["v"]), "exact"),
     # what has no per-graph meaning on a union
     "sort along the nodes": (lambda p, g: jnp.sum(jnp.sort(_h(p, g), axis=0)[0]), "refused"),
     "n x n pairs": (lambda p, g: jnp.sum(_h(p, g)[:, None, :] - _h(p, g)[None, :, :]), "refused"),
@@ -233,6 +237,109 @@ def test_padding_never_reaches_a_value_or_gradient(layout, data):
     kw = {"pad": (0, 0)} if layout == "empty slot" else {"pad": (1, 4), "empty": 2}
     for name in PADDING_SENSITIVE:
         assert compare(CASES[name][0], p, grs[:5], **kw) == ("exact", ""), name
+
+
+def _looped_graphs(rng, sizes=((4, 6), (6, 3), (2, 1), (9, 12))) -> list:
+    """Graphs whose every node has an in-edge (a self-loop each): a max over in-edges and the
+    in-degree's inverse square root are finite on every real node."""
+    import jraph
+
+    out = []
+    for n, e in sizes:
+        s = np.concatenate([rng.integers(0, n, e), np.arange(n)]).astype(np.int32)
+        r = np.concatenate([rng.integers(0, n, e), np.arange(n)]).astype(np.int32)
+        out.append(jraph.GraphsTuple(nodes=rng.integers(0, 5, n).astype(np.int32),
+                                     edges=rng.normal(size=(len(s), 4)).astype(np.float32), senders=s, receivers=r,
+                                     n_node=np.array([n], np.int32), n_edge=np.array([len(s)], np.int32), globals=None))
+    return out
+
+
+def _max_aggregation(p, g):
+    m = jax.ops.segment_max(_h(p, g)[g.senders], g.receivers, num_segments=g.nodes.shape[0])
+    return jnp.sum(jnp.tanh(m @ p["W"]) * p["v"])
+
+
+def _degree_normalised(p, g):
+    deg = jax.ops.segment_sum(jnp.ones(g.receivers.shape, jnp.float32), g.receivers, num_segments=g.nodes.shape[0])
+    return jnp.sum(_h(p, g) * p["v"] / jnp.sqrt(deg)[:, None])
+
+
+@pytest.mark.filterwarnings("ignore:Explicitly requested dtype int64")  # jraph's padding asks for int64
+@pytest.mark.parametrize("fn", [_max_aggregation, _degree_normalised], ids=["segment_max", "1/sqrt(in-degree)"])
+def test_padding_structure_never_reaches_a_gradient(fn):
+    """jraph's padding puts every padding edge on the first padding node, so the other padding
+    nodes have no in-edge (an empty max of -inf, a degree of 0) where every real node has one.
+    Through the public masked_sums, values AND gradients equal each graph alone and are finite: a
+    padding row's inf never meets a zero cotangent (0 x inf is NaN in every parameter's gradient).
+    Found by a review; without the interpreter's padding rows set to 1, the v gradient was NaN."""
+    import jraph
+    from ragged_cases import RTOL, rel
+
+    from gnn_batching.ragged import masked_sums
+
+    rng = np.random.default_rng(5)
+    p, grs = params(rng), _looped_graphs(rng)
+    batch = jraph.pad_with_graphs(jraph.batch(grs), n_node=30, n_edge=60, n_graph=6)
+    mask = np.asarray(jraph.get_graph_padding_mask(batch))
+    targets = jnp.asarray(np.concatenate([rng.normal(size=len(grs)), np.zeros(6 - len(grs))]), jnp.float32)
+
+    def one_loss(q, g, t):
+        return (fn(q, g) - t) ** 2
+
+    sums = masked_sums(one_loss)
+    (total, _), g_union = jax.jit(jax.value_and_grad(lambda q: sums(q, batch, targets, mask), has_aux=True))(p)
+    alone, g_alone = jax.value_and_grad(lambda q: sum(one_loss(q, g, targets[i]) for i, g in enumerate(grs)))(p)
+    assert rel(total, alone) <= RTOL
+    for name in sorted(p):
+        assert np.isfinite(np.asarray(g_union[name])).all(), f"{name}: {g_union[name]}"
+        assert rel(g_union[name], g_alone[name]) <= RTOL, name
+
+
+def test_a_python_float_parameter_stays_weakly_typed():
+    """A Python float in the parameters is weakly typed under jit, so ``bf16 * 1.37`` stays
+    bfloat16 graph by graph; the one-graph trace keeps that (it traced a strong float32 once, and
+    the product became float32), and a strong float32 parameter of the same value is a different
+    trace (the cache keys the weak type)."""
+    p0, grs = params(np.random.default_rng(6)), graphs(np.random.default_rng(6), count=4)
+    u, n_graph = union_of(grs)
+
+    def fn(q, g):  # 1 where the product stays bfloat16, as the function observes it
+        y = _h(q, g).astype(jnp.bfloat16) * q["t"]
+        return jnp.sum(y.astype(jnp.float32)) * 0.0 + (1.0 if y.dtype == jnp.bfloat16 else 0.0)
+
+    for t, want in ((jnp.float32(1.37), 0.0), (1.37, 1.0), (jnp.float32(1.37), 0.0)):
+        q = {"emb": p0["emb"], "t": t}
+        assert jax.jit(lambda q: fn(q, one(grs[0])))(q) == want  # graph by graph, under jit
+        vals = np.asarray(jax.jit(lambda q: ragged_loss(fn, q, u, n_graph))(q))[:len(grs)]
+        assert (vals == want).all(), (t, vals)
+
+
+def test_a_real_graph_without_nodes_is_refused_or_nan():
+    """A one-graph function is traced for n >= 1 nodes (a Python ``n >= 1`` is decided as True). A
+    NumPy batch that marks an empty slot real is refused; a traced one gets NaN in that slot (not
+    the 2.0 the function gives it alone, nor the 1.0 the trace decided), while padding slots may be
+    empty."""
+    import jraph
+
+    from gnn_batching.ragged import from_batch
+
+    p = params(np.random.default_rng(7))
+    def fn(q, g):  # alone, an empty graph gives 2.0; traced for n >= 1, the decision is always 1.0
+        return jnp.sum(_h(q, g)) + (1.0 if g.nodes.shape[0] >= 1 else 2.0)
+
+    gs = [jraph.GraphsTuple(nodes=np.array(nodes, np.int32), edges=np.zeros((0, 4), np.float32),
+                            senders=np.zeros(0, np.int32), receivers=np.zeros(0, np.int32),
+                            n_node=np.array([len(nodes)], np.int32), n_edge=np.array([0], np.int32), globals=None)
+          for nodes in ([1, 2, 3], [])]
+    batch = jraph.pad_with_graphs(jraph.batch(gs), n_node=5, n_edge=2, n_graph=3)
+    host = jax.tree_util.tree_map(np.asarray, batch)
+    real = np.array([True, True, False])
+    with pytest.raises(ValueError, match=r"slot\(s\) \[1\] are marked real but have no nodes"):
+        from_batch(host, real)
+    vals = np.asarray(jax.jit(lambda q, b, m: ragged_loss(fn, q, *from_batch(b, m)))(p, batch, real))
+    assert np.isclose(vals[0], float(fn(p, gs[0]))) and np.isnan(vals[1]), vals
+    ok = np.asarray(jax.jit(lambda q, b, m: ragged_loss(fn, q, *from_batch(b, m)))(p, batch, np.array([True, False, False])))
+    assert np.isfinite(ok).all(), ok  # the same empty slot as padding: finite
 
 
 def test_dropping_a_derivative_rule_is_caught():

@@ -170,6 +170,23 @@ class Interp:
         real = self.s.real.reshape((-1,) + (1,) * (x.ndim - 1))
         return jnp.where(real, x, jnp.ones((), x.dtype))
 
+    def safe_rows(self, x, level: str):
+        """A node- or edge-level value with 1 in the padding graphs' rows. Padding has structure
+        no real graph has (jraph puts every padding edge on the first padding node, so the others
+        have no in-edge: a degree of 0, an empty max of -inf); a padding row's inf, fed to the next
+        operation, makes an infinite derivative there, and its zero cotangent times that is NaN in
+        every parameter's gradient. Replacing the padding rows of every result keeps each
+        operation's padding inputs at 1. Real graphs never read another graph's rows, so their
+        values and gradients are unchanged."""
+        x = jnp.asarray(x)
+        if not jnp.issubdtype(x.dtype, jnp.inexact) or x.shape[0] == 0:
+            return x
+        key = ("real_rows", level)
+        if key not in self._memo:
+            self._memo[key] = self.s.real[self.gid(level)]
+        real = self._memo[key].reshape((-1,) + (1,) * (x.ndim - 1))
+        return jnp.where(real, x, jnp.ones((), x.dtype))
+
     def graph_index(self, level: str, shape: tuple) -> jax.Array:
         """The graph of every element of a union array of ``shape`` at ``level`` (leading axis)."""
         g = self.gid(level) if level in NE else jnp.arange(self.g, dtype=jnp.int32)
@@ -252,6 +269,7 @@ class Interp:
                     xs = rule(self, eqn, ins, levels)
                     if any(v.lv in NE for v in ins):
                         xs = [self.safe_padding(x) if lv == "graph" else x for x, lv in zip(xs, levels)]
+                    xs = [self.safe_rows(x, lv) if lv in NE else x for x, lv in zip(xs, levels)]
                 outs = [V(x, lv) for x, lv in zip(xs, levels)]
             for o, v in zip(eqn.outvars, outs):
                 want = union_shape(tuple(o.aval.shape), v.lv, self.lead, self.g)

@@ -18,7 +18,14 @@ _MAX_TRACES = 32
 
 def _spec_key(tree) -> tuple:
     leaves, treedef = jax.tree_util.tree_flatten(tree)
-    return treedef, tuple((tuple(x.shape), str(x.dtype)) for x in leaves)
+    return treedef, tuple((tuple(x.shape), str(x.dtype), bool(getattr(x, "weak_type", False))) for x in leaves)
+
+
+def _param_spec(x) -> jax.ShapeDtypeStruct:
+    """A parameter's shape, dtype AND weak type, as ``jit`` would trace it: a Python float stays
+    weak (``bf16_h * 1.37`` is bf16 alone; traced as a strong float32 it would be float32)."""
+    aval = jax.typeof(x)
+    return jax.ShapeDtypeStruct(tuple(aval.shape), aval.dtype, weak_type=bool(getattr(aval, "weak_type", False)))
 
 
 def graph_spec(union: Union, sizes: Sizes):
@@ -44,7 +51,7 @@ def trace(fn, params, union: Union, per_graph: tuple = ()):
       Refused: the function cannot be traced for every graph size (a Python decision on a size:
         ``if n > 20``, ``min(n, 10)``, ``max(e, 1)``, ``float(n)``; or any other error).
     """
-    specs = jax.tree_util.tree_map(lambda x: jax.ShapeDtypeStruct(jnp.shape(x), jnp.result_type(x)), params)
+    specs = jax.tree_util.tree_map(_param_spec, params)
     extras = tuple(jax.ShapeDtypeStruct(tuple(x.shape[1:]), x.dtype) for x in per_graph)
     gkey = (tuple(union.nodes.shape[1:]), str(union.nodes.dtype), tuple(union.edges.shape[1:]),
             str(union.edges.dtype), str(union.senders.dtype), str(union.n_node.dtype),
@@ -127,6 +134,10 @@ def ragged_loss(fn, params, union, n_graph: int, *per_graph: jax.Array) -> jax.A
       per_graph: values with one row per graph slot (e.g. targets, shape ``(n_graph,)``); ``fn``
         sees one row.
 
+    Every real graph has at least one node: ``fn`` is traced for ``n >= 1`` (so a Python
+    ``max(n, 1)`` is decided as ``n``), and a real slot without nodes gets NaN (padding slots may be
+    empty). The data pipeline never makes one (an entry without atoms is refused when read).
+
     Raises:
       Refused: a primitive or pattern whose meaning per graph cannot be proven (named with the
         user's source line), or any error while tracing or interpreting the function.
@@ -147,9 +158,12 @@ def ragged_loss(fn, params, union, n_graph: int, *per_graph: jax.Array) -> jax.A
             raise Refused(f"ragged: the function must return one scalar per graph; it returns "
                           f"{[pretty(tuple(a.shape)) for a in closed.out_avals]}")
         out = outs[0]
-        if out.lv == "const":  # the same value for every graph
-            return jnp.broadcast_to(out.x, (n_graph,))
-        return out.x
+        per = jnp.broadcast_to(out.x, (n_graph,)) if out.lv == "const" else out.x  # const: the same for every graph
+        # the trace assumed n >= 1 (Python decisions such as max(n, 1) were made so): a real slot
+        # without nodes gets NaN, never a value the function would not have given it
+        if not jnp.issubdtype(per.dtype, jnp.inexact):
+            return per
+        return jnp.where(struct.real & (struct.n_node == 0), jnp.asarray(jnp.nan, per.dtype), per)
     except Refused:
         raise
     except Exception as exc:  # never another exception: the caller falls back on a refusal

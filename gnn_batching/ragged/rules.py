@@ -382,6 +382,12 @@ def cumulative(ip: Interp, eqn, ins: list[V], outs: list[str]) -> list:
     axis, reverse = eqn.params["axis"], eqn.params["reverse"]
     if axis != 0:
         return _rowwise(ip, eqn, [x.x], outs[0])
+    if eqn.primitive.name in ("cummax", "cummin") and jnp.issubdtype(jnp.result_type(x.x), jnp.inexact):
+        # values are exact, but JAX shares a tie's derivative by the tree of the scan over the
+        # graph's own n elements; the union's scan has another tree, so tied elements' gradients
+        # would be shared differently
+        raise ip.refuse(f"a floating-point {eqn.primitive.name} along the node/edge axis: where values tie, its "
+                        "gradient depends on the scan's tree, which differs on a union")
     pos = ip.positions(x.lv)
     start = pos == (ip.actual(x.lv)[ip.gid(x.lv)] - 1 if reverse else 0)
     flags = start.reshape((-1,) + (1,) * (x.x.ndim - 1))

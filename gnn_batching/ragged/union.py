@@ -34,7 +34,9 @@ class Union:
 def from_batch(graph, mask=None) -> tuple[Union, int]:
     """The :class:`Union` of a padded jraph ``GraphsTuple`` (any disjoint-union method's batch):
     graph ids of nodes and edges from ``n_node`` / ``n_edge``; ``mask`` (one bool per graph slot)
-    marks the real graphs (default: those with nodes). Jit-compatible (static shapes); a host
+    marks the real graphs (default: those with nodes); a real graph has at least one node (a NumPy
+    batch that marks an empty slot real is refused; see :func:`~gnn_batching.ragged.ragged_loss`
+    for a traced one). Jit-compatible (static shapes); a host
     (NumPy) batch gets its structure from NumPy, without dispatching device ops."""
     if all(isinstance(x, np.ndarray) for x in (graph.n_node, graph.n_edge, graph.nodes, graph.senders)):
         n_node, n_edge = np.asarray(graph.n_node), np.asarray(graph.n_edge)
@@ -45,6 +47,10 @@ def from_batch(graph, mask=None) -> tuple[Union, int]:
         edge_gid = np.repeat(ids, n_edge)[: graph.senders.shape[0]]
         edge_gid = np.pad(edge_gid, (0, graph.senders.shape[0] - len(edge_gid)), constant_values=n_graph - 1)
         real = None if mask is None else np.asarray(mask, bool)
+        empty = np.flatnonzero(real & (n_node == 0)) if real is not None else []
+        if len(empty):
+            raise ValueError(f"ragged: graph slot(s) {empty.tolist()} are marked real but have no nodes; a one-graph "
+                             "function is traced for n >= 1 nodes (mark them padding)")
         return Union(graph.nodes, graph.edges, graph.senders, graph.receivers, node_gid, edge_gid, n_node, n_edge,
                      real, graph.globals), n_graph
     graph = jax.tree_util.tree_map(jnp.asarray, graph)  # traced batches and device arrays
