@@ -9,7 +9,8 @@ Two execution modes, chosen by ``mode`` (the loader's and the step's must match)
   reductions over a graph's nodes as segment reductions by graph id
   (:mod:`gnn_batching.ragged`). What cannot be proven to mean the same on the union is refused
   (:class:`~gnn_batching.ragged.Refused`, naming the primitive and your source line) when the step
-  is first traced, before any update.
+  is first traced, before any update; the step's first call also checks the union program on its
+  batch against the smallest and largest graphs run alone (values and gradients), as a run does.
 * ``vmap``: DyNet's on-the-fly batching (Neubig, Goldberg, Dyer 2017): graphs grouped by shape
   bucket, each padded only up to its bucket and stacked in fixed slots, the loss vmapped per
   bucket. The function sees the graph PADDED to its bucket: a ``GraphsTuple`` of the real graph
@@ -133,14 +134,37 @@ def make_train_step(loss_one: Callable, train: Loader | None = None, mode: str |
       The step: mean of ``loss_one`` over every real graph of the batch, one gradient, one update.
 
     Raises:
-      Refused: (when the step is first traced, before any update) ragged mode, and ``loss_one``
-        uses something without a rule on the union: the primitive and your source line.
+      Refused: (at the step's first call, before any update) ragged mode, and ``loss_one`` uses
+        something without a rule on the union (the primitive and your source line), or, on that
+        first batch, the union program's values or gradients differ from its smallest and largest
+        graphs run alone (:func:`~gnn_batching.ragged.check_batch`, the check a run makes).
     """
     mode = _check_mode(mode or (_mode_of(train) if train is not None else "vmap"))
     if mode == "vmap":
         return _vmap_train_step(loss_one)
     sums = ragged_sums(loss_one)
-    return steps_from_sums(sums, _no_eval)[0]
+    return _CheckedStep(steps_from_sums(sums, _no_eval)[0], loss_one)
+
+
+class _CheckedStep:
+    """A ragged train step that, on its first call, checks the union program against the batch's
+    graphs run alone (values and gradients at the call's parameters), then calls the jitted step.
+    Every other attribute (``lower``, ...) is the jitted step's."""
+
+    def __init__(self, step, loss_one: Callable):
+        self._step, self._loss_one, self.checked = step, loss_one, None
+
+    def __call__(self, state, batch):
+        if self.checked is None:
+            from gnn_batching.ragged import check_batch
+
+            if hasattr(batch, "graph"):  # a vmap-mode batch is refused by the step itself, by name
+                self.checked = check_batch(self._loss_one, state.params, batch.graph, batch.mask,
+                                           per_graph=(np.asarray(batch.targets),))
+        return self._step(state, batch)
+
+    def __getattr__(self, name: str):
+        return getattr(self._step, name)
 
 
 def _no_eval(params, batch):  # pragma: no cover - the public train step has no evaluation

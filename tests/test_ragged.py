@@ -334,6 +334,7 @@ def test_the_library_api_in_both_modes():
     step = autobatch.make_train_step(loss_one, train)
     batch = next(iter(train.epoch(0)))
     _, metrics = step(state, batch.arrays)
+    assert step.checked.max_diff < 1e-4 and len(step.checked.graphs) >= 2  # the first call's check ran
     store, y = ds.store, ds.targets()
     alone = []
     for i in batch.index:

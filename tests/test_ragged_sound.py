@@ -536,6 +536,29 @@ def test_auto_falls_back_when_the_real_batch_check_disagrees(monkeypatch):
                           a.graph, a.mask)
 
 
+def test_the_public_ragged_step_checks_its_first_batch(monkeypatch):
+    """`autobatch.make_train_step` (the library path, no run around it) makes the run's check on
+    its first call: a subtly wrong rule (1 % off, no error) is refused before any update."""
+    import optax
+
+    from gnn_batching import autobatch
+    from gnn_batching.data import DatasetSpec, load_dataset
+    from gnn_batching.ragged import rules
+
+    ds = load_dataset(DatasetSpec(name="aflow-synthetic", limit=40), verbose=False)
+    model = _tanh_net(ds.store.n_species)
+
+    def loss_one(params, graph, target):
+        return (model.apply({"params": params}, graph)[0] - target) ** 2
+
+    train = autobatch.loader(ds, batch_size=8, seed=0)
+    state = autobatch.init_state(model, optax.sgd(0.0), train, seed=0)
+    step = autobatch.make_train_step(loss_one, train)
+    monkeypatch.setitem(rules.RULES, "tanh", lambda ip, eqn, ins, outs: [jnp.tanh(ins[0].x) * 1.01])
+    with pytest.raises(Refused, match="differs from each graph run alone by"):
+        step(state, next(iter(train.epoch(0))).arrays)
+
+
 def test_the_tiny_gcn_plugin_example_runs_ragged():
     """configs/my_plugins.py's tiny-gcn (a jraph-style readout with jnp.repeat) is proven and
     checked: ragged, not refused."""
