@@ -451,6 +451,16 @@ def test_the_verdict_states_the_winners_the_break_even_and_the_significance(tmp_
     steps = comparison(df).set_index("method").loc["static-64", "break_even_steps"]
     assert steps.isdigit() and f"after about {int(steps):,} steps [" in line
     assert "test RMSE differs: static-64 lower than dynamic" in line
+    assert "for longer runs it is the faster choice" in line
+    # the same means, but static-64's steady figures spread over 600-1400: its lead may be noise,
+    # so the break-even is stated and no choice for longer runs is drawn from it
+    noisy = [dict(r, graphs_per_s=(600.0, 1000.0, 1400.0)[r["seed"]]) if r["method"] == "static-64" else r
+             for r in rows]
+    (line,) = verdict(collect(_fake_sweep(tmp_path / "noisy", noisy, {"batching.method": [], "train.seed": [0, 1, 2]}),
+                              write=False))
+    assert "no difference beyond noise between static-64 and dynamic" in line, line
+    assert "but its steady lead over dynamic is within noise [" in line and "no choice for longer runs follows" \
+        in line and "faster choice" not in line, line
     one_seed = collect(_fake_sweep(tmp_path / "one", [r for r in rows if r["seed"] == 0],
                                    {"batching.method": [], "train.seed": [0]}), write=False)
     assert "not testable with one seed" in verdict(one_seed)[0]

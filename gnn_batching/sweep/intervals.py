@@ -173,7 +173,7 @@ class Group:
         point = float(np.mean(self.values("steady")))
         lo, hi = self.interval("steady")
         if np.isfinite(point) and point > 0 and np.isfinite(lo) and (hi - lo) / point > MAX_REL_WIDTH:
-            return f"too noisy to judge (95 % interval {lo:.0f}-{hi:.0f} graphs/s around {point:.0f})"
+            return f"too noisy to judge (95 % interval [{lo:.0f}, {hi:.0f}] graphs/s around {point:.0f})"
         return ""
 
     def interval(self, what: str) -> tuple[float, float]:

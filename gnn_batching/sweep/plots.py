@@ -1,8 +1,9 @@
 """Paper-style figures for a sweep, generalised to whatever it contains.
 
 1. ``timing``        assembly / update / combined ms per step vs batch size (error bars = std over
-                     seeds, in ms, the axis unit)
-2. ``speedup``       graphs/s relative to the slowest method, steady state AND including compilation
+                     processes, in ms, the axis unit)
+2. ``speedup``       graphs/s relative to the slowest method, steady state AND including compilation,
+                     with each ratio's 95 % interval
 3. ``compiles``      train-step compilations and compile seconds vs batch size
 4. ``cumulative``    cumulative training wall time (compiles included) vs step and vs graphs seen:
                      where a method that compiles more catches up, if it does
@@ -179,18 +180,29 @@ def plot_timing(df, out_dir, fmt):
             ax.grid(alpha=0.3)
         axes[-1, j].set_xlabel("batch size (graphs incl. padding graph)")
     _legend(fig, axes)
-    fig.suptitle(f"Time per training step (median over steady-state steps; bars = std over seeds)\n{_subtitle(df)}")
+    fig.suptitle("Time per training step (median over steady-state steps; bars = std over processes: seeds and "
+                 f"repeats)\n{_subtitle(df)}")
     return _save(fig, out_dir, "timing", fmt)
 
 
 def _bars(ax, sub, col, style, sizes):
+    """One bar per variant and batch size; where the column has a 95 % interval (``col_low`` /
+    ``col_high``) and a bar is one row, its interval as an error bar."""
     variants = sorted(sub["variant"].unique())
     w = 0.8 / max(len(variants), 1)
     for k, v in enumerate(variants):
-        vals = [sub[(sub["batch_size"] == b) & (sub["variant"] == v)][col].mean() for b in sizes]
+        rows = [sub[(sub["batch_size"] == b) & (sub["variant"] == v)] for b in sizes]
+        vals = np.array([r[col].mean() for r in rows], float)
         st = style(v)
+        yerr = None
+        if f"{col}_low" in sub and f"{col}_high" in sub:
+            lo = np.array([r[f"{col}_low"].iloc[0] if len(r) == 1 else np.nan for r in rows], float)
+            hi = np.array([r[f"{col}_high"].iloc[0] if len(r) == 1 else np.nan for r in rows], float)
+            ok = np.isfinite(lo) & np.isfinite(hi) & np.isfinite(vals)
+            yerr = np.where(ok, np.stack([vals - lo, hi - vals]), 0.0).clip(min=0.0)
         ax.bar(np.arange(len(sizes)) + k * w, vals, w, label=v, color=st["color"],
-               hatch=None if st["linestyle"] == "-" else "//")
+               hatch=None if st["linestyle"] == "-" else "//", yerr=yerr, capsize=3 if yerr is not None else 0,
+               error_kw={"elinewidth": 1})
     ax.set_xticks(np.arange(len(sizes)) + w * (len(variants) - 1) / 2, [str(b) for b in sizes])
 
 
@@ -210,8 +222,8 @@ def plot_speedup(df, out_dir, fmt):
             _bars(ax, sub, col, style, sorted(sub["batch_size"].unique()))
             _ratio_axes(ax, "graphs/s relative to the slowest [x]", f"{ds} / {model}: {label}")
     _legend(fig, axes)
-    fig.suptitle("Throughput (graphs/s) over the slowest method, steady state and including compile time\n"
-                 f"{_subtitle(df)}")
+    fig.suptitle("Throughput (graphs/s) over the slowest method, steady state and including compile time "
+                 f"(bars: 95 % interval over processes)\n{_subtitle(df)}")
     return _save(fig, out_dir, "speedup", fmt)
 
 

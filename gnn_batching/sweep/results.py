@@ -277,13 +277,14 @@ def _x(v: float) -> str:
     return f"{v:.2f}x" if v is not None and np.isfinite(v) else "-"
 
 
-def _xi(r: pd.Series, col: str) -> str:
-    """A speedup with its 95 % interval (and a too-short / too-noisy mark)."""
+def _xi(r: pd.Series, col: str, steady: bool = True) -> str:
+    """A speedup with its 95 % interval (and, on the steady figure, whose window the mark judges, a
+    too-short / too-noisy mark)."""
     text = _x(r[col])
     lo, hi = r.get(f"{col}_low", np.nan), r.get(f"{col}_high", np.nan)
     if text != "-" and lo is not None and np.isfinite(lo) and np.isfinite(hi) and not (lo == hi == 1.0):
         text += f" [{lo:.2f}, {hi:.2f}]"
-    if r.get("judge"):
+    if steady and r.get("judge"):
         text += " (too short)" if str(r["judge"]).startswith("too short") else " (too noisy)"
     return text
 
@@ -330,7 +331,7 @@ def format_comparison(df: pd.DataFrame, markdown: bool = False) -> str:
             _pm(r["graphs_per_s_mean"], r["graphs_per_s_std"], "{:.0f}"),
             _xi(r, "speedup_steady"),
             _pm(r["graphs_per_s_incl_compile_mean"], r["graphs_per_s_incl_compile_std"], "{:.0f}") if incl else "-",
-            _xi(r, "speedup_incl_compile") if incl else "-",
+            _xi(r, "speedup_incl_compile", steady=False) if incl else "-",
             _pm(r["train_step_compiles_mean"], r["train_step_compiles_std"], "{:.1f}"),
             _pm(r["train_compile_seconds_mean"], r["train_compile_seconds_std"], "{:.1f}")
             if "train_compile_seconds_mean" in r else "-",
@@ -351,7 +352,7 @@ def format_comparison(df: pd.DataFrame, markdown: bool = False) -> str:
 
 COMPARISON_NOTE = (
     "ms/step: median combined (assembly + update) time of steady-state steps (warm-up and compiling steps "
-    "excluded); ± = std over seeds.\n"
+    "excluded); ± = std over the row's processes (its seeds and repeats).\n"
     "device ms: the train step ALONE (arrays on the device, compiled) on the run's last steady batches, timed after "
     "training; host share: 1 - device ms / whole step over those same steps (our host pipeline, copy, dispatch); "
     "'~0% (measured -2%)*': the step re-timed alone ran slower than the whole step had in training, which a share "
@@ -361,8 +362,9 @@ COMPARISON_NOTE = (
     "speedup: graphs/s over the slowest method's on the same measure, same dataset, model, batch size and other "
     "grid axes; [low, high]: its 95 % interval over the fresh processes (runs) behind the two rows (Welch's t on "
     "log graphs/s; one process: a bootstrap over blocks of steady steps, step-to-step noise only; docs/guide.md); "
-    "(too short) / (too noisy): a process with under 50 steady steps, or an interval wider than the figure itself: "
-    "do not read the ratio. processes: fresh processes behind a row; (N slow): N of them ran their steady steps "
+    "(too short) / (too noisy), on the steady speedup: a process with under 50 steady steps, or an interval wider "
+    "than the figure itself: do not read that ratio. processes: fresh processes behind a row; (N slow): N of them "
+    "ran their steady steps "
     f"more than {SLOW_PROCESS:.2f}x slower than the row's fastest process (a slow stretch of the machine; kept in "
     "every figure and interval).\n"
     "compiles / compile s: train-step compilations and their seconds. break-even steps: after how many steps a "

@@ -71,6 +71,24 @@ def _pair(found: dict, keys: list[str], a: pd.Series, b: pd.Series, what: str, c
     return iv.verdict_words(a["method"], b["method"], point, lo, hi, ga.processes, gb.processes, judge)
 
 
+def _steady_lead(found: dict, keys: list[str], best: pd.Series, sub: pd.DataFrame, ref) -> str:
+    """``""`` when ``best``'s steady lead over the method ``ref`` is real (its 95 % interval above
+    1); else why not (``within noise``, or the steady window's judge): a break-even computed from a
+    lead that may be noise recommends nothing."""
+    rows = sub[sub["method"] == ref]
+    if not len(rows):
+        return ""
+    ga, gb = found.get(tuple(best[k] for k in keys)), found.get(tuple(rows.iloc[0][k] for k in keys))
+    if ga is None or gb is None:
+        return ""  # no per-process records: no interval to read
+    if ga.judge or gb.judge:
+        return (ga.judge or gb.judge).split(" (")[0]
+    lo, hi = iv.ratio_interval(ga, gb, "steady")
+    if not np.isfinite(lo):
+        return ""
+    return "" if lo > 1.0 else f"within noise [{lo:.2f}, {hi:.2f}]"
+
+
 def _slow(sub: pd.DataFrame) -> str:
     """The clause naming a cell's slow processes (:attr:`~gnn_batching.sweep.intervals.Group.slow_processes`),
     or ``""``."""
@@ -115,7 +133,12 @@ def verdict(df: pd.DataFrame) -> list[str]:
                 if isinstance(lo, float) and not np.isnan(lo):
                     span = " [" + ", ".join("never" if not np.isfinite(v) else f"{math.ceil(v):,}"
                                             for v in (lo, hi)) + "]"
-                if be.isdigit():
+                lead = _steady_lead(found, gkeys, best, sub, best.get("break_even_ref"))
+                if be.isdigit() and lead:
+                    text += (f"; {best['method']} would pay back its extra compilation after about {int(be):,} "
+                             f"steps{span} (break-even vs {best['break_even_ref']}), but its steady lead over "
+                             f"{best['break_even_ref']} is {lead}: no choice for longer runs follows")
+                elif be.isdigit():
                     text += (f"; {best['method']} pays back its extra compilation after about {int(be):,} steps"
                              f"{span} (break-even vs {best['break_even_ref']}): for longer runs it is the faster "
                              "choice")
