@@ -118,6 +118,15 @@ def _random_per_node(p, g):
     return jnp.sum(_h(p, g) * noise)
 
 
+def _energy_and_forces(p, g):  # a force field's loss: energy and the gradient of it by positions
+    def energy(x):
+        h = _h(p, g) * x
+        return jnp.sum(jax.ops.segment_sum(jnp.tanh(h[g.senders]), g.receivers, num_segments=h.shape[0]) * p["v"])
+
+    x = jnp.ones((g.nodes.shape[0], F))
+    return energy(x) + jnp.sum(jax.grad(energy)(x) ** 2)
+
+
 # name: (one-graph function, "exact" or "refused")
 CASES = {
     # the user's derivative rules
@@ -194,6 +203,15 @@ CASES = {
     "cummax along the nodes (ties: the scan's tree shares the derivative)": (
         lambda p, g: jnp.sum(jax.lax.cummax(jnp.round(_h(p, g) @ p["W"]), axis=0) * p["v"]), "refused"),
     "cummax along the features": (lambda p, g: jnp.sum(jax.lax.cummax(_h(p, g) @ p["W"], axis=1) * p["v"]), "exact"),
+    "masked max over no node (-inf, then the initial value)": (lambda p, g: jnp.sum(jnp.max(
+        _h(p, g) @ p["W"], axis=0, where=(g.nodes == 4)[:, None], initial=0.0) * p["v"]), "exact"),
+    "pooled[nodes + 3] (per-graph rows read out of bounds, default indexing)": (lambda p, g: jnp.sum(
+        jax.ops.segment_sum(_h(p, g), g.nodes, 5)[g.nodes + 3] * (_h(p, g) @ p["W"])), "exact"),
+    "h.at[receivers + 2].add (promised bounds, broken)": (lambda p, g: jnp.sum(jnp.tanh(jnp.zeros_like(_h(p, g)).at[
+        g.receivers + 2].add(jnp.tanh(_h(p, g) @ p["W"])[g.senders], mode="promise_in_bounds")) * p["v"]), "exact"),
+    "per-graph .at[nodes + 3].add (promised bounds)": (lambda p, g: jnp.sum(jnp.zeros((5, F)).at[g.nodes + 3].add(
+        jnp.tanh(_h(p, g) @ p["W"]), mode="promise_in_bounds") * p["v"]), "refused"),
+    "forces: jax.grad inside (its transpose, a promised scatter-add)": (_energy_and_forces, "exact"),
     # what has no per-graph meaning on a union
     "sort along the nodes": (lambda p, g: jnp.sum(jnp.sort(_h(p, g), axis=0)[0]), "refused"),
     "n x n pairs": (lambda p, g: jnp.sum(_h(p, g)[:, None, :] - _h(p, g)[None, :, :]), "refused"),
@@ -312,6 +330,58 @@ def test_a_python_float_parameter_stays_weakly_typed():
         assert jax.jit(lambda q: fn(q, one(grs[0])))(q) == want  # graph by graph, under jit
         vals = np.asarray(jax.jit(lambda q: ragged_loss(fn, q, u, n_graph))(q))[:len(grs)]
         assert (vals == want).all(), (t, vals)
+
+
+@pytest.mark.parametrize("dtype", ["bfloat16", "float16"])
+def test_a_16_bit_contraction_over_the_nodes_accumulates_as_alone(dtype):
+    """``einsum("nf,ng->fg")`` of 16-bit values: alone, the dot accumulates in float32 and rounds
+    once; the union's per-graph sum must too (summed in 16 bits, a 300-node bf16 graph gave 160
+    against 187). Values and gradients within the dtype's rounding."""
+    from ragged_cases import one
+
+    rng = np.random.default_rng(8)
+    p = params(rng)
+    grs = graphs(rng, count=3, max_nodes=300)
+
+    def fn(q, g):
+        h = _h(q, g).astype(dtype)
+        return jnp.sum(jnp.einsum("nf,ng->fg", h, h).astype(jnp.float32) * q["W"])
+
+    u, n_graph = union_of(grs)
+    vals, g_union = jax.value_and_grad(lambda q: jnp.sum(ragged_loss(fn, q, u, n_graph)[:3]))(p)
+    alone, g_alone = jax.value_and_grad(lambda q: sum(fn(q, one(gr)) for gr in grs))(p)
+    tol = 4 * float(jnp.finfo(dtype).eps)
+    assert abs(float(vals) - float(alone)) <= tol * abs(float(alone)), (vals, alone)
+    for name in ("emb", "W"):
+        scale = float(jnp.max(jnp.abs(g_alone[name])))
+        assert float(jnp.max(jnp.abs(g_union[name] - g_alone[name]))) <= tol * scale, name
+
+
+def test_a_parameter_lookup_never_tells_the_union_its_positions_are_unique():
+    """One graph's positions may be unique and sorted (``emb.at[idx].get(unique_indices=True)``);
+    the union's repeat across graphs, and the gather's transpose (a scatter-add) told otherwise may
+    race on a GPU. The union's gathers and scatters carry neither promise."""
+    p, grs = params(np.random.default_rng(9)), graphs(np.random.default_rng(9), count=4)
+    u, n_graph = union_of(grs)
+
+    def fn(q, g):
+        idx = jnp.arange(g.nodes.shape[0]) % 5
+        return jnp.sum(jnp.tanh(q["emb"].at[idx].get(unique_indices=True, indices_are_sorted=True) @ q["W"]))
+
+    def eqns(jaxpr):  # every equation, inside nested jaxprs too
+        for e in jaxpr.eqns:
+            yield e
+            for v in e.params.values():
+                for sub in v if isinstance(v, tuple | list) else (v,):
+                    inner = getattr(sub, "jaxpr", sub)
+                    if hasattr(inner, "eqns"):
+                        yield from eqns(inner)
+
+    closed = jax.make_jaxpr(jax.grad(lambda q: jnp.sum(ragged_loss(fn, q, u, n_graph))))(p)
+    on_values = [e for e in eqns(closed.jaxpr) if e.primitive.name in ("gather", "scatter-add", "scatter_add")
+                 and jnp.issubdtype(e.invars[0].aval.dtype, jnp.floating)]  # the lookup and its transpose
+    assert len(on_values) >= 2
+    assert not any(e.params["unique_indices"] or e.params["indices_are_sorted"] for e in on_values)
 
 
 def test_a_real_graph_without_nodes_is_refused_or_nan():

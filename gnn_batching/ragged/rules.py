@@ -18,6 +18,7 @@ Anything else is refused by the rule (naming what it cannot prove), never passed
 from __future__ import annotations
 
 from collections.abc import Callable
+from functools import partial
 
 import jax
 import jax.numpy as jnp
@@ -334,10 +335,18 @@ def reduce(ip: Interp, eqn, ins: list[V], outs: list[str]) -> list:
         return [REDUCE[name](y, axis=rest).astype(dtype) if rest else y.astype(dtype)]
     if name in ("reduce_max", "reduce_min") and jnp.issubdtype(xx.dtype, jnp.inexact):
         return [_extremum(ip, xx, gid, rest, name).astype(dtype)]
+    if name == "reduce_sum" and _low_float(xx.dtype):  # alone, XLA sums 16-bit floats in float32
+        xx = xx.astype(jnp.float32)
     y = SEGMENT[name](xx, gid, num_segments=ip.g)
     if name in ("reduce_max", "reduce_min"):  # integers: no gradient; an empty padding slot gives 0
         y = jnp.where(ip.s.real.reshape((-1,) + (1,) * (y.ndim - 1)), y, jnp.zeros((), y.dtype))
     return [REDUCE[name](y, axis=rest).astype(dtype) if rest else y.astype(dtype)]
+
+
+def _low_float(dtype) -> bool:
+    """A floating dtype narrower than 32 bits (bfloat16, float16): sums over a graph's nodes are
+    accumulated in float32, as XLA does for one graph's reduction or contraction."""
+    return bool(jnp.issubdtype(dtype, jnp.floating) and jnp.finfo(dtype).bits < 32)
 
 
 def _extremum(ip: Interp, x, gid, rest: tuple, name: str):
@@ -354,10 +363,25 @@ def _extremum(ip: Interp, x, gid, rest: tuple, name: str):
     at = x == top[gid]  # the elements that are the result (broadcast over the reduced axes)
     count = jax.ops.segment_sum(jnp.sum(at, axis=rest, keepdims=True, dtype=x.dtype) if rest else at.astype(x.dtype),
                                 gid, num_segments=ip.g)
-    share = jnp.where(at, x, 0) / jnp.maximum(count, 1)[gid]
-    part = jax.ops.segment_sum(jnp.sum(share, axis=rest, keepdims=True) if rest else share, gid, num_segments=ip.g)
-    out = top + (part - lax.stop_gradient(part))  # the value is exactly the extremum, the gradient reduce_max's
+    weight = jnp.where(at, 1.0 / jnp.maximum(count, 1)[gid], 0.0).astype(x.dtype)
+    out = _chosen(ip.g, rest, x, weight, gid, top)  # exactly the extremum (even +-inf); reduce_max's gradient
     return jnp.squeeze(out, axis=rest) if rest else out
+
+
+@partial(jax.custom_jvp, nondiff_argnums=(0, 1))
+def _chosen(g: int, rest: tuple, x, weight, gid, top):
+    """``top`` (each graph's extremum), with the tangent ``reduce_max`` gives it: the tangents of
+    the elements equal to it, averaged (``weight``: 1/count on them, 0 elsewhere). A custom JVP,
+    not ``top + (part - stop_gradient(part))``: that is inf - inf = NaN where the extremum is
+    infinite (a masked max over no element, an inf in the data)."""
+    return top
+
+
+@_chosen.defjvp
+def _chosen_jvp(g, rest, primals, tangents):
+    _, weight, gid, top = primals
+    share = tangents[0] * weight
+    return top, jax.ops.segment_sum(jnp.sum(share, axis=rest, keepdims=True) if rest else share, gid, num_segments=g)
 
 
 @rule("reduce_xor", "argmax", "argmin")
@@ -445,6 +469,13 @@ def dot_general(ip: Interp, eqn, ins: list[V], outs: list[str]) -> list:
         if 0 in lc and 0 in rc and lc.index(0) == rc.index(0):  # over the nodes: a sum per graph
             k = lc.index(0)
             lc2, rc2 = lc[:k] + lc[k + 1 :], rc[:k] + rc[k + 1 :]
+            out_dtype = eqn.outvars[0].aval.dtype
+            if _low_float(out_dtype):
+                # alone, the dot accumulates a 16-bit contraction in float32 and rounds once; per-row
+                # products summed in 16 bits would stall (a 300-node bf16 sum: 160 against 187)
+                rows = lax.dot_general_p.bind(x.x, y.x, dimension_numbers=((lc2, rc2), ((0, *lb), (0, *rb))),
+                                              **dict(kw, preferred_element_type=jnp.float32))
+                return [jax.ops.segment_sum(rows, ip.gid(x.lv), num_segments=ip.g).astype(out_dtype)]
             rows = dot(x.x, y.x, ((lc2, rc2), ((0, *lb), (0, *rb))))
             return [jax.ops.segment_sum(rows, ip.gid(x.lv), num_segments=ip.g).astype(rows.dtype)]
         raise ip.refuse("pairs the nodes of a graph with each other")
@@ -527,15 +558,23 @@ def gather(ip: Interp, eqn, ins: list[V], outs: list[str]) -> list:
         flat = x.x.reshape((ip.g * s0, *x.x.shape[2:]))
         local = idx.x[..., 0].astype(jnp.int32)
         gidx = ip.graph_index(idx.lv, local.shape)
+        inb = (local >= 0) & (local < s0)
         if _clip_mode(p["mode"]):
             glob = gidx * s0 + jnp.clip(local, 0, s0 - 1)
         else:
-            glob = jnp.where((local >= 0) & (local < s0), gidx * s0 + local, ip.g * s0)
-        return bind(eqn, [flat, glob[..., None]], indices_are_sorted=False, unique_indices=False)
+            glob = jnp.where(inb, gidx * s0 + local, ip.g * s0)
+        out = bind(eqn, [flat, glob[..., None]], indices_are_sorted=False, unique_indices=False)[0]
+        if _promise_mode(p["mode"]):  # as above: the clamped row's value, no gradient out of bounds
+            if tuple(dn.offset_dims) != tuple(range(out.ndim - len(dn.offset_dims), out.ndim)):
+                raise ip.refuse("a gather whose slices are not its trailing axes")
+            out = jnp.where(inb.reshape(inb.shape + (1,) * (out.ndim - inb.ndim)), out, lax.stop_gradient(out))
+        return [out]
     if x.lv == "const" and idx.lv in NE:  # a parameter looked up by value (an embedding)
         if 0 in dn.offset_dims:
             raise ip.refuse("a gather whose positions do not lead its result")
-        return bind(eqn, [x.x, idx.x])
+        # one graph's positions may be sorted and unique; the union's repeat across graphs (the
+        # transpose, a scatter-add, would otherwise be told its indices are unique)
+        return bind(eqn, [x.x, idx.x], indices_are_sorted=False, unique_indices=False)
     if _graph_only(ins):
         return per_graph(ip, eqn, ins)
     raise ip.refuse(f"a gather from a {x.lv}-level value by {idx.lv}-level positions")
@@ -560,13 +599,23 @@ def scatter(ip: Interp, eqn, ins: list[V], outs: list[str]) -> list:
     along0 = tuple(dn.scatter_dims_to_operand_dims) == (0,) and 0 in dn.inserted_window_dims
     one_idx, one_upd = _shape(eqn.invars[1]), _shape(eqn.invars[2])
     clip = _clip_mode(p["mode"])
+    promise = _promise_mode(p["mode"]) and not _graph_only(ins)
+    adds = eqn.primitive.name in ("scatter-add", "scatter_add")
+    if promise and not (x.lv in NE and along0 and idx.lv in NE and adds):
+        # out of bounds, XLA drops such an update forward, and its gradient reads the clamped row
+        # (the transpose is a promised gather); written out below for the common case only
+        raise ip.refuse("a scatter with promised bounds (mode='promise_in_bounds') other than an add by node/edge "
+                        "positions into node/edge rows; use the default mode (drop) or mode='clip'")
     if x.lv in NE and along0:
         if idx.lv in NE:
             if upd.lv != idx.lv:
                 raise ip.refuse("scatter updates at another level than their positions")
-            glob = ip.to_global(idx.x[..., 0].astype(jnp.int32), ip.graph_index(idx.lv, idx.x.shape[:-1]), x.lv,
-                                clip, "scatter")[..., None]
-            return bind(eqn, [x.x, glob, upd.x], mode=fill, indices_are_sorted=False, unique_indices=False)
+            local, gidx = idx.x[..., 0].astype(jnp.int32), ip.graph_index(idx.lv, idx.x.shape[:-1])
+            glob = ip.to_global(local, gidx, x.lv, clip and not promise, "scatter")[..., None]
+            out = bind(eqn, [x.x, glob, upd.x], mode=fill, indices_are_sorted=False, unique_indices=False)[0]
+            if promise:
+                out = out + _promised_gradient(ip, eqn, x, local, gidx, upd.x)
+            return [out]
         if idx.lv in ("graph", "const") and upd.lv in ("graph", "const"):
             rows, gidx = _index_rows(ip, idx, one_idx)
             u = upd.x if upd.lv == "graph" else jnp.broadcast_to(jnp.asarray(upd.x), (ip.g, *one_upd))
@@ -597,6 +646,24 @@ def scatter(ip: Interp, eqn, ins: list[V], outs: list[str]) -> list:
     if _graph_only(ins):
         return per_graph(ip, eqn, ins)
     raise ip.refuse(f"a scatter into a {x.lv}-level value by {idx.lv}-level positions")
+
+
+def _promised_gradient(ip: Interp, eqn, x: V, local, gidx, upd):
+    """Zero, with the gradient XLA gives a promised scatter-add's out-of-bounds updates (dropped
+    forward, the clamped row's cotangent backward: its transpose is a promised gather, which
+    clamps): a scatter of those updates alone to their clamped rows, minus itself unable to move."""
+    dn = eqn.params["dimension_numbers"]
+    if tuple(dn.update_window_dims) != tuple(range(upd.ndim - len(dn.update_window_dims), upd.ndim)):
+        raise ip.refuse("a scatter with promised bounds whose windows are not its updates' trailing axes")
+    cnt = ip.actual(x.lv)[gidx].astype(jnp.int32)
+    out = (local < 0) | (local >= cnt)
+    clamped = ip.to_global(local, gidx, x.lv, True, "scatter")[..., None]
+    stray = jnp.where(out.reshape(out.shape + (1,) * (upd.ndim - out.ndim)), upd, jnp.zeros((), upd.dtype))
+    from jax.lax import GatherScatterMode
+
+    b = bind(eqn, [jnp.zeros_like(x.x), clamped, stray], mode=GatherScatterMode.FILL_OR_DROP, indices_are_sorted=False,
+             unique_indices=False)[0]
+    return b - lax.stop_gradient(b)
 
 
 def rule_names() -> list[str]:
