@@ -208,8 +208,26 @@ def test_registered_python_dataset(tmp_path):
     from gnn_batching.data.datasets import dataset_names
 
     assert "test-g2" in dataset_names()
-    with pytest.raises(ConfigError, match="unknown dataset 'nope'"):
+    with pytest.raises(ConfigError, match=r"unknown dataset 'nope'.*@register_dataset in a file named by --module"):
         load_dataset(DatasetSpec(name="nope"))
+
+
+def test_a_registered_loader_that_returns_no_atoms_is_named():
+    """A loader returning anything but ase.Atoms gets a DataError naming the dataset and the
+    entry (a newcomer's loader returning [1, 2, 3] crashed in atoms.info)."""
+
+    @register_dataset("test-not-atoms")
+    def not_atoms(limit=None, seed=0, **_):
+        return [Atoms("H2", positions=[[0, 0, 0], [0.7, 0, 0]], info={"y": 1.0}), 2, 3]
+
+    @register_dataset("test-not-a-list")
+    def not_a_list(limit=None, seed=0, **_):
+        return 7
+
+    with pytest.raises(DataError, match="dataset 'test-not-atoms': entry 1 is int, not ase.Atoms"):
+        load_dataset(DatasetSpec(name="test-not-atoms"), use_cache=False)
+    with pytest.raises(DataError, match="dataset 'test-not-a-list': its loader returned int, not a list"):
+        load_dataset(DatasetSpec(name="test-not-a-list"), use_cache=False)
 
 
 def test_synthetic_is_seeded_prefix_stable_and_labelled():

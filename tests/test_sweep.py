@@ -35,7 +35,7 @@ def _sweep_file(tmp_path, steps=4, seeds=(0, 1), methods=("static-pow2", "dynami
     return p
 
 
-def test_grid_expansion_and_validation(tmp_path):
+def test_grid_expansion_and_validation(tmp_path, caplog):
     p = _sweep_file(tmp_path)
     sw = load_sweep(str(p))
     # the methods take turns (A B A B), seeds in the outer loop: no method runs only late or early
@@ -53,8 +53,10 @@ def test_grid_expansion_and_validation(tmp_path):
     assert load_sweep(str(p), ["repeats=3"]).repeats == 3
     with pytest.raises(ConfigError, match="repeats: a positive integer or auto"):
         load_sweep(str(p), ["repeats=0"])
-    sw = load_sweep(str(p), ["output_dir=elsewhere", "train.seed=5", "grid.batching.batch_size=[4, 8]"])
+    with caplog.at_level("INFO", logger="gnn_batching.sweep.grid"):
+        sw = load_sweep(str(p), ["output_dir=elsewhere", "train.seed=5", "grid.batching.batch_size=[4, 8]"])
     assert sw.output_dir == "elsewhere" and len(sw.cells) == 4  # seed pinned, batch size now an axis
+    assert "--set train.seed=5: pins the grid axis train.seed (was [0, 1])" in caplog.text  # said, not silent
     assert {c.config["train"]["seed"] for c in sw.cells} == {5}
     with pytest.raises(ConfigError, match=r"^--set grid.batching.method=\[greedy\]: batching.method: unknown method"):
         load_sweep(str(p), ["grid.batching.method=[greedy]"])

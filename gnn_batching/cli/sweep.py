@@ -128,7 +128,9 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     """Register ``sweep``, ``results``, ``plot`` and ``report``."""
     sw = sub.add_parser("sweep", help="run a grid of runs; resumes where it stopped")
     sw.add_argument("sweep", help="sweep YAML, e.g. configs/quickstart.yaml")
-    sw.add_argument("--set", action="append", metavar="KEY=VALUE", help="override (base keys or output_dir)")
+    sw.add_argument("--set", action="append", metavar="KEY=VALUE",
+                    help="override a base key, output_dir, repeats or name; a grid axis given so is pinned to "
+                    "that value (said on stderr); grid.KEY=[a,b] replaces an axis")
     module_arg(sw)
     sw.add_argument("--jobs", type=int, default=1, help="parallel local processes (--launcher local)")
     sw.add_argument("--gpus-per-job", type=int, default=0,

@@ -156,8 +156,8 @@ def _hyperparameter_tables() -> list[str]:
 
     lines = ["### Each model's hyperparameters", "",
              "`model.<field>` sets a field of the model's module; unset fields keep the module's default (the "
-             "study's settings). A user's model lists its own with `gnn-batching advise --help`'s `--module` or in "
-             "its class.", "", "| model | key | default | meaning |", "|---|---|---|---|"]
+             "study's settings). A user's model's fields are its class's (a misspelt `model.<field>` is refused, "
+             "naming the fields the model has).", "", "| model | key | default | meaning |", "|---|---|---|---|"]
     for name in model_names():
         if not model_entry(name).cls.__module__.startswith("gnn_batching."):
             continue

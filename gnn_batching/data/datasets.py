@@ -148,7 +148,8 @@ def _entry(spec: DatasetSpec) -> DatasetEntry:
     _load_entry_points()
     if spec.name not in _REGISTRY:
         raise ConfigError(
-            f"dataset.name: unknown dataset {spec.name!r}; known: {', '.join(dataset_names())}"
+            f"dataset.name: unknown dataset {spec.name!r}; known: {', '.join(dataset_names())} (your own: register it "
+            "with @register_dataset in a file named by --module or dataset.module)"
         )
     return _REGISTRY[spec.name]
 
@@ -258,9 +259,19 @@ def load_structures(spec: DatasetSpec, progress: Progress | None = None) -> Stru
     out = entry.fn(limit=spec.limit, seed=spec.split_seed, spec=spec, progress=progress, **spec.options)
     if isinstance(out, StructureSet):
         return out
-    atoms_list = list(out)
+    try:
+        atoms_list = list(out)
+    except TypeError:
+        raise DataError(f"dataset {spec.name!r}: its loader returned {type(out).__name__}, not a list of ase.Atoms "
+                        "(or a StructureSet)") from None
     if not atoms_list:
         raise DataError(f"dataset {spec.name!r} returned no structures")
+    from ase import Atoms
+
+    wrong = next(((i, a) for i, a in enumerate(atoms_list) if not isinstance(a, Atoms)), None)
+    if wrong is not None:
+        raise DataError(f"dataset {spec.name!r}: entry {wrong[0]} is {type(wrong[1]).__name__}, not ase.Atoms "
+                        "(a registered loader returns ase.Atoms with their targets in atoms.info)")
     from gnn_batching.data.asefile import targets_from_atoms
 
     targets = targets_from_atoms(atoms_list)

@@ -91,8 +91,8 @@ def format_study_compare(rows: pd.DataFrame, ratios: pd.DataFrame) -> str:
     """Markdown: the ratios first (comparable across run lengths), then the absolute rows."""
     if not len(rows):
         return "The study ran none of this sweep's cells (its grid: QM9/AFLOW, MPEU/SchNet, static/dynamic, bs 16-128)."
-    lines = ["| dataset | model | bs | device | ratio | ours incl. compile | study incl. compile | ours steady | "
-             "study median |", "|---|---|---|---|---|---|---|---|---|"]
+    lines = ["| dataset | model | bs | device | ms/step ratio | ours incl. compile | study incl. compile | "
+             "ours steady | study median |", "|---|---|---|---|---|---|---|---|---|"]
     for _, r in ratios.iterrows():
         lines.append(f"| {r['dataset']} | {r['model']} | {r['batch_size']} | {r['device']} | {r['ratio']} | "
                      f"{r['ours_incl_compile']:.2f}x | {r['study_incl_compile']:.2f}x | {r['ours_steady']:.2f}x | "
@@ -107,9 +107,11 @@ def format_study_compare(rows: pd.DataFrame, ratios: pd.DataFrame) -> str:
                      f"{r['our_compiles']:.0f} / {r['study_compiles']:.0f} | {r['our_test_rmse']:.3f} / "
                      f"{r['study_test_rmse']:.3f} |")
     lines.append("")
-    lines.append("The study's times: means and medians over its 100k steps (its 'update' time, which included "
-                 "batching); device `gpu_a100` is its A100 whatever GPU ran ours. Step times including compilation "
-                 "depend on run length: compare the ratios across run lengths, not the absolute figures.")
+    lines.append("The ratios are of time per step (ms/step, first / second: above 1 the first method is slower), "
+                 "not of graphs/s. The study's times: means and medians over its 100k steps (its 'update' time, "
+                 "which included batching); device `gpu_a100` is its A100 whatever GPU ran ours. Step times "
+                 "including compilation depend on run length: compare the ratios across run lengths, not the "
+                 "absolute figures.")
     return "\n".join(lines)
 
 

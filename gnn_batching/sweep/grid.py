@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import copy
 import itertools
+import logging
 import os
 from dataclasses import dataclass, field
 
@@ -74,6 +75,9 @@ class Sweep:
     report: bool = True
     repeats: int = 1
     cells: list[Cell] = field(default_factory=list)
+
+
+log = logging.getLogger(__name__)
 
 
 def _cell_id(values: dict) -> str:
@@ -138,7 +142,8 @@ def load_sweep(path: str, overrides: list[str] | None = None, modules: list[str]
         else:
             check_override_key(k)
             set_dotted(base, k, v)
-            grid.pop(k, None)  # an override of a grid axis pins it
+            if k in grid:  # an override of a grid axis pins it: said, so an axis never vanishes unseen
+                log.info(f"--set {k}={v}: pins the grid axis {k} (was {grid.pop(k)}); grid.{k}=[...] replaces it")
     if not output_dir or not isinstance(output_dir, str):
         raise ConfigError(f"{path}: output_dir: required (where the sweep's runs and tables go)")
     for k, vals in grid.items():
