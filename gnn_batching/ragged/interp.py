@@ -160,31 +160,27 @@ class Interp:
             x = x.reshape((x.shape[0],) + (1,) * (len(target) - len(rest)) + rest)
         return x if x.shape == want else jnp.broadcast_to(x, want)
 
-    def safe_padding(self, x):
-        """A per-graph value made from a graph's nodes or edges, with 1 in the padding slots: an
-        empty slot's sum is 0, its log, inverse or norm infinite, and 0 x inf in its (zero)
-        gradient would be NaN in every parameter's gradient. Real graphs keep their own values."""
-        x = jnp.asarray(x)
-        if not jnp.issubdtype(x.dtype, jnp.inexact):
-            return x
-        real = self.s.real.reshape((-1,) + (1,) * (x.ndim - 1))
-        return jnp.where(real, x, jnp.ones((), x.dtype))
-
-    def safe_rows(self, x, level: str):
-        """A node- or edge-level value with 1 in the padding graphs' rows. Padding has structure
-        no real graph has (jraph puts every padding edge on the first padding node, so the others
-        have no in-edge: a degree of 0, an empty max of -inf); a padding row's inf, fed to the next
-        operation, makes an infinite derivative there, and its zero cotangent times that is NaN in
-        every parameter's gradient. Replacing the padding rows of every result keeps each
-        operation's padding inputs at 1. Real graphs never read another graph's rows, so their
-        values and gradients are unchanged."""
-        x = jnp.asarray(x)
-        if not jnp.issubdtype(x.dtype, jnp.inexact) or x.shape[0] == 0:
-            return x
+    def real_rows(self, level: str) -> jax.Array:
+        """Whether each graph slot (``graph``), node or edge belongs to a real graph."""
+        if level not in NE:
+            return self.s.real
         key = ("real_rows", level)
         if key not in self._memo:
             self._memo[key] = self.s.real[self.gid(level)]
-        real = self._memo[key].reshape((-1,) + (1,) * (x.ndim - 1))
+        return self._memo[key]
+
+    def safe_padding(self, x, level: str = "graph"):
+        """A value at ``level`` with 1 in the padding graphs' slots or rows; real graphs keep their
+        own values (they never read another graph's rows). Per graph: an empty slot's sum is 0, its
+        log, inverse or norm infinite. Per node or edge: padding has structure no real graph has
+        (jraph puts every padding edge on the first padding node, so the others have no in-edge: a
+        degree of 0, an empty max of -inf). Either way an inf fed to the next operation makes an
+        infinite derivative there, and its zero cotangent times that is NaN in every parameter's
+        gradient; with every result's padding at 1, each operation's padding inputs are 1."""
+        x = jnp.asarray(x)
+        if not jnp.issubdtype(x.dtype, jnp.inexact) or x.shape[0] == 0:
+            return x
+        real = self.real_rows(level).reshape((-1,) + (1,) * (x.ndim - 1))
         return jnp.where(real, x, jnp.ones((), x.dtype))
 
     def graph_index(self, level: str, shape: tuple) -> jax.Array:
@@ -267,9 +263,9 @@ class Interp:
                         raise self.refuse("no rule for this primitive on a disjoint union (its meaning per graph "
                                           "is not known, so it is not passed through)")
                     xs = rule(self, eqn, ins, levels)
-                    if any(v.lv in NE for v in ins):
-                        xs = [self.safe_padding(x) if lv == "graph" else x for x, lv in zip(xs, levels)]
-                    xs = [self.safe_rows(x, lv) if lv in NE else x for x, lv in zip(xs, levels)]
+                    from_rows = any(v.lv in NE for v in ins)
+                    xs = [self.safe_padding(x, lv) if lv in NE or (lv == "graph" and from_rows) else x
+                          for x, lv in zip(xs, levels)]
                 outs = [V(x, lv) for x, lv in zip(xs, levels)]
             for o, v in zip(eqn.outvars, outs):
                 want = union_shape(tuple(o.aval.shape), v.lv, self.lead, self.g)

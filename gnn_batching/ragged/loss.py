@@ -95,7 +95,7 @@ def _like_real(x, ip: Interp, level: str):
     x = jnp.asarray(x)
     if x.shape[0] == 0:
         return x
-    row_real = ip.s.real[ip.gid(level)]
+    row_real = ip.real_rows(level)
     first = jnp.argmax(row_real)  # the first row of a real graph (row 0 when there is none)
     keep = row_real.reshape((-1,) + (1,) * (x.ndim - 1))
     return jnp.where(keep, x, x[first])

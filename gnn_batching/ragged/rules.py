@@ -473,11 +473,9 @@ def dot_general(ip: Interp, eqn, ins: list[V], outs: list[str]) -> list:
             if _low_float(out_dtype):
                 # alone, the dot accumulates a 16-bit contraction in float32 and rounds once; per-row
                 # products summed in 16 bits would stall (a 300-node bf16 sum: 160 against 187)
-                rows = lax.dot_general_p.bind(x.x, y.x, dimension_numbers=((lc2, rc2), ((0, *lb), (0, *rb))),
-                                              **dict(kw, preferred_element_type=jnp.float32))
-                return [jax.ops.segment_sum(rows, ip.gid(x.lv), num_segments=ip.g).astype(out_dtype)]
+                kw["preferred_element_type"] = jnp.float32
             rows = dot(x.x, y.x, ((lc2, rc2), ((0, *lb), (0, *rb))))
-            return [jax.ops.segment_sum(rows, ip.gid(x.lv), num_segments=ip.g).astype(rows.dtype)]
+            return [jax.ops.segment_sum(rows, ip.gid(x.lv), num_segments=ip.g).astype(out_dtype)]
         raise ip.refuse("pairs the nodes of a graph with each other")
     if {x.lv, y.lv} <= {"graph", *NE} and "graph" in (x.lv, y.lv) and (x.lv in NE) != (y.lv in NE):
         rows = x.lv if x.lv in NE else y.lv

@@ -133,15 +133,14 @@ def verdict(df: pd.DataFrame) -> list[str]:
                 if isinstance(lo, float) and not np.isnan(lo):
                     span = " [" + ", ".join("never" if not np.isfinite(v) else f"{math.ceil(v):,}"
                                             for v in (lo, hi)) + "]"
-                lead = _steady_lead(found, gkeys, best, sub, best.get("break_even_ref"))
-                if be.isdigit() and lead:
+                if be.isdigit():
+                    ref = best["break_even_ref"]
+                    lead = _steady_lead(found, gkeys, best, sub, ref)
                     text += (f"; {best['method']} would pay back its extra compilation after about {int(be):,} "
-                             f"steps{span} (break-even vs {best['break_even_ref']}), but its steady lead over "
-                             f"{best['break_even_ref']} is {lead}: no choice for longer runs follows")
-                elif be.isdigit():
-                    text += (f"; {best['method']} pays back its extra compilation after about {int(be):,} steps"
-                             f"{span} (break-even vs {best['break_even_ref']}): for longer runs it is the faster "
-                             "choice")
+                             f"steps{span} (break-even vs {ref}), but its steady lead over {ref} is {lead}: no "
+                             "choice for longer runs follows" if lead else
+                             f"; {best['method']} pays back its extra compilation after about {int(be):,} steps"
+                             f"{span} (break-even vs {ref}): for longer runs it is the faster choice")
                 elif be == "never":
                     text += f"; {best['method']}'s faster steps do not pay back its extra compilation in this data"
                 else:
