@@ -74,11 +74,13 @@ def _sweep(tmp_path, name: str, methods: list[str], modules: list[str], repeats:
     return str(tmp_path / name)
 
 
-def _split(sweep: str, parts: int) -> list[str]:
-    """One sweep's runs dealt into ``parts`` sweep folders by repeat (0, 2, 4 | 1, 3, 5): identical
-    sweeps whose processes took turns in time. This machine has slow phases of 10-20 s (the same
-    process's steps 1.25x slower for a while, docs/measurements.md): two sweeps run one after the
-    other can sit in different phases, which no interval over their own processes can see."""
+def _split(sweep: str, parts: int, turns: int) -> list[str]:
+    """One sweep's runs dealt into ``parts`` sweep folders by blocks of ``turns`` repeats (0, 1, 2 |
+    3, 4, 5): identical sweeps, each a whole Latin square of the sweep's turn order (every method
+    once at every place of a turn: ``grid.turn_order``). Dealt by parity instead (0, 2, 4), a half
+    of the Williams design puts one method first twice. Under a fixed order (A B C A B C) one
+    method under two names read 0.90x here (7 turns of 8) and 1.10x in CI, intervals excluding 1:
+    an order effect no interval over one half's processes can see."""
     import shutil
 
     from gnn_batching.sweep.layout import repeat_of
@@ -90,7 +92,7 @@ def _split(sweep: str, parts: int) -> list[str]:
         shutil.copy(os.path.join(sweep, "sweep.json"), dst)
         for name in os.listdir(os.path.join(sweep, "runs")):
             src = os.path.join(sweep, "runs", name)
-            if os.path.isdir(src) and repeat_of(name) % parts == k:
+            if os.path.isdir(src) and repeat_of(name) // turns == k:
                 shutil.copytree(src, os.path.join(dst, "runs", name))
         out.append(dst)
     return out
@@ -102,7 +104,7 @@ def sweeps(tmp_path_factory):
     (tmp / "twin.py").write_text(PLUGIN)
     (tmp / "slow.py").write_text(SLOW.format(ms=30))
     ab = _sweep(tmp, "ab", ["dynamic", "dynamic-twin", "static-max"], [str(tmp / "twin.py")], repeats=6)
-    a, b = _split(ab, 2)
+    a, b = _split(ab, 2, 3)
     slow = _sweep(tmp, "slow", ["dynamic"], [str(tmp / "slow.py")])
     return {"a": a, "b": b, "ab": ab, "slow": slow}
 
@@ -189,13 +191,19 @@ def test_the_verdict_names_a_clear_winner_and_says_when_there_is_none(sweeps):
     from gnn_batching.sweep.results import collect
     from gnn_batching.sweep.verdict import verdict
 
+    same = []
     for k in ("a", "b"):
         df = collect(sweeps[k])
-        (same,) = verdict(df)  # the two fastest are the same method under two names
-        assert "no difference beyond noise between dynamic" in same and "3 processes" in same, same
+        (line,) = verdict(df)  # the two fastest are the same method under two names
+        assert "3 processes" in line, line
+        same.append("no difference beyond noise between dynamic" in line)
         (apart,) = verdict(df[df["method"] != "dynamic-twin"])
         assert "steady state: dynamic " in apart and "x faster than static-max [" in apart, apart
         assert "3 processes" in apart
+    # A 95 % interval calls one method under two names different in 1 sweep of 20 by design, so
+    # the two halves both do in ~1 of 400; intervals from step-to-step noise alone (or a method
+    # always first in its turn, which read 1.1x apart in CI) call both different
+    assert any(same), same
 
 
 @pytest.mark.slow

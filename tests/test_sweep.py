@@ -35,17 +35,39 @@ def _sweep_file(tmp_path, steps=4, seeds=(0, 1), methods=("static-pow2", "dynami
     return p
 
 
+@pytest.mark.parametrize("n", range(1, 9))
+def test_turn_order_is_a_williams_design(n):
+    """Each method takes each place of a turn once over n processes, and runs right after each
+    other method equally often over n (even n) or 2n (odd n) turns."""
+    from collections import Counter
+
+    from gnn_batching.sweep.grid import turn_order
+
+    period = n if n % 2 == 0 else 2 * n
+    rows = [turn_order(n, p) for p in range(2 * period)]
+    assert rows[:period] == rows[period:] and all(sorted(r) == list(range(n)) for r in rows)
+    for start in range(0, period, n):
+        assert all(len({r[i] for r in rows[start:start + n]}) == n for i in range(n))
+    after = Counter((r[i], r[i + 1]) for r in rows[:period] for i in range(n - 1))
+    assert len(after) == n * (n - 1) and len(set(after.values())) <= 1, after
+
+
 def test_grid_expansion_and_validation(tmp_path, caplog):
     p = _sweep_file(tmp_path)
     sw = load_sweep(str(p))
-    # the methods take turns (A B A B), seeds in the outer loop: no method runs only late or early
+    # the methods take turns (A B, B A), seeds in the outer loop: no method runs only late or early,
+    # nor always first in its turn
     assert [c.cell_id for c in sw.cells] == ["method=static-pow2__seed=0", "method=dynamic__seed=0",
-                                            "method=static-pow2__seed=1", "method=dynamic__seed=1"]
-    assert sw.cells[3].config["batching"]["method"] == "dynamic" and sw.cells[3].config["train"]["seed"] == 1
+                                            "method=dynamic__seed=1", "method=static-pow2__seed=1"]
+    assert sw.cells[2].config["batching"]["method"] == "dynamic" and sw.cells[2].config["train"]["seed"] == 1
     auto = load_sweep(str(_sweep_file(tmp_path, repeats="auto")))  # 2 seeds: 2 repeats, >= 3 processes
     assert auto.repeats == 2 and [c.cell_id for c in auto.cells][4:] == [
-        "method=static-pow2__seed=0__rep1", "method=dynamic__seed=0__rep1", "method=static-pow2__seed=1__rep1",
-        "method=dynamic__seed=1__rep1"]
+        "method=static-pow2__seed=0__rep1", "method=dynamic__seed=0__rep1", "method=dynamic__seed=1__rep1",
+        "method=static-pow2__seed=1__rep1"]
+    three = load_sweep(str(_sweep_file(tmp_path, methods=("static-pow2", "static-64", "dynamic"), repeats=2)))
+    turns = [[c.values["batching.method"] for c in three.cells[i:i + 3]] for i in range(0, 12, 3)]
+    assert turns == [["static-pow2", "static-64", "dynamic"], ["static-64", "dynamic", "static-pow2"],
+                     ["dynamic", "static-pow2", "static-64"], ["dynamic", "static-64", "static-pow2"]]
     assert auto.cells[4].config == auto.cells[0].config  # a repeat is the same run in a fresh process
     assert load_sweep(str(_sweep_file(tmp_path, repeats="auto", seeds=(0, 1, 2)))).repeats == 1
     assert load_sweep(str(_sweep_file(tmp_path, repeats="auto", methods=("dynamic",)))).repeats == 1
