@@ -243,7 +243,8 @@ def test_ctrl_c_stops_a_sweep_keeps_its_cells_and_resumes_to_the_uninterrupted_t
     assert not (stopped / "runs" / "seed=1" / "summary.json").exists()
     r = subprocess.run([sys.executable, "-m", "gnn_batching.cli", *resume[1:]], cwd=tmp_path, capture_output=True,
                        text=True)
-    assert r.returncode == 0 and "1 already done" in r.stderr, r.stderr[-3000:]
+    assert r.returncode == 0 and "1 already done, 1 to run (1 continues from its checkpoint)" in r.stderr, \
+        r.stderr[-3000:]
     assert (stopped / "runs" / "seed=0" / "summary.json").read_bytes() == kept
     a, b = collect(str(straight)), collect(str(stopped))
     counts = ["cell", "steps", "graphs_seen", "epochs", "train_step_compiles", "eval_step_compiles",
@@ -275,7 +276,7 @@ def test_submitit_local_launcher_runs_resumes_and_names_failed_cells(tmp_path):
     assert len(df) == 2 and set(df["axis:batching.method"]) == {"static-pow2", "dynamic"}
     assert (out / "runs" / "method=dynamic__seed=0.log").stat().st_size > 0  # the run's own output, per cell
     jobs_before = set(os.listdir(out / "submitit"))
-    # a partial cell (no summary.json) is redone; the finished one is not resubmitted
+    # a partial cell (no summary.json) runs again (from its checkpoint, else redone); the finished one is not resubmitted
     (out / "runs" / "method=dynamic__seed=0" / "summary.json").unlink()
     r = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True)
     assert r.returncode == 0, r.stderr[-3000:]

@@ -1,7 +1,8 @@
 """Sweeps on a cluster through ``submitit``: one job per cell, submitted as one Slurm job array.
 
 ``gnn-batching sweep SWEEP --launcher slurm`` submits every unfinished cell (finished cells are
-skipped, partial ones redone, exactly like a local sweep) and waits for them, showing progress;
+skipped, partial ones continue from their checkpoint or are redone, exactly like a local sweep)
+and waits for them, showing progress;
 ``--launcher submitit-local`` runs the same code path with submitit's local executor (what the
 tests use, so the cluster path runs without a cluster). Each job runs ``gnn-batching run`` in a
 fresh process; its output goes to the cell's log (``runs/<cell>.log``) and submitit's own files
@@ -21,7 +22,7 @@ import submitit
 from gnn_batching.errors import ConfigError
 from gnn_batching.progress import Progress
 from gnn_batching.sweep.grid import Sweep
-from gnn_batching.sweep.launch import prepare_cell, start_sweep
+from gnn_batching.sweep.launch import prepare_cell, resuming, start_sweep
 from gnn_batching.sweep.layout import cell_log
 
 log = logging.getLogger(__name__)
@@ -104,9 +105,10 @@ def run_sweep_submitit(sw: Sweep, launcher: str = "slurm", partition: str | None
                                gpus_per_node=gpus_per_task or None, cpus_per_task=cpus_per_task,
                                slurm_partition=partition, slurm_array_parallelism=array_parallelism)
     logs = {c.cell_id: cell_log(sw.output_dir, c.cell_id) for c in todo}
+    resumed = resuming(todo)
     with executor.batch():
         jobs = [executor.submit(CellJob(), prepare_cell(c), logs[c.cell_id]) for c in todo]
-    prog.note(f"{len(sw.cells)} cells, {done} already done, {len(todo)} submitted through {launcher} "
+    prog.note(f"{len(sw.cells)} cells, {done} already done, {len(todo)} submitted{resumed} through {launcher} "
               f"(job {jobs[0].job_id.split('_')[0]}; submitit files in {os.path.dirname(folder)})")
     prog.update(done)
     cell_of = {id(j): c for j, c in zip(jobs, todo)}

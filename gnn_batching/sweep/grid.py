@@ -18,7 +18,8 @@ speed figure gets an interval over processes (:mod:`gnn_batching.sweep.intervals
 compares methods, else one. Cells run interleaved: the methods take turns, seeds and repeats in
 the outer loops, in an order that changes from one process of a group to the next (a Williams
 design, :func:`turn_order`: A B C, B C A, C A B, C B A, A C B, B A C), so neither a slow phase of
-the machine, nor a turn's first place, nor the method run just before falls on one method.
+the machine, nor a turn's first place, nor the method run just before within a turn falls on one
+method.
 
 Every cell is validated before anything runs. A cell directory whose saved config differs from
 the sweep's is refused, naming the cell and the keys (results of different settings never mix).
@@ -204,7 +205,8 @@ def turn_order(n: int, place: int) -> list[int]:
     """The order in which ``n`` methods take their ``place``-th turn: a Williams design. Over any
     ``n`` consecutive places from 0 (a Latin square) each method runs at each place in the turn
     once; over ``n`` places (even ``n``) or ``2n`` (odd ``n``: the rows and their mirrors) each
-    method also runs right after each other method equally often."""
+    method also runs right after each other method equally often within a turn (across a turn's
+    boundary it may follow itself)."""
     base = [0] + [(j + 1) // 2 if j % 2 else n - j // 2 for j in range(1, n)]  # 0, 1, n-1, 2, n-2, ...
     row = place % (n if n % 2 == 0 else 2 * n)
     order = [(b + row) % n for b in base]
@@ -214,7 +216,7 @@ def turn_order(n: int, place: int) -> list[int]:
 def _turns(keys: list[str], grid: dict, repeat: int, combo: tuple) -> tuple:
     """Run order: repeats, then every axis but the method, the method fastest, in the order
     :func:`turn_order` gives the process's place in its group (``repeat x seeds + seed``), so no
-    method always runs first in its turn or right after the same method. On this machine a fixed
+    method always runs first in its turn or right after the same method within it. On this machine a fixed
     order (A B C A B C) put one method under two names 0.90x apart (7 turns of 8, intervals
     excluding 1; CI read 1.10x), docs/measurements.md."""
     pos = [grid[k].index(v) if v in grid[k] else 0 for k, v in zip(keys, combo)]

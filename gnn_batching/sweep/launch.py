@@ -1,9 +1,9 @@
 """Launching a sweep's cells: each in its own process, resumable, optionally in parallel.
 
 Each cell runs ``gnn-batching run`` in a fresh process (fresh JAX, isolated compile caches, no
-shared state) into ``output_dir/runs/<cell>/``. Re-running skips finished cells and redoes
-unfinished ones. This module only launches; collecting, plotting and reporting are composed by
-the command line.
+shared state) into ``output_dir/runs/<cell>/``. Re-running skips finished cells; an unfinished
+one continues from its checkpoint, or is redone without one. This module only launches;
+collecting, plotting and reporting are composed by the command line.
 """
 
 from __future__ import annotations
@@ -72,7 +72,7 @@ def _launch(cell: Cell, env: dict, cores: list[int] | None, log_path: str) -> su
 def start_sweep(sw: Sweep, force: bool = False) -> list[Cell]:
     """Refuse a folder that is not the sweep's (:mod:`~gnn_batching.sweep.folder`; ``force``:
     ``--force``) and changed settings, record the sweep file, and return the cells still to run
-    (finished cells are skipped; partial ones are redone)."""
+    (finished cells are skipped; a partial one continues from its checkpoint, or is redone)."""
     manifest = {"name": sw.name, "source": sw.source, "grid": sw.grid, "base": sw.base, "repeats": sw.repeats}
     claim_output_dir(sw.output_dir, manifest, force)
     check_unchanged(sw)
@@ -81,6 +81,15 @@ def start_sweep(sw: Sweep, force: bool = False) -> list[Cell]:
     os.makedirs(sw.output_dir, exist_ok=True)
     write_json_atomic(os.path.join(sw.output_dir, SWEEP_FILE), manifest)
     return [c for c, s in zip(sw.cells, states) if s != "done"]
+
+
+def resuming(todo: list[Cell]) -> str:
+    """What the start line adds about cells an earlier attempt left with a checkpoint (they
+    continue from it; partial cells without one are redone from step 0)."""
+    k = sum(has_checkpoint(c.run_dir) for c in todo)
+    if not k:
+        return ""
+    return " (1 continues from its checkpoint)" if k == 1 else f" ({k} continue from their checkpoints)"
 
 
 def _warn_other_grid(sw: Sweep) -> None:
@@ -163,7 +172,7 @@ def run_sweep(sw: Sweep, jobs: int = 1, gpus_per_job: int = 0, watch_s: float = 
     for slot in range(jobs):  # every job's GPUs exist, before any cell starts
         gpu_env(env, slot, gpus_per_job)
     prog = Progress(f"sweep {sw.name}", total=len(sw.cells))
-    prog.note(f"{len(sw.cells)} cells, {done} already done, {len(todo)} to run "
+    prog.note(f"{len(sw.cells)} cells, {done} already done, {len(todo)} to run{resuming(todo)} "
               f"with {jobs} job(s) x {threads} thread(s)")
     prog.update(done)
     running: dict[int, tuple[subprocess.Popen, Cell]] = {}
