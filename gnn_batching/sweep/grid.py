@@ -188,14 +188,18 @@ def load_sweep(path: str, overrides: list[str] | None = None, modules: list[str]
     return sw
 
 
+def _seeds(grid: dict) -> int:
+    """Processes a group gets per repeat: one per seed on the grid (a group pools its seeds)."""
+    return max(len(grid.get("train.seed", [])), 1)
+
+
 def resolve_repeats(value, grid: dict, path: str) -> int:
     """``repeats``: a positive int, or ``auto`` (at least :data:`MIN_PROCESSES` processes per
     compared group when the grid compares methods, counting its seeds; else 1)."""
     if value in (None, "auto"):
         if len(grid.get("batching.method", [])) < 2:
             return 1
-        seeds = max(len(grid.get("train.seed", [])), 1)
-        return max(1, -(-MIN_PROCESSES // seeds))
+        return max(1, -(-MIN_PROCESSES // _seeds(grid)))
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise ConfigError(f"{path}: repeats: a positive integer or auto, got {value!r}")
     return value
@@ -224,7 +228,7 @@ def _turns(keys: list[str], grid: dict, repeat: int, combo: tuple) -> tuple:
     outer = [p for k, p in zip(keys, pos) if k != "batching.method"]
     if "batching.method" not in at:
         return (repeat, *outer)
-    place = repeat * max(len(grid.get("train.seed", [])), 1) + at.get("train.seed", 0)
+    place = repeat * _seeds(grid) + at.get("train.seed", 0)
     return (repeat, *outer, turn_order(len(grid["batching.method"]), place).index(at["batching.method"]))
 
 
